@@ -1,0 +1,1 @@
+"""Thin FastAPI routers, one per analytics area, plus error handlers and dependencies."""

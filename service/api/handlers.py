@@ -1,0 +1,98 @@
+"""Render every failure as MLflow's error JSON: ``{"error_code": ..., "message": ...}``.
+
+The SQL and stack trace of an unexpected error go to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import ErrorCode, InsightsError
+
+logger = logging.getLogger("service.errors")
+
+_CLIENT_MESSAGES = {
+    ErrorCode.TEMPORARILY_UNAVAILABLE: "The tracking database cannot be reached; retry later.",
+    ErrorCode.DEADLINE_EXCEEDED: (
+        "The query ran past the configured statement timeout and was cancelled; "
+        "narrow the time window or the filter, or raise INSIGHTS_STATEMENT_TIMEOUT_SECONDS."
+    ),
+    ErrorCode.INTERNAL_ERROR: "Internal error; the details are in the service log.",
+}
+
+
+def error_response(error: InsightsError) -> JSONResponse:
+    return JSONResponse(error.to_json(), status_code=error.http_status, headers=error.headers)
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts)
+
+
+def describe_validation_error(error: dict[str, Any]) -> str:
+    """One error of pydantic's list as a sentence a user can act on."""
+    kind, field = error.get("type", ""), _field_name(error.get("loc", ()))
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if kind == "json_invalid":
+        return f"Malformed JSON in request body: {error.get('ctx', {}).get('error', message)}"
+    if kind == "extra_forbidden":
+        return f"Unknown field '{field}'; see /docs for the fields this endpoint accepts"
+    if kind == "missing" and not field:
+        return "The request body must be a JSON object"
+    if kind == "missing":
+        return f"Missing required field '{field}'"
+    if not field and kind in ("model_attributes_type", "dict_type", "model_type"):
+        return "The request body must be a JSON object"
+    if not field:
+        return message
+    return f"Invalid value for '{field}': {message}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InsightsError)
+    async def _insights_error(_request: Request, exc: InsightsError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        messages = list(dict.fromkeys(describe_validation_error(e) for e in errors))
+        return error_response(
+            InsightsError(ErrorCode.INVALID_PARAMETER_VALUE, "; ".join(messages) or "Invalid request")
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            code, message = ErrorCode.ENDPOINT_NOT_FOUND, f"No endpoint at {request.url.path}"
+        elif exc.status_code == 405:
+            code = ErrorCode.ENDPOINT_NOT_FOUND
+            message = f"{request.method} is not allowed on {request.url.path}; use POST"
+        else:
+            code, message = ErrorCode.INVALID_PARAMETER_VALUE, str(exc.detail)
+        return JSONResponse(
+            {"error_code": code.value, "message": message},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        code = request.app.state.database.policy.classify_error(exc) or ErrorCode.INTERNAL_ERROR
+        logger.error("database error on %s (%s)", request.url.path, code.value, exc_info=exc)
+        return error_response(InsightsError(code, _CLIENT_MESSAGES[code]))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unexpected error on %s", request.url.path, exc_info=exc)
+        code = ErrorCode.INTERNAL_ERROR
+        return error_response(InsightsError(code, _CLIENT_MESSAGES[code]))

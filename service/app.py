@@ -1,0 +1,75 @@
+"""The FastAPI application: lifespan (engine, schema check), routers under both prefixes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.exc import DBAPIError
+
+from service.api import operations, traffic
+from service.api.handlers import install_error_handlers
+from service.api.json_body import JSONBodyMiddleware
+from service.db import Database, UnsupportedSchemaError
+from service.settings import Settings, get_settings
+
+logger = logging.getLogger("service")
+
+API_PREFIX = "/api/3.0/mlflow/traces/insights"
+# The MLflow web UI calls its own server under /ajax-api; the same handlers answer there.
+AJAX_PREFIX = "/ajax-api/3.0/mlflow/traces/insights"
+
+DESCRIPTION = """
+Analytics over the GenAI traces in an MLflow tracking database: traffic, latency, errors,
+cost, assessments, tools, tags and NPMI correlations. Every endpoint is a `POST` taking JSON
+and answers under both `/api/3.0/mlflow/traces/insights/` and
+`/ajax-api/3.0/mlflow/traces/insights/` (only the first is listed here).
+
+Errors use MLflow's shape: `{"error_code": "INVALID_PARAMETER_VALUE", "message": "..."}`.
+The service only reads: its database connections are read-only.
+"""
+
+
+def insights_router() -> APIRouter:
+    router = APIRouter()
+    router.include_router(traffic.router)
+    return router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings)
+        app.state.database = database
+        try:
+            status = await database.check_schema()
+        except (DBAPIError, OSError) as exc:
+            # Serve anyway: /ready says 503 and requests retry the check until the DB is back.
+            logger.warning("tracking database not reachable at start: %s", exc)
+        else:
+            if not status.ok:
+                await database.dispose()
+                raise UnsupportedSchemaError(status.reason)
+            logger.info("serving %s", status.reason)
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    app = FastAPI(
+        title="MLflow Trace Insights",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(JSONBodyMiddleware)
+    app.include_router(operations.router)
+    app.include_router(insights_router(), prefix=API_PREFIX)
+    app.include_router(insights_router(), prefix=AJAX_PREFIX, include_in_schema=False)
+    return app

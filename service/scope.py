@@ -1,0 +1,117 @@
+"""The traces in scope: experiments + window + filter_string, shared by every query (API.md §1).
+
+Spans, tags and assessments count when their trace is in scope and are bucketed by their
+trace's ``timestamp_ms``; every query module builds on ``TraceScope`` so the numbers on
+different screens agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlTraceInfo
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement, Select
+
+from service.errors import does_not_exist, invalid_parameter
+from service.filters import parse_filter_string
+from service.models.common import InsightsRequest, SeriesRequest
+from service.timebuckets import TimeBuckets, load_timezone
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TraceScope:
+    experiment_ids: tuple[int, ...]
+    start_time: int | None
+    end_time: int | None
+    filters: tuple[ColumnElement[bool], ...] = ()
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """Predicates on ``SqlTraceInfo`` selecting the traces in scope."""
+        conditions: list[ColumnElement[bool]] = [
+            SqlTraceInfo.experiment_id.in_(self.experiment_ids)
+        ]
+        if self.start_time is not None:
+            conditions.append(SqlTraceInfo.timestamp_ms >= self.start_time)
+        if self.end_time is not None:
+            conditions.append(SqlTraceInfo.timestamp_ms < self.end_time)
+        conditions.extend(self.filters)
+        return conditions
+
+    def traces(self, *columns: Any) -> Select[Any]:
+        """``SELECT columns FROM trace_info WHERE <in scope>``."""
+        return select(*columns).select_from(SqlTraceInfo).where(*self.conditions())
+
+
+async def resolve_scope(session: AsyncSession, request: InsightsRequest) -> TraceScope:
+    """Validate the request's experiments and filter, before any analytics SQL runs."""
+    filters = tuple(parse_filter_string(request.filter_string))
+    ids = tuple(int(i) for i in request.experiment_ids)
+    found = set(
+        (
+            await session.execute(
+                select(SqlExperiment.experiment_id).where(SqlExperiment.experiment_id.in_(ids))
+            )
+        ).scalars()
+    )
+    missing = [str(i) for i in ids if i not in found]
+    if missing:
+        raise does_not_exist(
+            f"No experiment with id {', '.join(repr(m) for m in missing)} exists in the "
+            "tracking database",
+            experiment_ids=missing,
+        )
+    return TraceScope(ids, request.start_time, request.end_time, filters)
+
+
+@dataclass(frozen=True)
+class SeriesFrame:
+    """Where a time series starts and ends, and how timestamps map to its buckets.
+
+    ``buckets`` is None when the range is empty (an open window with no traces in scope):
+    the series is then ``[]``.
+    """
+
+    scope: TraceScope
+    buckets: TimeBuckets | None
+    keys: tuple[int, ...]
+
+    def bucket_key(self, ts: ColumnElement[Any]) -> ColumnElement[Any]:
+        if self.buckets is None:
+            raise RuntimeError("no buckets in an empty range")  # callers check ``keys`` first
+        return self.buckets.key_expr(ts)
+
+    def fill(self, rows: Mapping[int, T], make: Callable[[int, T | None], Any]) -> list[Any]:
+        """One point per bucket, ascending; ``make(bucket_start_ms, row_or_None)``."""
+        if self.buckets is None:
+            return []
+        return [make(self.buckets.start_of(key), rows.get(key)) for key in self.keys]
+
+
+async def resolve_series(
+    session: AsyncSession, request: SeriesRequest, *, max_buckets: int
+) -> SeriesFrame:
+    scope = await resolve_scope(session, request)
+    first, last = request.start_time, None if request.end_time is None else request.end_time - 1
+    if first is None or last is None:
+        # An open side of the window ends at the earliest / latest trace in scope.
+        lowest, highest = (
+            await session.execute(
+                scope.traces(func.min(SqlTraceInfo.timestamp_ms), func.max(SqlTraceInfo.timestamp_ms))
+            )
+        ).one()
+        first = lowest if first is None else first
+        last = highest if last is None else last
+    if first is None or last is None or first > last:
+        return SeriesFrame(scope, None, ())
+    buckets = TimeBuckets.covering(request.time_bucket, load_timezone(request.timezone), first, last)
+    try:
+        keys = buckets.keys_between(first, last, limit=max_buckets)
+    except ValueError as exc:
+        raise invalid_parameter(str(exc)) from None
+    return SeriesFrame(scope, buckets, tuple(keys))
