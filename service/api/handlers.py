@@ -91,6 +91,13 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.error("database error on %s (%s)", request.url.path, code.value, exc_info=exc)
         return error_response(InsightsError(code, _CLIENT_MESSAGES[code]))
 
+    @app.exception_handler(OSError)
+    async def _connection_error(request: Request, exc: OSError) -> JSONResponse:
+        # Raised by the drivers before SQLAlchemy wraps anything, e.g. connection refused.
+        code = ErrorCode.TEMPORARILY_UNAVAILABLE
+        logger.warning("database unreachable on %s: %s", request.url.path, exc)
+        return error_response(InsightsError(code, _CLIENT_MESSAGES[code]))
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.error("unexpected error on %s", request.url.path, exc_info=exc)

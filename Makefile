@@ -1,0 +1,51 @@
+# MLflow Trace Insights — everyday commands. Each target installs what it needs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 5001
+DEMO_DB ?= .demo/mlflow.db
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo serve test test-sqlite lint format typecheck check clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the service with its test and demo extras
+
+demo: $(STAMP) ## Build a demo SQLite DB of realistic traces (once) and serve it
+	$(BIN)/python -m service.demo --db $(DEMO_DB)
+	@echo
+	@echo "Interactive docs:  http://127.0.0.1:$(PORT)/docs"
+	@echo "Try:  curl -X POST http://127.0.0.1:$(PORT)/api/3.0/mlflow/traces/insights/traffic-cost/volume \\"
+	@echo "        -d '{\"experiment_ids\": [\"'$$($(BIN)/python -m service.demo --db $(DEMO_DB) --print-experiment-id)'\"], \"time_bucket\": \"day\"}'"
+	@echo
+	$(BIN)/insights-server --backend-store-uri sqlite:///$(DEMO_DB) --port $(PORT)
+
+serve: $(STAMP) ## Serve $$INSIGHTS_DATABASE_URL (an existing MLflow tracking DB)
+	$(BIN)/insights-server --port $(PORT)
+
+test: $(STAMP) ## Run the whole suite (SQLite, PostgreSQL and MariaDB on 127.0.0.1)
+	$(BIN)/python -m pytest
+
+test-sqlite: $(STAMP) ## Run the suite on SQLite only (no database servers needed)
+	INSIGHTS_TEST_BACKENDS=sqlite $(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff: lint and format check
+	$(BIN)/ruff check service tests migrations_readonly
+	$(BIN)/ruff format --check service tests migrations_readonly
+
+format: $(STAMP)
+	$(BIN)/ruff format service tests migrations_readonly
+	$(BIN)/ruff check --fix service tests migrations_readonly
+
+typecheck: $(STAMP) ## mypy over the service package
+	$(BIN)/mypy
+
+check: lint typecheck test ## Everything CI runs
+
+clean:
+	rm -rf $(VENV) .demo build *.egg-info

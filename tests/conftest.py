@@ -1,0 +1,181 @@
+"""One suite, run on every database the machine has.
+
+Each backend's tracking DB is created by MLflow's own migrations and filled through MLflow's
+public tracing API (``service.demo.generate``), once per test session. Tests talk to the service
+through ``httpx.AsyncClient`` + ``ASGITransport`` and compute expected numbers independently
+from the raw rows (read with a plain sync SQLAlchemy engine).
+
+Backends: ``sqlite`` always; ``postgresql`` and ``mysql`` (MariaDB) on 127.0.0.1. Restrict with
+``INSIGHTS_TEST_BACKENDS=sqlite,postgresql``. A server that is down fails the tests instead of
+skipping them, so CI cannot pass without really running them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from service.app import create_app
+from service.demo.generate import GeneratedDataset, build_tracking_db
+from service.settings import Settings
+
+ALL_BACKENDS = ("sqlite", "postgresql", "mysql")
+TEST_DB_NAME = os.environ.get("INSIGHTS_TEST_DB_NAME", "insights_test")
+PG_ADMIN_URL = os.environ.get("INSIGHTS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+MYSQL_ADMIN_URL = os.environ.get("INSIGHTS_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+N_TRACES = int(os.environ.get("INSIGHTS_TEST_TRACES", "240"))
+SEED = 7
+
+API = "/api/3.0/mlflow/traces/insights"
+AJAX_API = "/ajax-api/3.0/mlflow/traces/insights"
+
+
+def enabled_backends() -> list[str]:
+    wanted = os.environ.get("INSIGHTS_TEST_BACKENDS")
+    if not wanted:
+        return list(ALL_BACKENDS)
+    names = [b.strip() for b in wanted.split(",") if b.strip()]
+    unknown = set(names) - set(ALL_BACKENDS)
+    if unknown:
+        raise ValueError(f"INSIGHTS_TEST_BACKENDS: unknown backends {sorted(unknown)}")
+    return names
+
+
+def recreate_server_database(backend: str, name: str) -> str:
+    """Drop and create an empty database on the PostgreSQL/MariaDB server; return its sync URI."""
+    admin_url = PG_ADMIN_URL if backend == "postgresql" else MYSQL_ADMIN_URL
+    engine = sa.create_engine(
+        f"{admin_url}/postgres" if backend == "postgresql" else admin_url,
+        isolation_level="AUTOCOMMIT",
+    )
+    with engine.connect() as conn:
+        if backend == "postgresql":
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        else:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    engine.dispose()
+    return f"{admin_url}/{name}"
+
+
+@dataclass
+class Backend:
+    """A tracking DB of one kind, filled with the test dataset."""
+
+    name: str
+    sync_uri: str
+    dataset: GeneratedDataset
+
+    @property
+    def service_url(self) -> str:
+        # The service takes MLflow-style URLs and picks its own async driver.
+        return self.sync_uri.replace("+psycopg2", "").replace("+pymysql", "")
+
+    def sync_engine(self) -> sa.Engine:
+        return sa.create_engine(self.sync_uri)
+
+    def experiment_id(self, name: str = "support-agent") -> str:
+        return self.dataset.experiment_ids[name]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tracking")
+
+
+_built: dict[str, Backend] = {}
+
+
+def build_backend(name: str, data_dir: Path) -> Backend:
+    if name not in _built:
+        if name == "sqlite":
+            uri = f"sqlite:///{data_dir / 'mlflow.db'}"
+        else:
+            uri = recreate_server_database(name, TEST_DB_NAME)
+        dataset = build_tracking_db(uri, n_traces=N_TRACES, days=14, seed=SEED)
+        _built[name] = Backend(name, uri, dataset)
+    return _built[name]
+
+
+@pytest.fixture(scope="session", params=enabled_backends())
+def backend(request: pytest.FixtureRequest, data_dir: Path) -> Backend:
+    return build_backend(request.param, data_dir)
+
+
+@pytest.fixture(scope="session")
+def all_backends(data_dir: Path) -> list[Backend]:
+    """Every enabled backend at once, for cross-database comparisons."""
+    return [build_backend(name, data_dir) for name in enabled_backends()]
+
+
+@pytest.fixture(scope="session")
+def raw(backend: Backend) -> Iterator[sa.Connection]:
+    """A plain sync connection to the backend, for computing expected numbers independently."""
+    engine = backend.sync_engine()
+    with engine.connect() as conn:
+        yield conn
+    engine.dispose()
+
+
+class InsightsClient:
+    """Calls the service in-process, as a client would over HTTP."""
+
+    def __init__(self, http: httpx.AsyncClient, backend: Backend) -> None:
+        self.http = http
+        self.backend = backend
+
+    async def post(self, endpoint: str, body: dict[str, Any], *, prefix: str = API) -> httpx.Response:
+        return await self.http.post(f"{prefix}/{endpoint}", json=body)
+
+    async def ok(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self.post(endpoint, body)
+        assert response.status_code == 200, response.text
+        payload: dict[str, Any] = response.json()
+        return payload
+
+    async def error(self, endpoint: str, body: Any, status: int, code: str) -> str:
+        response = await self.http.post(f"{API}/{endpoint}", json=body)
+        assert response.status_code == status, response.text
+        payload = response.json()
+        assert payload["error_code"] == code, payload
+        assert isinstance(payload["message"], str) and payload["message"]
+        message: str = payload["message"]
+        return message
+
+
+async def open_client(app: FastAPI, backend: Backend) -> AsyncIterator[InsightsClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://insights") as http:
+            yield InsightsClient(http, backend)
+
+
+@pytest.fixture(scope="session")
+async def client(backend: Backend) -> AsyncIterator[InsightsClient]:
+    app = create_app(Settings(database_url=backend.service_url))
+    async for c in open_client(app, backend):
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def clients(all_backends: list[Backend]) -> AsyncIterator[dict[str, InsightsClient]]:
+    """A client per enabled backend, to assert identical JSON across databases."""
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+        result: dict[str, InsightsClient] = {}
+        for b in all_backends:
+            app = create_app(Settings(database_url=b.service_url))
+            gen = open_client(app, b)
+            result[b.name] = await gen.__anext__()
+            stack.push_async_callback(gen.aclose)
+        yield result

@@ -1,0 +1,257 @@
+"""traffic-cost/volume, latency and errors, on every backend, against independent computations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests import oracle
+from tests.conftest import AJAX_API, Backend, InsightsClient
+
+DAY_MS = 86_400_000
+
+# (time_bucket, timezone): UTC plus zones whose DST changes fall inside the dataset's two weeks,
+# and a half-hour offset.
+BUCKETINGS = [
+    ("hour", "UTC"),
+    ("day", "UTC"),
+    ("week", "UTC"),
+    ("day", "Europe/Berlin"),
+    ("hour", "Europe/Berlin"),
+    ("week", "America/New_York"),
+    ("day", "America/New_York"),
+    ("day", "Asia/Kolkata"),
+]
+
+
+def window(backend: Backend, *, pad_days: int = 0) -> dict[str, int]:
+    ds = backend.dataset
+    return {
+        "start_time": ds.start_time_ms - pad_days * DAY_MS,
+        "end_time": ds.end_time_ms + pad_days * DAY_MS,
+    }
+
+
+def expected_range(
+    traces: list[oracle.TraceRow], body: dict[str, Any], size: str, tz: str
+) -> list[int]:
+    first = body.get("start_time", min((t.timestamp_ms for t in traces), default=None))
+    last = body["end_time"] - 1 if "end_time" in body else max(
+        (t.timestamp_ms for t in traces), default=None
+    )
+    if first is None or last is None:
+        return []
+    return oracle.bucket_starts(first, last, size, tz)
+
+
+def assert_latency_stats(actual: dict[str, Any], traces: list[oracle.TraceRow]) -> None:
+    values = [t.execution_time_ms for t in traces if t.execution_time_ms is not None]
+    assert actual["count"] == len(values)
+    for q in (50, 90, 95, 99):
+        assert oracle.close(actual[f"p{q}_latency"], oracle.percentile(values, q)), (q, actual)
+    assert oracle.close(actual["avg_latency"], oracle.mean(values))
+
+
+@pytest.mark.parametrize(("size", "tz"), BUCKETINGS)
+async def test_volume_matches_raw_traces(
+    client: InsightsClient, backend: Backend, raw: Any, size: str, tz: str
+) -> None:
+    exp = backend.experiment_id()
+    body = {"experiment_ids": [exp], "time_bucket": size, "timezone": tz, **window(backend)}
+    result = await client.ok("traffic-cost/volume", body)
+
+    traces = oracle.load_traces(raw, [exp], body["start_time"], body["end_time"])
+    assert len(traces) > 50, "the dataset should put many traces in the window"
+    statuses = [t.status for t in traces]
+    assert result["summary"] == {
+        "count": len(traces),
+        "ok_count": statuses.count("OK"),
+        "error_count": statuses.count("ERROR"),
+    }
+    groups = oracle.group_by_bucket(traces, size, tz)
+    starts = expected_range(traces, body, size, tz)
+    assert [p["time_bucket"] for p in result["time_series"]] == starts
+    for point in result["time_series"]:
+        bucket = groups.get(point["time_bucket"], [])
+        assert point["count"] == len(bucket)
+        assert point["ok_count"] == sum(t.status == "OK" for t in bucket)
+        assert point["error_count"] == sum(t.status == "ERROR" for t in bucket)
+
+
+@pytest.mark.parametrize(("size", "tz"), BUCKETINGS)
+async def test_latency_matches_numpy(
+    client: InsightsClient, backend: Backend, raw: Any, size: str, tz: str
+) -> None:
+    exp = backend.experiment_id()
+    body = {"experiment_ids": [exp], "time_bucket": size, "timezone": tz, **window(backend)}
+    result = await client.ok("traffic-cost/latency", body)
+
+    traces = oracle.load_traces(raw, [exp], body["start_time"], body["end_time"])
+    finished = [t.execution_time_ms for t in traces if t.execution_time_ms is not None]
+    summary = result["summary"]
+    assert_latency_stats(summary, traces)
+    assert summary["min_latency"] == min(finished)
+    assert summary["max_latency"] == max(finished)
+
+    groups = oracle.group_by_bucket(traces, size, tz)
+    assert [p["time_bucket"] for p in result["time_series"]] == expected_range(
+        traces, body, size, tz
+    )
+    for point in result["time_series"]:
+        assert_latency_stats(point, groups.get(point["time_bucket"], []))
+
+
+@pytest.mark.parametrize(("size", "tz"), BUCKETINGS[:4])
+async def test_errors_match_raw_traces(
+    client: InsightsClient, backend: Backend, raw: Any, size: str, tz: str
+) -> None:
+    exp = backend.experiment_id()
+    body = {"experiment_ids": [exp], "time_bucket": size, "timezone": tz, **window(backend)}
+    result = await client.ok("traffic-cost/errors", body)
+
+    traces = oracle.load_traces(raw, [exp], body["start_time"], body["end_time"])
+    errors = sum(t.status == "ERROR" for t in traces)
+    assert errors > 0
+    assert result["summary"]["total_count"] == len(traces)
+    assert result["summary"]["error_count"] == errors
+    assert oracle.close(result["summary"]["error_rate"], 100.0 * errors / len(traces))
+    groups = oracle.group_by_bucket(traces, size, tz)
+    for point in result["time_series"]:
+        bucket = groups.get(point["time_bucket"], [])
+        bucket_errors = sum(t.status == "ERROR" for t in bucket)
+        assert point["total_count"] == len(bucket)
+        assert point["error_count"] == bucket_errors
+        expected_rate = 100.0 * bucket_errors / len(bucket) if bucket else None
+        assert oracle.close(point["error_rate"], expected_rate)
+
+
+async def test_dst_day_buckets_are_25_and_23_hours_long(
+    client: InsightsClient, backend: Backend
+) -> None:
+    """Berlin's day buckets follow local midnight across the 2026-10-25 change (a 25 h day)."""
+    exp = backend.experiment_id()
+    body = {"experiment_ids": [exp], "time_bucket": "day", "timezone": "Europe/Berlin"}
+    series = (await client.ok("traffic-cost/volume", {**body, **window(backend)}))["time_series"]
+    lengths = {b["time_bucket"] - a["time_bucket"] for a, b in zip(series, series[1:], strict=False)}
+    assert lengths == {DAY_MS, DAY_MS + 3_600_000}
+
+
+async def test_open_window_spans_earliest_to_latest_trace(
+    client: InsightsClient, backend: Backend, raw: Any
+) -> None:
+    exp = backend.experiment_id("sql-copilot")
+    body = {"experiment_ids": [exp], "time_bucket": "day", "timezone": "America/New_York"}
+    result = await client.ok("traffic-cost/volume", body)
+    traces = oracle.load_traces(raw, [exp])
+    assert result["summary"]["count"] == len(traces) > 0
+    assert [p["time_bucket"] for p in result["time_series"]] == expected_range(
+        traces, body, "day", "America/New_York"
+    )
+    assert sum(p["count"] for p in result["time_series"]) == len(traces)
+
+
+async def test_half_open_windows(client: InsightsClient, backend: Backend, raw: Any) -> None:
+    exp = backend.experiment_id()
+    middle = (backend.dataset.start_time_ms + backend.dataset.end_time_ms) // 2
+    for body in (
+        {"experiment_ids": [exp], "start_time": middle, "time_bucket": "day"},
+        {"experiment_ids": [exp], "end_time": middle, "time_bucket": "day"},
+    ):
+        result = await client.ok("traffic-cost/volume", body)
+        traces = oracle.load_traces(raw, [exp], body.get("start_time"), body.get("end_time"))
+        assert result["summary"]["count"] == len(traces) > 0
+        assert [p["time_bucket"] for p in result["time_series"]] == expected_range(
+            traces, body, "day", "UTC"
+        )
+
+
+async def test_several_experiments_add_up(client: InsightsClient, backend: Backend) -> None:
+    a, b = backend.experiment_id("support-agent"), backend.experiment_id("sql-copilot")
+    base = {"time_bucket": "day", **window(backend)}
+    both = await client.ok("traffic-cost/volume", {"experiment_ids": [a, b], **base})
+    only_a = await client.ok("traffic-cost/volume", {"experiment_ids": [a], **base})
+    only_b = await client.ok("traffic-cost/volume", {"experiment_ids": [b], **base})
+    for key in ("count", "ok_count", "error_count"):
+        assert both["summary"][key] == only_a["summary"][key] + only_b["summary"][key]
+    assert only_b["summary"]["count"] > 0
+
+
+async def test_in_progress_traces_count_only_in_totals(
+    client: InsightsClient, backend: Backend, raw: Any
+) -> None:
+    exp = backend.experiment_id()
+    traces = oracle.load_traces(raw, [exp])
+    in_progress = [t for t in traces if t.status not in ("OK", "ERROR")]
+    assert in_progress, "the dataset should hold in-progress traces"
+    assert all(t.execution_time_ms is None for t in in_progress)
+    volume = (await client.ok("traffic-cost/volume", {"experiment_ids": [exp]}))["summary"]
+    latency = (await client.ok("traffic-cost/latency", {"experiment_ids": [exp]}))["summary"]
+    assert volume["count"] - volume["ok_count"] - volume["error_count"] == len(in_progress)
+    assert latency["count"] == sum(t.execution_time_ms is not None for t in traces)
+
+
+@pytest.mark.parametrize("endpoint", ["volume", "latency", "errors"])
+async def test_empty_window_gives_zero_counts_and_null_statistics(
+    client: InsightsClient, backend: Backend, endpoint: str
+) -> None:
+    start = backend.dataset.start_time_ms - 30 * DAY_MS
+    body = {
+        "experiment_ids": [backend.experiment_id()],
+        "start_time": start,
+        "end_time": start + 2 * DAY_MS,
+        "time_bucket": "day",
+    }
+    result = await client.ok(f"traffic-cost/{endpoint}", body)
+    assert len(result["time_series"]) == 2
+    for row in [result["summary"], *result["time_series"]]:
+        for key, value in row.items():
+            if key == "time_bucket":
+                continue
+            assert value == (0 if key.endswith("count") else None), (key, value)
+
+
+async def test_empty_experiment_with_open_window_has_no_series(
+    client: InsightsClient, backend: Backend
+) -> None:
+    body = {"experiment_ids": [backend.experiment_id("empty-experiment")]}
+    result = await client.ok("traffic-cost/latency", body)
+    assert result["time_series"] == []
+    assert result["summary"]["count"] == 0
+    assert result["summary"]["p50_latency"] is None
+
+
+async def test_padded_window_is_gap_filled(client: InsightsClient, backend: Backend) -> None:
+    body = {"experiment_ids": [backend.experiment_id()], "time_bucket": "day", **window(backend, pad_days=3)}
+    result = await client.ok("traffic-cost/latency", body)
+    series = result["time_series"]
+    assert series[0]["count"] == 0 and series[0]["p50_latency"] is None
+    assert series[-1]["count"] == 0 and series[-1]["avg_latency"] is None
+    assert [p["time_bucket"] for p in series] == sorted({p["time_bucket"] for p in series})
+
+
+async def test_ajax_prefix_answers_the_same(client: InsightsClient, backend: Backend) -> None:
+    body = {"experiment_ids": [backend.experiment_id()], "time_bucket": "day"}
+    api = await client.post("traffic-cost/latency", body)
+    ajax = await client.post("traffic-cost/latency", body, prefix=AJAX_API)
+    assert api.status_code == ajax.status_code == 200
+    assert api.json() == ajax.json()
+
+
+@pytest.mark.parametrize("endpoint", ["volume", "latency", "errors"])
+@pytest.mark.parametrize(("size", "tz"), [("hour", "UTC"), ("day", "Europe/Berlin")])
+async def test_identical_json_on_every_database(
+    clients: dict[str, InsightsClient], endpoint: str, size: str, tz: str
+) -> None:
+    answers = {}
+    for name, c in clients.items():
+        ds = c.backend.dataset
+        body = {
+            "experiment_ids": [c.backend.experiment_id(), c.backend.experiment_id("sql-copilot")],
+            "start_time": ds.start_time_ms,
+            "end_time": ds.end_time_ms,
+            "time_bucket": size,
+            "timezone": tz,
+        }
+        answers[name] = (await c.post(f"traffic-cost/{endpoint}", body)).text
+    assert len(set(answers.values())) == 1, {k: v[:300] for k, v in answers.items()}
