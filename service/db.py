@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow.store.tracking.dbmodels.models import SqlExperiment
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from migrations_readonly import supported_revisions
 from service.dialects import ConnectionLimits, DialectPolicy, policy_for
@@ -43,11 +48,7 @@ def create_engine(settings: Settings) -> tuple[AsyncEngine, DialectPolicy]:
     if url.get_backend_name() != "sqlite":
         options |= {"pool_size": settings.pool_size, "max_overflow": settings.max_overflow}
     engine = create_async_engine(url, **options)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        policy.on_connect(dbapi_connection, limits)
-
+    policy.install(engine.sync_engine, limits)
     return engine, policy
 
 
@@ -74,7 +75,9 @@ class Database:
         supported = supported_revisions()
         async with self.session() as session:
             try:
-                found = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+                found = (
+                    await session.execute(text("SELECT version_num FROM alembic_version"))
+                ).scalar()
             except DBAPIError as exc:
                 if self.policy.classify_error(exc) is not None:
                     raise

@@ -11,17 +11,19 @@ Query builders never look at a dialect name. They use:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, case, func
-from sqlalchemy.engine import Dialect
+from sqlalchemy import BigInteger, case, event, func
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement, Select, select
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.sql.selectable import Subquery
+from sqlalchemy.util import await_only
 
 from service.errors import ErrorCode
 
@@ -30,7 +32,7 @@ from service.errors import ErrorCode
 # --------------------------------------------------------------------------------------------
 
 
-class int_div(FunctionElement[int]):  # noqa: N801 - reads like the SQL function it renders
+class int_div(FunctionElement[int]):
     """Integer division of two non-negative integers, truncating (``a DIV b`` on MySQL).
 
     SQLAlchemy's ``//`` renders ``FLOOR(a / b)`` on MySQL, where ``/`` is a DECIMAL division
@@ -146,7 +148,9 @@ class WindowPercentiles:
         picks: list[ColumnElement[Any]] = []
         for q in quantiles:
             low_rank = int_div(q.num * (ranked.c.cnt - 1), q.den) + 1
-            picks.append(func.max(case((ranked.c.rn == low_rank, ranked.c.v))).label(f"{q.name}_lo"))
+            picks.append(
+                func.max(case((ranked.c.rn == low_rank, ranked.c.v))).label(f"{q.name}_lo")
+            )
             picks.append(
                 func.max(case((ranked.c.rn == low_rank + 1, ranked.c.v))).label(f"{q.name}_hi")
             )
@@ -180,7 +184,9 @@ class DialectPolicy(Protocol):
 
     def engine_options(self, limits: ConnectionLimits) -> dict[str, Any]: ...
 
-    def on_connect(self, dbapi_connection: Any, limits: ConnectionLimits) -> None: ...
+    def install(self, engine: Engine, limits: ConnectionLimits) -> None:
+        """Register the event hooks that make each new connection read-only and time-limited."""
+        ...
 
     def classify_error(self, exc: DBAPIError) -> ErrorCode | None:
         """TEMPORARILY_UNAVAILABLE / DEADLINE_EXCEEDED when the error says so, else None."""
@@ -221,7 +227,7 @@ class PostgresPolicy:
             }
         }
 
-    def on_connect(self, dbapi_connection: Any, limits: ConnectionLimits) -> None:
+    def install(self, engine: Engine, limits: ConnectionLimits) -> None:
         return None  # everything is set through server_settings at connect time
 
     def classify_error(self, exc: DBAPIError) -> ErrorCode | None:
@@ -247,14 +253,16 @@ class MySQLPolicy:
     def engine_options(self, limits: ConnectionLimits) -> dict[str, Any]:
         return {"connect_args": {"connect_timeout": 10}}
 
-    def on_connect(self, dbapi_connection: Any, limits: ConnectionLimits) -> None:
-        [[(version,)]] = _run(dbapi_connection, "SELECT VERSION()")
-        if "mariadb" in str(version).lower():
-            timeout = f"SET SESSION max_statement_time = {limits.statement_timeout_seconds:.3f}"
-        else:
-            timeout_ms = max(1, round(limits.statement_timeout_seconds * 1000))
-            timeout = f"SET SESSION max_execution_time = {timeout_ms}"
-        _run(dbapi_connection, "SET SESSION TRANSACTION READ ONLY", timeout)
+    def install(self, engine: Engine, limits: ConnectionLimits) -> None:
+        @event.listens_for(engine, "connect")
+        def _read_only_with_timeout(dbapi_connection: Any, _record: Any) -> None:
+            [[(version,)]] = _run(dbapi_connection, "SELECT VERSION()")
+            seconds = limits.statement_timeout_seconds
+            if "mariadb" in str(version).lower():
+                timeout = f"SET SESSION max_statement_time = {seconds:.3f}"
+            else:
+                timeout = f"SET SESSION max_execution_time = {max(1, round(seconds * 1000))}"
+            _run(dbapi_connection, "SET SESSION TRANSACTION READ ONLY", timeout)
 
     def classify_error(self, exc: DBAPIError) -> ErrorCode | None:
         args = getattr(exc.orig, "args", ())
@@ -266,15 +274,42 @@ class MySQLPolicy:
         return None
 
 
+_SQLITE_DEADLINE = "insights_statement_deadline"
+
+
 class SQLitePolicy:
     percentiles: PercentileStrategy = WindowPercentiles()
 
     def engine_options(self, limits: ConnectionLimits) -> dict[str, Any]:
         return {}
 
-    def on_connect(self, dbapi_connection: Any, limits: ConnectionLimits) -> None:
-        # The file is opened with mode=ro; query_only also refuses writes to attached/temp DBs.
-        _run(dbapi_connection, "PRAGMA query_only = ON")
+    def install(self, engine: Engine, limits: ConnectionLimits) -> None:
+        # SQLite has no statement timeout: a progress handler, called every few thousand VM
+        # instructions, interrupts the statement once its deadline (set per statement) passed.
+        @event.listens_for(engine, "connect")
+        def _read_only_with_timeout(dbapi_connection: Any, record: Any) -> None:
+            # The file is opened with mode=ro; query_only also refuses writes to temp tables.
+            _run(dbapi_connection, "PRAGMA query_only = ON")
+            deadline: list[float | None] = [None]
+            record.info[_SQLITE_DEADLINE] = deadline
+
+            def past_deadline() -> int:
+                return int(deadline[0] is not None and time.monotonic() > deadline[0])
+
+            aiosqlite_connection = dbapi_connection.driver_connection
+            await_only(aiosqlite_connection.set_progress_handler(past_deadline, 1000))
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _start_clock(conn: Connection, *_args: Any) -> None:
+            deadline = conn.info.get(_SQLITE_DEADLINE)
+            if deadline is not None:
+                deadline[0] = time.monotonic() + limits.statement_timeout_seconds
+
+        @event.listens_for(engine, "after_cursor_execute")
+        def _stop_clock(conn: Connection, *_args: Any) -> None:
+            deadline = conn.info.get(_SQLITE_DEADLINE)
+            if deadline is not None:
+                deadline[0] = None
 
     def classify_error(self, exc: DBAPIError) -> ErrorCode | None:
         message = str(exc.orig).lower()
@@ -299,3 +334,131 @@ def policy_for(dialect: Dialect | str) -> DialectPolicy:
         return _POLICIES[name]
     except KeyError:
         raise ValueError(f"Unsupported database dialect {name!r}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Exact text, JSON scalars and exact floors (assessments, tools, tags, tokens and cost)
+#
+# MySQL/MariaDB compare strings under the column's collation, usually case- and
+# trailing-space-insensitive, and PostgreSQL orders them by locale: ``exact_text`` makes
+# equality, grouping and ordering bytewise (code-point order for UTF-8) on every database, so
+# 'Friendly' and 'friendly' stay two values everywhere and ties sort the same way.
+# --------------------------------------------------------------------------------------------
+
+# Imported here to keep this section self-contained (it was appended to the module).
+from sqlalchemy import Float, String, and_  # noqa: E402
+from sqlalchemy.types import TypeDecorator  # noqa: E402
+
+
+class _Utf8Text(TypeDecorator[str]):
+    """Text that MySQL may return as bytes (the result of ``CAST(... AS BINARY)``)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value).decode("utf-8")
+        return None if value is None else str(value)
+
+
+class exact_text(FunctionElement[str]):
+    """A text expression compared, grouped and ordered by its bytes (code points)."""
+
+    type = _Utf8Text()
+    inherit_cache = True
+
+
+@compiles(exact_text)
+def _exact_text_default(element: exact_text, compiler: Any, **kw: Any) -> str:
+    # SQLite's default collation is BINARY already.
+    (value,) = list(element.clauses)
+    return str(compiler.process(value, **kw))
+
+
+@compiles(exact_text, "postgresql")
+def _exact_text_postgresql(element: exact_text, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f'(({compiler.process(value, **kw)}) COLLATE "C")'
+
+
+@compiles(exact_text, "mysql")
+def _exact_text_mysql(element: exact_text, compiler: Any, **kw: Any) -> str:
+    # CONVERT first: the bytes are UTF-8 whatever the column's character set is.
+    (value,) = list(element.clauses)
+    return f"CAST(CONVERT(({compiler.process(value, **kw)}) USING utf8mb4) AS BINARY)"
+
+
+def text_equals(column: ColumnElement[Any], value: str) -> ColumnElement[bool]:
+    """``column = value``, exactly: the plain comparison keeps indexes usable, the bytewise
+    one drops what a case-insensitive collation would let through."""
+    return and_(column == value, exact_text(column) == value)
+
+
+def starts_with(column: ColumnElement[Any], prefix: str) -> ColumnElement[bool]:
+    """``column`` starts with ``prefix``, exactly (no LIKE: keys may hold ``%`` and ``_``)."""
+    return exact_text(func.substr(column, 1, len(prefix))) == prefix
+
+
+class json_text_value(FunctionElement[str]):
+    """The text of a JSON document stored as text: a JSON string's content, decoded; any other
+    JSON (``true``, ``3.5``, ``[1, 2]``) as written."""
+
+    type = String()
+    inherit_cache = True
+
+
+def _json_text_value(
+    element: json_text_value, compiler: Any, first: str, decode: str, **kw: Any
+) -> str:
+    (value,) = list(element.clauses)
+    v = compiler.process(value, **kw)
+    decoded = decode.format(v=v)
+    return f"(CASE WHEN {first.format(v=v)} = '\"' THEN {decoded} ELSE ({v}) END)"
+
+
+@compiles(json_text_value)
+def _json_text_value_sqlite(element: json_text_value, compiler: Any, **kw: Any) -> str:
+    return _json_text_value(
+        element, compiler, "substr(({v}), 1, 1)", "json_extract(({v}), '$')", **kw
+    )
+
+
+@compiles(json_text_value, "postgresql")
+def _json_text_value_postgresql(element: json_text_value, compiler: Any, **kw: Any) -> str:
+    # Only strings are cast to json: stored NaN/Infinity are not valid PostgreSQL json.
+    return _json_text_value(
+        element, compiler, "left(({v}), 1)", "((({v})::json) #>> '{{}}')", **kw
+    )
+
+
+@compiles(json_text_value, "mysql")
+def _json_text_value_mysql(element: json_text_value, compiler: Any, **kw: Any) -> str:
+    return _json_text_value(element, compiler, "LEFT(({v}), 1)", "JSON_UNQUOTE(({v}))", **kw)
+
+
+class floor_float(FunctionElement[float]):
+    """``floor`` of a double, as a double; exact for every magnitude.
+
+    SQLite has ``floor`` only when built with its math functions; there it is computed from
+    ``CAST(... AS INTEGER)`` (which truncates) below 2^52, where doubles still have a fraction.
+    """
+
+    type = Float(precision=53)
+    inherit_cache = True
+
+
+@compiles(floor_float)
+def _floor_float_default(element: floor_float, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f"FLOOR({compiler.process(value, **kw)})"
+
+
+@compiles(floor_float, "sqlite")
+def _floor_float_sqlite(element: floor_float, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    v = compiler.process(value, **kw)
+    return (
+        f"(CASE WHEN abs({v}) >= 4503599627370496.0 THEN ({v}) * 1.0 "
+        f"ELSE CAST(CAST(({v}) AS INTEGER) - (({v}) < CAST(({v}) AS INTEGER)) AS REAL) END)"
+    )

@@ -50,8 +50,9 @@ class TraceScope:
 
 async def resolve_scope(session: AsyncSession, request: InsightsRequest) -> TraceScope:
     """Validate the request's experiments and filter, before any analytics SQL runs."""
-    filters = tuple(parse_filter_string(request.filter_string))
     ids = tuple(int(i) for i in request.experiment_ids)
+    # The ids let session-scoped feedback count across the listed experiments, as in MLflow.
+    filters = tuple(parse_filter_string(request.filter_string, experiment_ids=ids))
     found = set(
         (
             await session.execute(
@@ -102,14 +103,18 @@ async def resolve_series(
         # An open side of the window ends at the earliest / latest trace in scope.
         lowest, highest = (
             await session.execute(
-                scope.traces(func.min(SqlTraceInfo.timestamp_ms), func.max(SqlTraceInfo.timestamp_ms))
+                scope.traces(
+                    func.min(SqlTraceInfo.timestamp_ms), func.max(SqlTraceInfo.timestamp_ms)
+                )
             )
         ).one()
         first = lowest if first is None else first
         last = highest if last is None else last
     if first is None or last is None or first > last:
         return SeriesFrame(scope, None, ())
-    buckets = TimeBuckets.covering(request.time_bucket, load_timezone(request.timezone), first, last)
+    buckets = TimeBuckets.covering(
+        request.time_bucket, load_timezone(request.timezone), first, last
+    )
     try:
         keys = buckets.keys_between(first, last, limit=max_buckets)
     except ValueError as exc:

@@ -14,6 +14,7 @@ per DST period (none at all in UTC), so the expression stays cheap.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -40,7 +41,9 @@ def load_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(f"Unknown timezone {name!r}; use an IANA name such as 'Europe/Berlin'")
+        raise ValueError(
+            f"Unknown timezone {name!r}; use an IANA name such as 'Europe/Berlin'"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class TimeBuckets:
             return self._key_expr_for_offset(ts, self.periods[0].offset_ms)
         whens = [
             (ts < literal(nxt.start_ms, BigInteger), self._key_expr_for_offset(ts, cur.offset_ms))
-            for cur, nxt in zip(self.periods, self.periods[1:], strict=False)
+            for cur, nxt in itertools.pairwise(self.periods)
         ]
         return case(*whens, else_=self._key_expr_for_offset(ts, self.periods[-1].offset_ms))
 

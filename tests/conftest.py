@@ -23,13 +23,16 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from migrations_readonly import render_readonly_role_sql
 from service.app import create_app
 from service.demo.generate import GeneratedDataset, build_tracking_db
 from service.settings import Settings
 
 ALL_BACKENDS = ("sqlite", "postgresql", "mysql")
 TEST_DB_NAME = os.environ.get("INSIGHTS_TEST_DB_NAME", "insights_test")
-PG_ADMIN_URL = os.environ.get("INSIGHTS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+PG_ADMIN_URL = os.environ.get(
+    "INSIGHTS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432"
+)
 MYSQL_ADMIN_URL = os.environ.get("INSIGHTS_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 N_TRACES = int(os.environ.get("INSIGHTS_TEST_TRACES", "240"))
 SEED = 7
@@ -67,6 +70,29 @@ def recreate_server_database(backend: str, name: str) -> str:
     return f"{admin_url}/{name}"
 
 
+def create_reader(backend: str, sync_uri: str) -> str:
+    """Create the read-only role of ``migrations_readonly/`` on a server database and return an
+    MLflow-style URL that logs in with it (the service's tests run as that role)."""
+    url = sa.make_url(sync_uri)
+    role, password = f"{url.database}_reader", "reader-pw"
+    dialect = "postgres" if backend == "postgresql" else "mysql"
+    script = render_readonly_role_sql(dialect, role=role, password=password, database=url.database)
+    engine = sa.create_engine(sync_uri, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if backend == "postgresql":
+            conn.exec_driver_sql(script)
+        else:
+            conn.exec_driver_sql(f"DROP USER IF EXISTS '{role}'@'%%'")
+            for chunk in script.split(";\n"):
+                lines = [line for line in chunk.splitlines() if not line.startswith("--")]
+                if "".join(lines).strip():
+                    # The driver formats with %: the host wildcard '%' must be doubled.
+                    conn.exec_driver_sql("\n".join(lines).replace("%", "%%"))
+    engine.dispose()
+    service_url = url.set(drivername=backend, username=role, password=password)
+    return service_url.render_as_string(hide_password=False)
+
+
 @dataclass
 class Backend:
     """A tracking DB of one kind, filled with the test dataset."""
@@ -74,11 +100,8 @@ class Backend:
     name: str
     sync_uri: str
     dataset: GeneratedDataset
-
-    @property
-    def service_url(self) -> str:
-        # The service takes MLflow-style URLs and picks its own async driver.
-        return self.sync_uri.replace("+psycopg2", "").replace("+pymysql", "")
+    # MLflow-style URL the service is started with: the read-only role on server databases.
+    service_url: str
 
     def sync_engine(self) -> sa.Engine:
         return sa.create_engine(self.sync_uri)
@@ -102,7 +125,8 @@ def build_backend(name: str, data_dir: Path) -> Backend:
         else:
             uri = recreate_server_database(name, TEST_DB_NAME)
         dataset = build_tracking_db(uri, n_traces=N_TRACES, days=14, seed=SEED)
-        _built[name] = Backend(name, uri, dataset)
+        service_url = uri if name == "sqlite" else create_reader(name, dataset.tracking_uri)
+        _built[name] = Backend(name, dataset.tracking_uri, dataset, service_url)
     return _built[name]
 
 
@@ -133,7 +157,9 @@ class InsightsClient:
         self.http = http
         self.backend = backend
 
-    async def post(self, endpoint: str, body: dict[str, Any], *, prefix: str = API) -> httpx.Response:
+    async def post(
+        self, endpoint: str, body: dict[str, Any], *, prefix: str = API
+    ) -> httpx.Response:
         return await self.http.post(f"{prefix}/{endpoint}", json=body)
 
     async def ok(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:

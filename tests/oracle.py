@@ -29,7 +29,9 @@ def load_traces(
     start_time: int | None = None,
     end_time: int | None = None,
 ) -> list[TraceRow]:
-    query = "SELECT request_id, timestamp_ms, execution_time_ms, status, experiment_id FROM trace_info"
+    query = (
+        "SELECT request_id, timestamp_ms, execution_time_ms, status, experiment_id FROM trace_info"
+    )
     ids = {int(i) for i in experiment_ids}
     return [
         TraceRow(r[0], int(r[1]), None if r[2] is None else int(r[2]), r[3])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -34,20 +35,39 @@ def table_counts(engine: sa.Engine) -> dict[str, int]:
         return {t: conn.execute(sa.text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in TABLES}
 
 
-async def test_every_write_is_refused_by_the_database(backend: Backend) -> None:
-    sync_engine = backend.sync_engine()
-    before = table_counts(sync_engine)
-    database = Database(Settings(database_url=backend.service_url))
+def is_read_only_refusal(message: str) -> bool:
+    message = message.lower()
+    return "readonly" in message or ("read" in message and "only" in message)
+
+
+async def assert_writes_refused(database_url: str, accept: Callable[[str], bool]) -> None:
+    database = Database(Settings(database_url=database_url))
     try:
         for statement in WRITES:
             async with database.engine.connect() as conn:
                 with pytest.raises(DBAPIError) as refused:
                     await conn.execute(sa.text(statement))
                     await conn.commit()
-                message = str(refused.value.orig).lower()
-                assert "read" in message and "only" in message or "readonly" in message, message
+                message = str(refused.value.orig)
+                assert accept(message), (statement, message)
     finally:
         await database.dispose()
+
+
+async def test_every_write_is_refused_by_the_database(backend: Backend) -> None:
+    """Through the service's own engine factory, every write fails at the database: with the
+    read-only role (no write privilege) and even with an all-powerful login, because the
+    service's sessions themselves are read-only."""
+    sync_engine = backend.sync_engine()
+    before = table_counts(sync_engine)
+    await assert_writes_refused(
+        backend.service_url,
+        lambda m: is_read_only_refusal(m) or "denied" in m.lower() or "permission" in m.lower(),
+    )
+    admin_url = sa.make_url(backend.sync_uri).set(drivername=backend.name)
+    await assert_writes_refused(
+        admin_url.render_as_string(hide_password=False), is_read_only_refusal
+    )
     assert table_counts(sync_engine) == before
     sync_engine.dispose()
 

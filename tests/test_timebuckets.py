@@ -12,8 +12,14 @@ from service.dialects import int_div
 from service.timebuckets import TimeBuckets, load_timezone, offset_periods
 from tests import oracle
 
-ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata",
-         "America/Santiago", "Pacific/Chatham"]
+ZONES = [
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Asia/Kolkata",
+    "America/Santiago",
+    "Pacific/Chatham",
+]
 # 2026-01-01 .. 2027-01-01: every DST change of the year for these zones.
 YEAR_START, YEAR_END = 1_767_225_600_000, 1_798_761_600_000
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -37,8 +38,10 @@ def expected_range(
     traces: list[oracle.TraceRow], body: dict[str, Any], size: str, tz: str
 ) -> list[int]:
     first = body.get("start_time", min((t.timestamp_ms for t in traces), default=None))
-    last = body["end_time"] - 1 if "end_time" in body else max(
-        (t.timestamp_ms for t in traces), default=None
+    last = (
+        body["end_time"] - 1
+        if "end_time" in body
+        else max((t.timestamp_ms for t in traces), default=None)
     )
     if first is None or last is None:
         return []
@@ -133,7 +136,9 @@ async def test_dst_day_buckets_are_25_and_23_hours_long(
     exp = backend.experiment_id()
     body = {"experiment_ids": [exp], "time_bucket": "day", "timezone": "Europe/Berlin"}
     series = (await client.ok("traffic-cost/volume", {**body, **window(backend)}))["time_series"]
-    lengths = {b["time_bucket"] - a["time_bucket"] for a, b in zip(series, series[1:], strict=False)}
+    lengths = {
+        b["time_bucket"] - a["time_bucket"] for a, b in itertools.pairwise(series)
+    }
     assert lengths == {DAY_MS, DAY_MS + 3_600_000}
 
 
@@ -222,7 +227,11 @@ async def test_empty_experiment_with_open_window_has_no_series(
 
 
 async def test_padded_window_is_gap_filled(client: InsightsClient, backend: Backend) -> None:
-    body = {"experiment_ids": [backend.experiment_id()], "time_bucket": "day", **window(backend, pad_days=3)}
+    body = {
+        "experiment_ids": [backend.experiment_id()],
+        "time_bucket": "day",
+        **window(backend, pad_days=3),
+    }
     result = await client.ok("traffic-cost/latency", body)
     series = result["time_series"]
     assert series[0]["count"] == 0 and series[0]["p50_latency"] is None

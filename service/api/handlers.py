@@ -67,7 +67,9 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = list(exc.errors())
         messages = list(dict.fromkeys(describe_validation_error(e) for e in errors))
         return error_response(
-            InsightsError(ErrorCode.INVALID_PARAMETER_VALUE, "; ".join(messages) or "Invalid request")
+            InsightsError(
+                ErrorCode.INVALID_PARAMETER_VALUE, "; ".join(messages) or "Invalid request"
+            )
         )
 
     @app.exception_handler(StarletteHTTPException)

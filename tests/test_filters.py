@@ -1,0 +1,433 @@
+"""``service.filters``: a filter selects exactly the traces MLflow's own ``search_traces`` returns.
+
+Each database (SQLite; PostgreSQL and MariaDB on 127.0.0.1 unless ``INSIGHTS_SKIP_SERVER_DBS=1``)
+gets a tracking DB built once per session through MLflow's tracing API: the demo dataset plus a
+few traces for edge cases (session-level assessments, tag keys and values differing only in case
+or a trailing space, a trace linked to a run). For every filter of ``tests/filter_cases.py`` the
+trace ids from ``MlflowClient.search_traces`` must equal those selected by our predicates, run
+through a sync and an async engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import string
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+import sqlalchemy as sa
+from mlflow import MlflowClient
+from mlflow.store.tracking.dbmodels.models import SqlTraceInfo
+from mlflow.tracing.constant import TraceMetadataKey
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from service.demo.generate import SUPPORT_AGENT, build_tracking_db
+from service.errors import ErrorCode, InsightsError
+from service.filters import MAX_FILTER_LENGTH, parse_filter_string
+from tests.filter_cases import COMPOSED, EQUIVALENT, ERRORS, Case, ComposedCase
+
+DB_NAME = "filters_test"
+N_TRACES = 150
+EDGE_EXPERIMENT = "filters-edge"
+EDGE_SESSION = "edge-session"
+PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+MYSQL_ADMIN = "mysql+pymysql://root@127.0.0.1:3306"
+ASYNC_DRIVERS = {
+    "sqlite": ("sqlite://", "sqlite+aiosqlite://"),
+    "postgresql": ("postgresql+psycopg2://", "postgresql+asyncpg://"),
+    "mysql": ("mysql+pymysql://", "mysql+aiomysql://"),
+}
+
+
+def backends() -> list[str]:
+    if os.environ.get("INSIGHTS_SKIP_SERVER_DBS") == "1":
+        return ["sqlite"]
+    return ["sqlite", "postgresql", "mysql"]
+
+
+# --------------------------------------------------------------------------------------------
+# The test databases
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FilterDB:
+    backend: str
+    uri: str
+    experiment_ids: list[str]
+    placeholders: dict[str, str]
+    engine: sa.Engine
+
+    def mlflow_ids(self, filter_string: str) -> set[str]:
+        client = MlflowClient(self.uri)
+        found: set[str] = set()
+        token: str | None = None
+        while True:
+            page = client.search_traces(
+                experiment_ids=self.experiment_ids,
+                filter_string=filter_string,
+                max_results=1000,
+                page_token=token,
+                include_spans=False,
+            )
+            found.update(trace.info.trace_id for trace in page)
+            token = page.token
+            if not token:
+                return found
+
+    def our_query(self, filter_string: str) -> sa.Select[Any]:
+        ids = [int(e) for e in self.experiment_ids]
+        predicates = parse_filter_string(filter_string, experiment_ids=self.experiment_ids)
+        return sa.select(SqlTraceInfo.request_id).where(
+            SqlTraceInfo.experiment_id.in_(ids), *predicates
+        )
+
+    def our_ids(self, filter_string: str) -> set[str]:
+        with self.engine.connect() as conn:
+            rows: list[str] = list(conn.execute(self.our_query(filter_string)).scalars())
+        assert len(rows) == len(set(rows)), "a predicate repeated trace rows"
+        return set(rows)
+
+    def our_ids_async(self, filter_string: str) -> set[str]:
+        sync_prefix, async_prefix = ASYNC_DRIVERS[self.backend]
+        url = self.uri.replace(sync_prefix, async_prefix, 1)
+        query = self.our_query(filter_string)
+
+        async def run() -> set[str]:
+            engine = create_async_engine(url, poolclass=NullPool)
+            try:
+                async with engine.connect() as conn:
+                    rows: list[str] = list((await conn.execute(query)).scalars())
+                    return set(rows)
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(run())
+
+    def all_ids(self) -> set[str]:
+        return self.our_ids(" ")
+
+
+def recreate_database(backend: str, data_dir: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{data_dir / 'filters.db'}"
+    admin = PG_ADMIN if backend == "postgresql" else MYSQL_ADMIN
+    engine = sa.create_engine(
+        f"{admin}/postgres" if backend == "postgresql" else admin, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with engine.connect() as conn:
+            if backend == "postgresql":
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
+                conn.execute(sa.text(f'CREATE DATABASE "{DB_NAME}"'))
+            else:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{DB_NAME}`"))
+                conn.execute(sa.text(f"CREATE DATABASE `{DB_NAME}` CHARACTER SET utf8mb4"))
+    finally:
+        engine.dispose()
+    return f"{admin}/{DB_NAME}"
+
+
+@pytest.fixture(scope="session", params=backends())
+def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> FilterDB:
+    """One tracking DB per backend, built once per session (logging through MLflow is slow)."""
+    backend: str = request.param
+    data_dir = tmp_path_factory.mktemp(f"filters-{backend}")
+    uri = recreate_database(backend, data_dir)
+    dataset = build_tracking_db(uri, n_traces=N_TRACES, seed=11)
+    with logging_to(uri, data_dir):
+        edge = add_edge_traces(uri, dataset.experiment_ids[SUPPORT_AGENT], dataset.start_time_ms)
+    ids = [*dataset.experiment_ids.values(), edge.experiment_id]
+    engine = sa.create_engine(uri, poolclass=NullPool)
+    filter_db = FilterDB(backend, uri, ids, {}, engine)
+    filter_db.placeholders = placeholders(filter_db, dataset.start_time_ms, edge.run_id)
+    request.addfinalizer(engine.dispose)
+    return filter_db
+
+
+@contextmanager
+def logging_to(uri: str, data_dir: Path) -> Iterator[None]:
+    """Log traces synchronously to ``uri`` (artifacts under ``data_dir``), then restore."""
+    saved = os.environ.get("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING")
+    os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"
+    saved_cwd = Path.cwd()
+    os.chdir(data_dir)  # runs and experiments put their artifacts under ./mlruns
+    mlflow.set_tracking_uri(uri)
+    mlflow.tracing.reset()
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        if saved is None:
+            os.environ.pop("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = saved
+        mlflow.tracing.reset()
+
+
+@dataclass(frozen=True)
+class EdgeData:
+    experiment_id: str
+    run_id: str
+
+
+def log_trace(
+    experiment_id: str,
+    name: str,
+    timestamp_ms: int,
+    *,
+    tags: dict[str, str] | None = None,
+    metadata: dict[str, str] | None = None,
+    spans: tuple[tuple[str, str, str], ...] = (),
+) -> str:
+    """A finished trace with (name, type, status) child spans, 10 ms each."""
+    start_ns = timestamp_ms * 1_000_000
+    root = mlflow.start_span_no_context(
+        name,
+        span_type="AGENT",
+        inputs={"question": name},
+        tags=tags,
+        metadata=metadata,
+        experiment_id=experiment_id,
+        start_time_ns=start_ns,
+    )
+    for i, (span_name, span_type, status) in enumerate(spans):
+        child_start = start_ns + (i * 10 + 1) * 1_000_000
+        child = mlflow.start_span_no_context(
+            span_name, span_type=span_type, parent_span=root, start_time_ns=child_start
+        )
+        child.end(status=status, end_time_ns=child_start + 10_000_000)
+    root.end(outputs={"answer": "ok"}, end_time_ns=start_ns + (len(spans) * 10 + 5) * 1_000_000)
+    return root.trace_id
+
+
+def add_edge_traces(uri: str, support_agent_id: str, start_ms: int) -> EdgeData:
+    """Traces for what the demo data lacks; see the module docstring."""
+    client = MlflowClient(uri)
+    edge_id = client.create_experiment(EDGE_EXPERIMENT)
+    at = iter(range(start_ms + 3_600_123, start_ms + 10**9, 7_200_000))
+    session = {TraceMetadataKey.TRACE_SESSION: EDGE_SESSION}
+    tool = ("Search_Orders", "TOOL", "OK")
+    judged = log_trace(
+        edge_id, "Chat", next(at), tags={"persona": "admin "}, metadata=session, spans=(tool,)
+    )
+    log_trace(edge_id, "chat", next(at), tags={"persona": "ADMIN"}, metadata=session)
+    log_trace(support_agent_id, "chat", next(at), tags={"PERSONA": "admin"}, metadata=session)
+    for name, value in (("session_quality", "good"), ("session_score", 0.8)):
+        mlflow.log_feedback(trace_id=judged, name=name, value=value, metadata=session)
+    plain = log_trace(edge_id, "triage", next(at), spans=(("lookup_customer", "TOOL", "ERROR"),))
+    mlflow.log_feedback(trace_id=plain, name="quality_score", value="5")
+    mlflow.log_feedback(trace_id=plain, name="correctness", value="true")
+    with mlflow.start_run(experiment_id=edge_id) as run:
+        client.link_traces_to_run([log_trace(edge_id, "summarize", next(at))], run.info.run_id)
+        log_trace(
+            edge_id,
+            "summarize",
+            next(at),
+            metadata={TraceMetadataKey.SOURCE_RUN: run.info.run_id},
+        )
+    return EdgeData(edge_id, run.info.run_id)
+
+
+def placeholders(db: FilterDB, start_ms: int, run_id: str) -> dict[str, str]:
+    """Values for the ``<...>`` placeholders of the case table, read from this database."""
+    usage = cost = ""
+    for trace in MlflowClient(db.uri).search_traces(
+        experiment_ids=db.experiment_ids,
+        filter_string="metadata.mlflow.trace.cost IS NOT NULL",
+        max_results=1,
+        order_by=["timestamp_ms ASC"],
+        include_spans=False,
+    ):
+        usage = trace.info.trace_metadata[TraceMetadataKey.TOKEN_USAGE]
+        cost = trace.info.trace_metadata[TraceMetadataKey.COST]
+    assert usage and cost, "the demo data has no trace with token usage and cost"
+    lowest: int
+    highest: int
+    duration: int
+    with db.engine.connect() as conn:
+        lowest, highest = conn.execute(
+            sa.select(
+                sa.func.min(SqlTraceInfo.timestamp_ms), sa.func.max(SqlTraceInfo.timestamp_ms)
+            )
+        ).one()
+        duration = conn.execute(
+            sa.select(SqlTraceInfo.execution_time_ms)
+            .where(SqlTraceInfo.execution_time_ms.is_not(None))
+            .order_by(SqlTraceInfo.timestamp_ms)
+            .limit(1)
+        ).scalar_one()
+    assert lowest == start_ms
+    return {
+        "<duration>": str(duration),
+        "<first>": str(lowest),
+        "<mid>": str((lowest + highest) // 2),
+        "<token_usage>": usage,
+        "<cost>": cost,
+        "<run_id>": run_id,
+    }
+
+
+def resolve(db: FilterDB, template: str) -> str:
+    for placeholder, value in db.placeholders.items():
+        template = template.replace(placeholder, value)
+    return template
+
+
+# --------------------------------------------------------------------------------------------
+# Equivalence with MLflow
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", EQUIVALENT, ids=lambda c: c.filter)
+def test_selects_what_mlflow_selects(db: FilterDB, case: Case) -> None:
+    filter_string = resolve(db, case.filter)
+    expected = db.mlflow_ids(filter_string)
+    ours = db.our_ids(filter_string)
+    assert ours == expected, (
+        f"{filter_string!r} on {db.backend}: only ours {sorted(ours - expected)[:5]}, "
+        f"only MLflow's {sorted(expected - ours)[:5]}"
+    )
+    assert db.our_ids_async(filter_string) == expected
+    if not case.trivial:
+        assert 0 < len(expected) < len(db.all_ids()), f"{filter_string!r} cannot fail"
+
+
+@pytest.mark.parametrize("case", COMPOSED, ids=lambda c: c.filter)
+def test_in_lists_on_trace_name(db: FilterDB, case: ComposedCase) -> None:
+    """MLflow rejects IN on the trace name; §6 allows it with the obvious meaning."""
+    parts = [db.mlflow_ids(part) for part in case.parts]
+    expected = set.union(*parts) if case.combine == "any" else set.intersection(*parts)
+    assert db.our_ids(case.filter) == expected
+    assert db.our_ids_async(case.filter) == expected
+    assert 0 < len(expected) < len(db.all_ids())
+
+
+def test_span_clauses_hold_on_one_span(db: FilterDB) -> None:
+    one_span = db.our_ids("span.name = 'search_orders' AND span.status = 'ERROR'")
+    any_spans = db.our_ids("span.name = 'search_orders'") & db.our_ids("span.status = 'ERROR'")
+    assert one_span < any_spans, "some trace should have an OK search and another failed call"
+
+
+def test_not_equal_needs_the_tag(db: FilterDB) -> None:
+    without = db.our_ids("tags.persona IS NULL")
+    assert without
+    assert not without & db.our_ids("tags.persona != 'admin'")
+    assert not without & db.our_ids("tags.persona LIKE '%'")
+
+
+def test_session_assessments_without_experiment_scope(db: FilterDB) -> None:
+    """Without ``experiment_ids`` a session-level assessment counts within its experiment."""
+    filter_string = "feedback.session_quality IS NOT NULL"
+    scoped = db.our_ids(filter_string)
+    with db.engine.connect() as conn:
+        ids = [int(e) for e in db.experiment_ids]
+        query: sa.Select[Any, Any] = sa.select(
+            SqlTraceInfo.request_id, SqlTraceInfo.experiment_id
+        ).where(SqlTraceInfo.experiment_id.in_(ids), *parse_filter_string(filter_string))
+        unscoped = dict(conn.execute(query).tuples().all())
+    edge_experiment = int(db.experiment_ids[-1])
+    assert len(unscoped) == 2 and set(unscoped.values()) == {edge_experiment}
+    assert set(unscoped) < scoped and len(scoped) == 3
+
+
+def test_blank_filters_select_everything() -> None:
+    assert parse_filter_string(None) == []
+    assert parse_filter_string("") == []
+    assert parse_filter_string(" \n\t ") == []
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("filter_string", "words"), ERRORS, ids=lambda v: repr(v)[:60])
+def test_bad_filters_are_invalid_parameter(filter_string: str, words: tuple[str, ...]) -> None:
+    with pytest.raises(InsightsError) as caught:
+        parse_filter_string(filter_string)
+    assert caught.value.error_code is ErrorCode.INVALID_PARAMETER_VALUE
+    assert caught.value.http_status == 400
+    for word in words:
+        assert word in caught.value.message, caught.value.message
+    assert len(caught.value.message) < 600
+
+
+def test_non_string_filter_is_invalid_parameter() -> None:
+    with pytest.raises(InsightsError, match="must be a string"):
+        parse_filter_string(5)  # type: ignore[arg-type]
+
+
+def test_longest_filter_is_accepted() -> None:
+    clause = "status = 'OK' AND "
+    text = clause * ((MAX_FILTER_LENGTH - 20) // len(clause)) + "status = 'OK'"
+    assert len(text) <= MAX_FILTER_LENGTH
+    assert len(parse_filter_string(text)) == text.count("status")
+
+
+_FRAGMENTS = (
+    "status", "name", "tags.persona", "tags.`a b`", "metadata.x", "span.name", "span.type",
+    "feedback.q", "expectation.e", "timestamp_ms", "trace.", "`", "'", '"', "(", ")", ",",
+    "=", "!=", "<", ">=", "IN", "NOT", "LIKE", "ILIKE", "IS", "NULL", "AND", "OR", "'v'",
+    '"v"', "5", "-1.5", "1e3", "('a', 'b')", ";", "--", "é", "\\", " ", "  ",
+)  # fmt: skip
+
+
+_CHARACTERS = string.printable + "`'\"éü\x00\ud800"
+
+
+def test_random_input_only_ever_raises_invalid_parameter() -> None:
+    """Whatever the text, the parser returns predicates that compile, or a 400."""
+    rng = random.Random(20261105)
+    dialects = (sqlite.dialect(), postgresql.dialect(), mysql.dialect())
+    parsed = 0
+    for _ in range(3000):
+        text = " ".join(rng.choice(_FRAGMENTS) for _ in range(rng.randrange(1, 9)))
+        try:
+            predicates = parse_filter_string(text, experiment_ids=["1"])
+        except InsightsError as error:
+            assert error.error_code is ErrorCode.INVALID_PARAMETER_VALUE
+            continue
+        parsed += 1
+        query: sa.Select[Any] = sa.select(SqlTraceInfo.request_id).where(*predicates)
+        for dialect in dialects:
+            query.compile(dialect=dialect)
+    assert parsed > 10
+    for _ in range(2000):  # raw characters, not just grammar pieces
+        text = "".join(rng.choice(_CHARACTERS) for _ in range(rng.randrange(1, 30)))
+        try:
+            parse_filter_string(text)
+        except InsightsError as error:
+            assert error.error_code is ErrorCode.INVALID_PARAMETER_VALUE
+
+
+def test_values_are_bound_parameters() -> None:
+    hostile = "x'; DROP TABLE trace_info; --"
+    predicates = parse_filter_string(
+        f'tags.`a"b` = "{hostile}" AND span.name LIKE "{hostile}" AND metadata.k != "{hostile}"'
+    )
+    for dialect in (sqlite.dialect(), postgresql.dialect(), mysql.dialect()):
+        sql = str(sa.select(SqlTraceInfo.request_id).where(*predicates).compile(dialect=dialect))
+        assert "DROP" not in sql
+
+
+def test_token_usage_equality_needs_mlflows_exact_json() -> None:
+    """Only the JSON MLflow writes can be equal; other spellings match nothing (as in MLflow)."""
+    canonical = json.dumps({"input_tokens": 5, "output_tokens": 2})
+    for text, matchable in ((canonical, True), ('{"output_tokens": 2, "input_tokens": 5}', False)):
+        [predicate] = parse_filter_string(f"metadata.mlflow.trace.tokenUsage = '{text}'")
+        sql = str(predicate.compile(dialect=sqlite.dialect()))
+        assert ("input_tokens" in sql) is matchable, sql
+    # Too deeply nested for Python's JSON decoder: still just "not MLflow's JSON".
+    [predicate] = parse_filter_string("metadata.mlflow.trace.tokenUsage = '" + "[" * 4000 + "'")
+    assert "input_tokens" not in str(predicate.compile(dialect=sqlite.dialect()))

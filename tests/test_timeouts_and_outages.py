@@ -1,0 +1,171 @@
+"""Statement timeouts are enforced by the database and answered 504; a database outage is
+answered 503 and the service recovers without a restart — all tested for real."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from service.app import create_app
+from service.demo.generate import build_tracking_db
+from service.settings import Settings
+from tests.conftest import API, Backend
+
+VOLUME = f"{API}/traffic-cost/volume"
+
+
+@contextlib.asynccontextmanager
+async def service_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://insights") as http:
+            yield http
+
+
+@contextlib.contextmanager
+def table_locked(backend: Backend) -> Iterator[None]:
+    """Hold an exclusive lock on trace_info from another connection, so reads of it wait."""
+    engine = backend.sync_engine()
+    conn = engine.connect()
+    try:
+        if backend.name == "postgresql":
+            conn.exec_driver_sql("LOCK TABLE trace_info IN ACCESS EXCLUSIVE MODE")
+        else:
+            conn.exec_driver_sql("LOCK TABLES trace_info WRITE")
+        yield
+    finally:
+        if backend.name == "mysql":
+            conn.exec_driver_sql("UNLOCK TABLES")
+        conn.rollback()
+        conn.close()
+        engine.dispose()
+
+
+async def test_statement_timeout_is_enforced_by_the_database(backend: Backend) -> None:
+    """A query running past the limit is cancelled by the database and answered 504; the
+    service keeps serving afterwards."""
+    body = {"experiment_ids": [backend.experiment_id()]}
+    if backend.name == "sqlite":
+        # SQLite never waits for a lock here: a limit far below any query's run time makes
+        # the progress handler interrupt the statement instead.
+        slow = Settings(database_url=backend.service_url, statement_timeout_seconds=1e-6)
+        async with service_client(slow) as http:
+            response = await http.post(VOLUME, json=body)
+            assert response.status_code == 504, response.text
+            assert response.json()["error_code"] == "DEADLINE_EXCEEDED"
+            assert (await http.get("/health")).status_code == 200
+        return
+    settings = Settings(database_url=backend.service_url, statement_timeout_seconds=0.5)
+    async with service_client(settings) as http:
+        with table_locked(backend):
+            response = await http.post(VOLUME, json=body)
+            assert response.status_code == 504, response.text
+            payload = response.json()
+            assert payload["error_code"] == "DEADLINE_EXCEEDED"
+            assert "timeout" in payload["message"] and "SELECT" not in payload["message"]
+        # Same app, same pool: it answers again once the lock is gone.
+        response = await http.post(VOLUME, json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["summary"]["count"] > 0
+        assert (await http.get("/ready")).status_code == 200
+
+
+# --------------------------------------------------------------------------------------------
+# A PostgreSQL server of the test's own, so stopping it disturbs nothing else.
+# --------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DisposablePostgres:
+    def __init__(self) -> None:
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not bins or os.geteuid() != 0 or not shutil.which("runuser"):
+            pytest.skip("needs PostgreSQL server binaries and root (to run them as 'postgres')")
+        self.bin = Path(bins[-1]).parent
+        self.dir = Path(tempfile.mkdtemp(prefix="insights-pg-"))
+        self.port = _free_port()
+        shutil.chown(self.dir, "postgres", "postgres")
+        self._as_postgres("initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres")
+
+    def _as_postgres(self, tool: str, *args: str) -> None:
+        command = ["runuser", "-u", "postgres", "--", str(self.bin / tool), *args]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir}"
+        self._as_postgres(
+            "pg_ctl", "-D", str(self.dir / "data"), "-o", options, "-l", str(self.dir / "log"),
+            "-w", "start",
+        )
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+
+    def url(self, database: str, driver: str = "postgresql") -> str:
+        return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def disposable_postgres() -> Iterator[DisposablePostgres]:
+    server = DisposablePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+async def test_database_outage_is_503_and_the_service_recovers_without_restart(
+    disposable_postgres: DisposablePostgres,
+) -> None:
+    server = disposable_postgres
+    admin = sa.create_engine(server.url("postgres", "postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql("CREATE DATABASE outage")
+    admin.dispose()
+    dataset = build_tracking_db(server.url("outage", "postgresql+psycopg2"), n_traces=12, days=1)
+    body = {"experiment_ids": [dataset.experiment_ids["support-agent"]]}
+
+    async with service_client(Settings(database_url=server.url("outage"))) as http:
+        before = await http.post(VOLUME, json=body)
+        assert before.status_code == 200, before.text
+
+        # Stop the server in another thread, as an operator or a crash would.
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        stopper.join()
+        during = await http.post(VOLUME, json=body)
+        assert during.status_code == 503, during.text
+        assert during.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+        ready = await http.get("/ready")
+        assert ready.status_code == 503
+        assert (await http.get("/health")).status_code == 200
+
+        server.start()
+        after = await http.post(VOLUME, json=body)
+        assert after.status_code == 200, after.text
+        assert after.json() == before.json()
+        assert (await http.get("/ready")).status_code == 200
