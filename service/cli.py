@@ -25,7 +25,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--host", help="Bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="Port (default 5001)")
-    parser.add_argument("--statement-timeout", type=float, help="Seconds before a query is cancelled")
+    parser.add_argument(
+        "--statement-timeout", type=float, help="Seconds before a query is cancelled"
+    )
     parser.add_argument("--pool-size", type=int, help="Database connection pool size")
     return parser.parse_args(argv)
 
@@ -43,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         sys.exit(f"insights-server: invalid configuration:\n{exc}")
+    from service.api.request_log import configure_logging
     from service.app import create_app  # imported late so --help stays fast
+
+    configure_logging(settings.log_level)
 
     try:
         uvicorn.run(
@@ -51,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            access_log=False,  # service.access writes one structured line per request instead
             proxy_headers=True,
             forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
         )

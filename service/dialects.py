@@ -73,8 +73,11 @@ class Quantile:
         return self.num / self.den
 
 
-P50, P90, P95, P99 = Quantile("p50", 50), Quantile("p90", 90), Quantile("p95", 95), Quantile(
-    "p99", 99
+P50, P90, P95, P99 = (
+    Quantile("p50", 50),
+    Quantile("p90", 90),
+    Quantile("p95", 95),
+    Quantile("p99", 99),
 )
 
 # Columns every percentile summary select carries besides the grouping keys and percentiles.
@@ -427,9 +430,7 @@ def _json_text_value_sqlite(element: json_text_value, compiler: Any, **kw: Any) 
 @compiles(json_text_value, "postgresql")
 def _json_text_value_postgresql(element: json_text_value, compiler: Any, **kw: Any) -> str:
     # Only strings are cast to json: stored NaN/Infinity are not valid PostgreSQL json.
-    return _json_text_value(
-        element, compiler, "left(({v}), 1)", "((({v})::json) #>> '{{}}')", **kw
-    )
+    return _json_text_value(element, compiler, "left(({v}), 1)", "((({v})::json) #>> '{{}}')", **kw)
 
 
 @compiles(json_text_value, "mysql")

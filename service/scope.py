@@ -53,7 +53,7 @@ async def resolve_scope(session: AsyncSession, request: InsightsRequest) -> Trac
     ids = tuple(int(i) for i in request.experiment_ids)
     # The ids let session-scoped feedback count across the listed experiments, as in MLflow.
     filters = tuple(parse_filter_string(request.filter_string, experiment_ids=ids))
-    found = set(
+    found: set[int] = set(
         (
             await session.execute(
                 select(SqlExperiment.experiment_id).where(SqlExperiment.experiment_id.in_(ids))

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default="sqlite:///mlflow.db",
-        description="MLflow tracking database URL, as given to `mlflow server --backend-store-uri`.",
+        description="MLflow tracking DB URL, as given to `mlflow server --backend-store-uri`.",
     )
     host: str = "127.0.0.1"
     port: int = Field(default=5001, ge=1, le=65535)
@@ -41,6 +41,29 @@ class Settings(BaseSettings):
         default=10_000, ge=10, description="Largest number of time buckets one series may hold."
     )
     log_level: str = "info"
+    # Access control (docs/security-operations.md): off while no tracking server URL is set.
+    auth_tracking_uri: str | None = Field(
+        default=None,
+        pattern=r"^(https?://\S+)?$",
+        description="Base URL of the MLflow tracking server (basic-auth app) that decides who may "
+        "read which experiment, e.g. http://mlflow-server:5000. Unset or empty: no checks.",
+    )
+    auth_cache_ttl_seconds: float = Field(
+        default=30.0, ge=0, description="How long a permission answer is reused; 0: ask every time."
+    )
+    auth_cache_max_entries: int = Field(
+        default=10_000, ge=1, description="Most (credentials, experiment) answers kept at once."
+    )
+    auth_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one permission check against the server."
+    )
+    # Rate limiting: off at 0.
+    rate_limit_per_minute: int = Field(
+        default=0, ge=0, description="Insights requests per minute per caller; 0: unlimited."
+    )
+    rate_limit_max_callers: int = Field(
+        default=100_000, ge=1, description="Most callers tracked at once (idle ones are dropped)."
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -112,8 +112,15 @@ class DisposablePostgres:
     def start(self) -> None:
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir}"
         self._as_postgres(
-            "pg_ctl", "-D", str(self.dir / "data"), "-o", options, "-l", str(self.dir / "log"),
-            "-w", "start",
+            "pg_ctl",
+            "-D",
+            str(self.dir / "data"),
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "start",
         )
 
     def stop(self) -> None:
@@ -142,7 +149,8 @@ async def test_database_outage_is_503_and_the_service_recovers_without_restart(
     disposable_postgres: DisposablePostgres,
 ) -> None:
     server = disposable_postgres
-    admin = sa.create_engine(server.url("postgres", "postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
+    admin_url = server.url("postgres", "postgresql+psycopg2")
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql("CREATE DATABASE outage")
     admin.dispose()

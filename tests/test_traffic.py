@@ -136,9 +136,7 @@ async def test_dst_day_buckets_are_25_and_23_hours_long(
     exp = backend.experiment_id()
     body = {"experiment_ids": [exp], "time_bucket": "day", "timezone": "Europe/Berlin"}
     series = (await client.ok("traffic-cost/volume", {**body, **window(backend)}))["time_series"]
-    lengths = {
-        b["time_bucket"] - a["time_bucket"] for a, b in itertools.pairwise(series)
-    }
+    lengths = {b["time_bucket"] - a["time_bucket"] for a, b in itertools.pairwise(series)}
     assert lengths == {DAY_MS, DAY_MS + 3_600_000}
 
 

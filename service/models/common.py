@@ -34,7 +34,9 @@ class InsightsRequest(StrictModel):
     end_time: EpochMs | None = Field(default=None, description="Window end, epoch ms, exclusive.")
     filter_string: str | None = Field(
         default=None,
-        description="Optional slice in MLflow search_traces syntax, e.g. \"tags.persona = 'admin'\".",
+        description=(
+            "Optional slice in MLflow search_traces syntax, e.g. \"tags.persona = 'admin'\"."
+        ),
         examples=[None],
     )
 
@@ -44,7 +46,8 @@ class InsightsRequest(StrictModel):
         bad = [i for i in ids if not i.isascii() or not i.isdigit() or len(i) > 18]
         if bad:
             raise ValueError(
-                f"experiment ids are strings of digits, as MLflow's SQL store makes them; got {bad[:5]}"
+                "experiment ids are strings of digits, as MLflow's SQL store makes them; "
+                f"got {bad[:5]}"
             )
         return list(dict.fromkeys(ids))  # de-duplicate, keep order
 
@@ -70,7 +73,9 @@ class SeriesRequest(InsightsRequest):
     )
     timezone: str = Field(
         default="UTC",
-        description="IANA timezone; day and week buckets start at local midnight (weeks on Monday).",
+        description=(
+            "IANA timezone; day and week buckets start at local midnight (weeks on Monday)."
+        ),
         examples=["UTC"],
     )
 

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mlflow.store.tracking.dbmodels.models import SqlTraceInfo
 from sqlalchemy import case, func
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement
 
 from service.models.traffic import (
+    ErrorCounts,
     ErrorsPoint,
     ErrorsResponse,
-    ErrorCounts,
     LatencyPoint,
     LatencyResponse,
     LatencySummary,
+    VolumeCounts,
     VolumePoint,
     VolumeResponse,
-    VolumeCounts,
 )
 from service.queries.stats import Distribution, distributions, empty_distribution, rate
 from service.scope import SeriesFrame
@@ -102,7 +104,7 @@ async def errors(session: AsyncSession, frame: SeriesFrame) -> ErrorsResponse:
 
 async def latency(session: AsyncSession, frame: SeriesFrame) -> LatencyResponse:
     scope = frame.scope
-    latency_ms = SqlTraceInfo.execution_time_ms
+    latency_ms: ColumnElement[Any] = SqlTraceInfo.execution_time_ms
     overall = await distributions(
         session, scope.traces(latency_ms.label("v")).where(latency_ms.is_not(None)).subquery()
     )

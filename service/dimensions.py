@@ -1,0 +1,442 @@
+"""Dimensions (API.md §4.5): named yes/no properties of a trace, with parameters.
+
+The registry of dimension kinds: their names, parameter specs, the predicate each builds on
+``SqlTraceInfo`` (correlated ``EXISTS`` for spans, tags and assessments, so no trace row is ever
+repeated) and the equivalent MLflow ``search_traces`` filter string, where that syntax can say
+it. The predicates are built directly, never by parsing the filter strings: the filter string
+is an output for users, who can paste it into MLflow to open the matching traces.
+
+Each predicate selects exactly what MLflow's ``search_traces`` selects for the dimension's
+filter string on the same database (tests/test_dimensions.py checks this on every backend):
+string comparisons are exact (byte-wise, also on MySQL/MariaDB), except feedback names, which
+MLflow compares with the database's collation; a feedback logged for a whole session
+(``mlflow.trace.session`` in its metadata) counts for every trace of that session in the same
+experiment, as in ``service.filters``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final, Literal
+
+from mlflow.entities import SpanType, TraceState
+from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
+from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
+from sqlalchemy import and_, exists, not_, or_, true
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql import ColumnElement
+
+from service.dialects import text_equals
+from service.errors import invalid_parameter
+from service.queries.assessment_types import (
+    AssessmentType,
+    FeedbackTyping,
+    ValueKind,
+    has_value,
+    is_false,
+    is_feedback,
+    is_true,
+)
+
+__all__ = [
+    "ENUM_LIMIT",
+    "OPERATORS",
+    "Dimension",
+    "DimensionRef",
+    "Kind",
+    "ParameterSpec",
+    "bind",
+    "check_parameters",
+    "parse_dimension_name",
+]
+
+ENUM_LIMIT: Final = 50
+"""A string parameter lists the values in scope when there are at most this many."""
+
+TOOL_SPAN_TYPE: Final = SpanType.TOOL
+ERROR: Final = "ERROR"
+TRACE_STATES: Final = tuple(state.value for state in TraceState)
+SESSION_MARKER: Final = f'"{TraceMetadataKey.TRACE_SESSION}":'
+
+Operator = Literal[">", ">=", "<", "<="]
+OPERATORS: Final[dict[str, Callable[[Any, Any], ColumnElement[bool]]]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+TOOL_VALUES: Final = ("used", "error", "success")
+BOOLEAN_VALUES: Final = {"true": True, "yes": True, "false": False, "no": False}
+
+
+class Kind(StrEnum):
+    STATUS = "status"
+    SPAN_TYPE = "span.type"
+    SPAN_NAME = "span.name"
+    LATENCY = "latency"
+    TOOL = "tools"
+    TAG = "tags"
+    ASSESSMENT = "assessment"
+
+
+_FIXED = {Kind.STATUS, Kind.SPAN_TYPE, Kind.SPAN_NAME, Kind.LATENCY}
+_PREFIXED = {Kind.TOOL, Kind.TAG, Kind.ASSESSMENT}
+_NAMES_HELP = (
+    "status, span.type, span.name, latency, tools.<tool name>, tags.<tag key> or "
+    "assessment.<feedback name> (dimensions/discovery lists them)"
+)
+
+
+@dataclass(frozen=True)
+class DimensionRef:
+    """A dimension named in a request: its kind and, for the prefixed kinds, the subject (a
+    tool name, a tag key or a feedback name)."""
+
+    kind: Kind
+    subject: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}.{self.subject}" if self.kind in _PREFIXED else str(self.kind)
+
+
+def parse_dimension_name(name: str) -> DimensionRef:
+    """``tags.team.name`` -> (TAG, "team.name"): the subject is everything after the prefix."""
+    if name in {k.value for k in _FIXED}:
+        return DimensionRef(Kind(name))
+    prefix, dot, subject = name.partition(".")
+    if dot and subject and prefix in {k.value for k in _PREFIXED}:
+        return DimensionRef(Kind(prefix), subject)
+    raise invalid_parameter(f"Unknown dimension {name!r}; use {_NAMES_HELP}", dimension=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    type: Literal["enum", "string", "number"]
+    required: bool
+    description: str
+    enum_values: tuple[str, ...] | None = None
+
+
+def value_parameter(description: str, values: Sequence[str] | None, *, enum: bool) -> ParameterSpec:
+    """``value``: an enum of ``values``, or a string listing ``values`` when there are few."""
+    if enum and values is not None:
+        return ParameterSpec("value", "enum", True, description, tuple(values))
+    listed = tuple(values) if values is not None and len(values) <= ENUM_LIMIT else None
+    return ParameterSpec("value", "string", True, description, listed)
+
+
+def threshold_parameters(unit: str) -> list[ParameterSpec]:
+    return [
+        ParameterSpec("threshold", "number", True, f"The number to compare with{unit}."),
+        ParameterSpec("operator", "enum", True, "How to compare.", tuple(OPERATORS)),
+    ]
+
+
+def _allowed(ref: DimensionRef, typing: FeedbackTyping | None) -> tuple[str, ...]:
+    if ref.kind is Kind.LATENCY:
+        return ("threshold", "operator")
+    if ref.kind is Kind.ASSESSMENT:
+        if typing is None:
+            return ("value", "threshold", "operator")
+        return ("threshold", "operator") if typing.type == "numeric" else ("value",)
+    return ("value",)
+
+
+def check_parameters(ref: DimensionRef, parameters: Mapping[str, Any]) -> None:
+    """Everything about the parameters that can be checked without reading the database."""
+    if ref.kind is Kind.ASSESSMENT:
+        _check_names(ref, parameters, _allowed(ref, None), required=())
+    else:
+        bind(ref, parameters)
+
+
+def _check_names(
+    ref: DimensionRef,
+    parameters: Mapping[str, Any],
+    allowed: Sequence[str],
+    *,
+    required: Sequence[str],
+) -> None:
+    unknown = [p for p in parameters if p not in allowed]
+    takes = f"Dimension {ref.name!r} takes the parameters {', '.join(allowed)}"
+    if unknown:
+        raise invalid_parameter(
+            f"{takes}; unknown parameter {', '.join(repr(p) for p in unknown)}",
+            dimension=ref.name,
+        )
+    missing = [p for p in required if p not in parameters]
+    if missing:
+        raise invalid_parameter(
+            f"{takes}; missing {', '.join(repr(p) for p in missing)}", dimension=ref.name
+        )
+
+
+def _text(ref: DimensionRef, parameters: Mapping[str, Any], choices: Sequence[str] = ()) -> str:
+    value = parameters["value"]
+    if not isinstance(value, str):
+        raise invalid_parameter(
+            f"Parameter 'value' of dimension {ref.name!r} must be a string"
+            + (f": one of {', '.join(choices)}" if choices else ""),
+            dimension=ref.name,
+        )
+    if choices and value not in choices:
+        raise invalid_parameter(
+            f"Parameter 'value' of dimension {ref.name!r} must be one of "
+            f"{', '.join(choices)}; got {value!r}",
+            dimension=ref.name,
+        )
+    return value
+
+
+def _threshold(ref: DimensionRef, parameters: Mapping[str, Any]) -> tuple[Operator, int | float]:
+    threshold, op = parameters["threshold"], parameters["operator"]
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not math.isfinite(threshold)
+        or abs(threshold) >= 2**63
+    ):
+        raise invalid_parameter(
+            f"Parameter 'threshold' of dimension {ref.name!r} must be a finite number, "
+            f"e.g. 500; got {threshold!r}",
+            dimension=ref.name,
+        )
+    if not isinstance(op, str) or op not in OPERATORS:
+        raise invalid_parameter(
+            f"Parameter 'operator' of dimension {ref.name!r} must be one of "
+            f"{', '.join(OPERATORS)}; got {op!r}",
+            dimension=ref.name,
+        )
+    if isinstance(threshold, float) and threshold.is_integer():
+        threshold = int(threshold)  # 500.0 -> 500, in the filter string too
+    return op, threshold  # type: ignore[return-value]  # checked against OPERATORS
+
+
+# --------------------------------------------------------------------------------------------
+# A dimension with its parameters: predicate, value text, filter string
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dimension:
+    ref: DimensionRef
+    value: str  # the parameters as text: "ERROR", "used", "> 500"
+    predicate: ColumnElement[bool] = field(compare=False)
+    filter_string: str | None
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+
+def bind(
+    ref: DimensionRef, parameters: Mapping[str, Any], typing: FeedbackTyping | None = None
+) -> Dimension:
+    """Validate the parameters and build the dimension (``typing`` for assessment.<name>)."""
+    allowed = _allowed(ref, typing)
+    _check_names(ref, parameters, allowed, required=allowed)
+    kind = ref.kind
+    if kind is Kind.STATUS:
+        status = _text(ref, parameters, TRACE_STATES)
+        return Dimension(ref, status, status_is(status), f"status = {_quote(status)}")
+    if kind is Kind.SPAN_TYPE:
+        span_type = _text(ref, parameters)
+        return Dimension(ref, span_type, has_span(type_=span_type), _span_filter(type_=span_type))
+    if kind is Kind.SPAN_NAME:
+        name = _text(ref, parameters)
+        return Dimension(ref, name, has_span(name=name), _span_filter(name=name))
+    if kind is Kind.LATENCY:
+        op, threshold = _threshold(ref, parameters)
+        predicate = OPERATORS[op](SqlTraceInfo.execution_time_ms, threshold)
+        return Dimension(
+            ref, f"{op} {threshold!r}", predicate, f"execution_time_ms {op} {threshold!r}"
+        )
+    if kind is Kind.TOOL:
+        return _tool(ref, _text(ref, parameters, TOOL_VALUES))
+    if kind is Kind.TAG:
+        value = _text(ref, parameters)
+        key = _backticked(ref.subject, tag=True)
+        quoted = _quote(value)
+        text = None if key is None or quoted is None else f"tags.{key} = {quoted}"
+        return Dimension(ref, value, has_tag(ref.subject, value), text)
+    assert typing is not None, "assessment dimensions are bound with their typing"
+    return _assessment(ref, parameters, typing)
+
+
+def _tool(ref: DimensionRef, value: str) -> Dimension:
+    name = ref.subject
+    used = has_span(type_=TOOL_SPAN_TYPE, name=name)
+    failed = has_span(type_=TOOL_SPAN_TYPE, name=name, status=ERROR)
+    if value == "used":
+        return Dimension(ref, value, used, _span_filter(type_=TOOL_SPAN_TYPE, name=name))
+    if value == "error":
+        text = _span_filter(type_=TOOL_SPAN_TYPE, name=name, status=ERROR)
+        return Dimension(ref, value, failed, text)
+    # "called it and no call failed": MLflow's span clauses all hold on one span, so its
+    # syntax cannot say "no span" of a kind.
+    return Dimension(ref, value, and_(used, not_(failed)), None)
+
+
+def _assessment(
+    ref: DimensionRef, parameters: Mapping[str, Any], typing: FeedbackTyping
+) -> Dimension:
+    name = _backticked(ref.subject, tag=False)
+    prefix = None if name is None else f"feedback.{name}"
+    kind: AssessmentType = typing.type
+    if kind == "numeric":
+        op, threshold = _threshold(ref, parameters)
+        condition = and_(
+            SqlAssessments.is_numeric_value == true(),
+            OPERATORS[op](SqlAssessments.aggregate_value, threshold),
+        )
+        text = None if prefix is None else f"{prefix} {op} {threshold!r}"
+        return Dimension(ref, f"{op} {threshold!r}", has_feedback(ref.subject, condition), text)
+    if kind == "boolean":
+        value = _text(ref, parameters, boolean_values(typing))
+        passed = BOOLEAN_VALUES[value]
+        condition = is_true() if passed else is_false()
+        return Dimension(
+            ref,
+            value,
+            has_feedback(ref.subject, condition),
+            _boolean_filter(prefix, passed, typing),
+        )
+    value = _text(ref, parameters)
+    # MLflow's `=` on feedback matches the stored JSON or the JSON encoding of the value.
+    condition = or_(
+        text_equals(SqlAssessments.value, value),
+        text_equals(SqlAssessments.value, json.dumps(value)),
+    )
+    quoted = _quote(value)
+    text = None if prefix is None or quoted is None else f"{prefix} = {quoted}"
+    return Dimension(ref, value, has_feedback(ref.subject, condition), text)
+
+
+def boolean_values(typing: FeedbackTyping) -> tuple[str, str]:
+    """The values a boolean name takes, as it stores them: yes/no for "yes"/"no" strings,
+    true/false otherwise."""
+    return ("yes", "no") if typing.yes_no else ("true", "false")
+
+
+def _boolean_filter(prefix: str | None, passed: bool, typing: FeedbackTyping) -> str | None:
+    if prefix is None:
+        return None
+    if not typing.yes_no:
+        if typing.kinds & {ValueKind.YES_NO, ValueKind.YES_NO_CASED}:
+            return None  # both true and "yes": no single clause matches both
+        return f"{prefix} = '{'true' if passed else 'false'}'"
+    word = "yes" if passed else "no"
+    if ValueKind.YES_NO_CASED in typing.kinds:
+        # "Yes", "NO", ...: MLflow's `=` is case-sensitive; ILIKE on the stored JSON is not.
+        return f"{prefix} ILIKE '\"{word}\"'"
+    return f"{prefix} = '{word}'"
+
+
+# --------------------------------------------------------------------------------------------
+# Predicates on SqlTraceInfo
+# --------------------------------------------------------------------------------------------
+
+
+def status_is(status: str) -> ColumnElement[bool]:
+    return text_equals(SqlTraceInfo.status, status)
+
+
+def has_span(
+    *, type_: str | None = None, name: str | None = None, status: str | None = None
+) -> ColumnElement[bool]:
+    """The trace has one span matching every given column (as MLflow's span clauses)."""
+    conditions: list[ColumnElement[bool]] = [
+        SqlSpan.trace_id == SqlTraceInfo.request_id,
+        SqlSpan.experiment_id == SqlTraceInfo.experiment_id,
+    ]
+    columns: tuple[tuple[Any, str | None], ...] = (
+        (SqlSpan.type, type_),
+        (SqlSpan.name, name),
+        (SqlSpan.status, status),
+    )
+    for column, value in columns:
+        if value is not None:
+            conditions.append(text_equals(column, value))
+    return exists().where(*conditions)
+
+
+def has_tag(key: str, value: str) -> ColumnElement[bool]:
+    return exists().where(
+        SqlTraceTag.request_id == SqlTraceInfo.request_id,
+        text_equals(SqlTraceTag.key, key),
+        text_equals(SqlTraceTag.value, value),
+    )
+
+
+def has_feedback(name: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """A valid feedback of ``name`` whose value meets ``condition``: logged on the trace, or
+    logged for the trace's whole session on any trace of that session (same experiment)."""
+    conditions = [*is_feedback(), SqlAssessments.name == name, has_value(), condition]
+    direct = exists().where(SqlAssessments.trace_id == SqlTraceInfo.request_id, *conditions)
+    sibling = aliased(SqlTraceInfo)
+    for_session = and_(
+        SqlTraceInfo.session_id.is_not(None),
+        exists().where(
+            sibling.session_id == SqlTraceInfo.session_id,
+            sibling.experiment_id == SqlTraceInfo.experiment_id,
+            SqlAssessments.trace_id == sibling.request_id,
+            *conditions,
+            SqlAssessments.assessment_metadata.is_not(None),
+            SqlAssessments.assessment_metadata.contains(SESSION_MARKER),
+        ),
+    )
+    return or_(direct, for_session)
+
+
+# --------------------------------------------------------------------------------------------
+# Filter strings
+# --------------------------------------------------------------------------------------------
+
+# MLflow reads these keys (compared lower-cased) as something else under tags. and feedback.:
+# `name` is the trace name, `timestamp` the trace timestamp, and so on.
+_REWRITTEN_KEYS: Final = frozenset(
+    {"name", "prompt", "run_id", "text", "timestamp", "execution_time", "end_time"}
+)
+# Tags MLflow does not look up in the tags table.
+_SPECIAL_TAGS: Final = frozenset({TraceTagKey.TRACE_NAME, TraceTagKey.LINKED_PROMPTS})
+
+
+def _quote(value: str) -> str | None:
+    """A string literal for a filter: MLflow's syntax has no escapes, so a value holding both
+    quote characters cannot be written (None)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return None
+
+
+def _backticked(key: str, *, tag: bool) -> str | None:
+    if "`" in key or key.lower() in _REWRITTEN_KEYS or (tag and key in _SPECIAL_TAGS):
+        return None
+    return f"`{key}`"
+
+
+def _span_filter(
+    *, type_: str | None = None, name: str | None = None, status: str | None = None
+) -> str | None:
+    clauses = []
+    for key, value in (("type", type_), ("name", name), ("status", status)):
+        if value is not None:
+            quoted = _quote(value)
+            if quoted is None:
+                return None
+            clauses.append(f"span.{key} = {quoted}")
+    return " AND ".join(clauses)

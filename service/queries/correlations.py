@@ -1,0 +1,361 @@
+"""Correlations (API.md §4.6): which values go with a slice of the traces in scope.
+
+The slice (the request's filter_string) is compared with every value of the requested kinds
+(each status, span type, tool used, tool with a failing call, tag value and value of a boolean or
+string feedback name) by NPMI, over the traces in scope (experiments and window). Each kind is
+one grouped query that counts, per value, the traces in scope with it and how many of those are
+in the slice, so the number of round trips never grows with the number of values:
+
+    SELECT value, COUNT(*), SUM(in_slice) FROM <traces in scope, flagged> JOIN <rows> GROUP BY value
+
+Values the slice pins are left out: a value is pinned when the slice has an equality clause
+(``=``, or ``IN`` with a single value) on the same thing, so every slice trace has the value by
+construction. ``status = 'ERROR'`` pins the status ERROR, ``span.type = 'LLM'`` the span type
+LLM, ``span.type = 'TOOL' AND span.name = 'x'`` the tool x (and with ``span.status = 'ERROR'``
+also "x failed"), ``tags.k = 'v'`` the tag value k=v, ``feedback.n = 'v'`` the value v of n
+(for a boolean name, the value of the same truth). ``!=``, ``LIKE``, ranges and lists pin nothing.
+
+Numeric feedback names have no values to list here (their dimensions take a threshold): use
+dimensions/calculate-npmi with ``assessment.<name>`` and a threshold for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mlflow.exceptions import MlflowException
+from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
+from mlflow.utils.search_utils import SearchTraceUtils
+from sqlalchemy import and_, case, func, select, true, union
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.selectable import Subquery
+
+from service import dimensions as dims
+from service.dialects import exact_text, json_text_value, text_equals
+from service.models.correlations import CorrelationRow, CorrelationsResponse, RowDimension
+from service.npmi import npmi
+from service.queries.assessment_types import (
+    FeedbackTyping,
+    feedback_typing,
+    has_value,
+    is_false,
+    is_feedback,
+    is_true,
+)
+from service.queries.dimensions import not_system_tag, span_join
+from service.queries.stats import rate
+from service.scope import TraceScope
+
+TRUE, FALSE = "true", "false"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    dimension: RowDimension
+    value: str
+    count: int  # traces in scope with the value
+    joint: int  # those of them in the slice
+
+
+@dataclass(frozen=True)
+class Flagged:
+    """The traces in scope as a subquery, each flagged ``in_slice`` 1 or 0, and what the kind
+    queries need to know besides."""
+
+    traces: Subquery
+    include_system_tags: bool
+    typings: Mapping[str, FeedbackTyping]
+
+    @property
+    def in_slice(self) -> ColumnElement[int]:
+        return self.traces.c.in_slice
+
+
+def flag_traces(scope: TraceScope, slice_predicates: Sequence[ColumnElement[bool]]) -> Subquery:
+    """request_id, experiment_id, session_id, status (exact) and in_slice of the traces in
+    scope. The slice's EXISTS clauses stay inside this subquery, away from joined rows."""
+    in_slice = case((and_(true(), *slice_predicates), 1), else_=0)
+    return scope.traces(
+        SqlTraceInfo.request_id.label("request_id"),
+        SqlTraceInfo.experiment_id.label("experiment_id"),
+        SqlTraceInfo.session_id.label("session_id"),
+        exact_text(SqlTraceInfo.status).label("status"),
+        in_slice.label("in_slice"),
+    ).subquery("flagged")
+
+
+def _sum(column: Any) -> Any:
+    return func.coalesce(func.sum(column), 0)
+
+
+# --------------------------------------------------------------------------------------------
+# One grouped query per kind
+# --------------------------------------------------------------------------------------------
+
+
+async def _statuses(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
+    """Each status in scope. One round trip."""
+    t = flagged.traces
+    stmt = select(t.c.status, func.count(), _sum(t.c.in_slice)).group_by(t.c.status)
+    return [
+        Candidate("status", str(value), int(count), int(joint))
+        for value, count, joint in await session.execute(stmt)
+    ]
+
+
+async def _span_types(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
+    """Each span type, counted once per trace. One round trip."""
+    t, span = flagged.traces, aliased(SqlSpan)
+    per_trace = (
+        select(t.c.request_id, exact_text(span.type).label("v"), t.c.in_slice)
+        .select_from(t)
+        .join(span, span_join(t, span))
+        .where(span.type.is_not(None))
+        .distinct()
+        .subquery("per_trace")
+    )
+    stmt = select(per_trace.c.v, func.count(), _sum(per_trace.c.in_slice)).group_by(per_trace.c.v)
+    return [
+        Candidate("span_type", str(value), int(count), int(joint))
+        for value, count, joint in await session.execute(stmt)
+    ]
+
+
+async def _tools(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
+    """Each tool used, and each tool with a failing call, counted once per trace. One round
+    trip."""
+    t, span = flagged.traces, aliased(SqlSpan)
+    name = exact_text(span.name).label("v")
+    failed = case((text_equals(span.status, dims.ERROR), 1), else_=0)
+    per_trace = (
+        select(
+            t.c.request_id,
+            name,
+            func.max(t.c.in_slice).label("in_slice"),
+            func.max(failed).label("failed"),
+        )
+        .select_from(t)
+        .join(span, span_join(t, span))
+        .where(text_equals(span.type, dims.TOOL_SPAN_TYPE), span.name.is_not(None))
+        .group_by(t.c.request_id, name)
+        .subquery("per_trace")
+    )
+    p = per_trace.c
+    both_failed = case((and_(p.failed == 1, p.in_slice == 1), 1), else_=0)
+    stmt = select(p.v, func.count(), _sum(p.in_slice), _sum(p.failed), _sum(both_failed)).group_by(
+        p.v
+    )
+    candidates = []
+    for value, used, used_joint, failed_count, failed_joint in await session.execute(stmt):
+        candidates.append(Candidate("tool", str(value), int(used), int(used_joint)))
+        if failed_count:
+            candidates.append(
+                Candidate("tool_error", str(value), int(failed_count), int(failed_joint))
+            )
+    return candidates
+
+
+async def _tags(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
+    """Each tag key=value (a trace has one value per key). One round trip."""
+    t, tag = flagged.traces, aliased(SqlTraceTag)
+    key, value = exact_text(tag.key).label("k"), exact_text(tag.value).label("v")
+    stmt = (
+        select(key, value, func.count(), _sum(t.c.in_slice))
+        .select_from(t)
+        .join(tag, tag.request_id == t.c.request_id)
+        .where(tag.value.is_not(None))
+        .group_by(key, value)
+    )
+    if not flagged.include_system_tags:
+        stmt = stmt.where(not_system_tag(tag))
+    return [
+        Candidate("tag", f"{k}={v}", int(count), int(joint))
+        for k, v, count, joint in await session.execute(stmt)
+    ]
+
+
+async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
+    """Each value of each boolean or string feedback name in scope, counted once per trace
+    (session feedback included). One round trip, none without such names."""
+    typings = flagged.typings
+    boolean = [n for n, t in typings.items() if t.in_scope and t.type == "boolean"]
+    strings = [n for n, t in typings.items() if t.in_scope and t.type == "string"]
+    if not boolean and not strings:
+        return []
+    t = flagged.traces
+
+    def pairs(a: Any, *joins: tuple[Any, ColumnElement[bool]], where: Sequence[Any]) -> Any:
+        # A boolean name's values have one truth each; any other stored value (possible only
+        # on a judge failure, which does not type the name) is no value of the name.
+        truth = case((is_true(a), TRUE), (is_false(a), FALSE), else_=None)
+        value = exact_text(case((a.name.in_(boolean), truth), else_=json_text_value(a.value)))
+        stmt = select(
+            t.c.request_id.label("request_id"),
+            a.name.label("name"),
+            value.label("v"),
+            t.c.in_slice.label("in_slice"),
+        ).select_from(t)
+        for target, on in joins:
+            stmt = stmt.join(target, on)
+        return stmt.where(*is_feedback(a), has_value(a), a.name.in_(boolean + strings), *where)
+
+    direct = aliased(SqlAssessments)
+    shared, sibling = aliased(SqlAssessments), aliased(SqlTraceInfo)
+    both = union(
+        pairs(direct, (direct, direct.trace_id == t.c.request_id), where=()),
+        # A feedback logged for a whole session counts for each trace of the session.
+        pairs(
+            shared,
+            (
+                sibling,
+                and_(
+                    sibling.session_id == t.c.session_id,
+                    sibling.experiment_id == t.c.experiment_id,
+                ),
+            ),
+            (shared, shared.trace_id == sibling.request_id),
+            where=(
+                t.c.session_id.is_not(None),
+                shared.assessment_metadata.is_not(None),
+                shared.assessment_metadata.contains(dims.SESSION_MARKER),
+            ),
+        ),
+    ).subquery("per_trace")
+    p = both.c
+    stmt = (
+        select(p.name, p.v, func.count(), _sum(p.in_slice))
+        .where(p.v.is_not(None))
+        .group_by(p.name, p.v)
+    )
+    candidates = []
+    for name, value, count, joint in await session.execute(stmt):
+        typing = typings.get(str(name))
+        label = _boolean_label(typing, str(value)) if str(name) in boolean else str(value)
+        candidates.append(Candidate("assessment", f"{name}={label}", int(count), int(joint)))
+    return candidates
+
+
+def _boolean_label(typing: FeedbackTyping | None, truth: str) -> str:
+    yes, no = dims.boolean_values(typing) if typing else (TRUE, FALSE)
+    return yes if truth == TRUE else no
+
+
+KindQuery = Callable[[AsyncSession, Flagged], Coroutine[Any, Any, list[Candidate]]]
+KIND_QUERIES: Final[dict[str, KindQuery]] = {
+    "status": _statuses,
+    "span_types": _span_types,
+    "tools": _tools,
+    "tags": _tags,
+    "assessments": _assessments,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Values the slice pins
+# --------------------------------------------------------------------------------------------
+
+
+def _single_value(clause: Mapping[str, Any]) -> str | None:
+    comparator, value = str(clause.get("comparator", "")).upper(), clause.get("value")
+    if comparator == "=" and isinstance(value, str):
+        return value
+    if comparator == "IN" and isinstance(value, (list, tuple)) and len(value) == 1:
+        return str(value[0])
+    return None
+
+
+def pinned_values(slice_filter: str, typings: Mapping[str, FeedbackTyping]) -> set[tuple[str, str]]:
+    """(dimension, value) pairs every slice trace has by construction (see the docstring)."""
+    try:
+        clauses = SearchTraceUtils.parse_search_filter_for_search_traces(slice_filter)
+    except (MlflowException, ValueError):
+        return set()  # accepted by our parser, read differently by MLflow's: pin nothing
+    pins: set[tuple[str, str]] = set()
+    span: dict[str, str] = {}
+    for clause in clauses:
+        kind, key, value = clause.get("type"), str(clause.get("key")), _single_value(clause)
+        if value is None:
+            continue
+        if kind == "attribute" and key == "status":
+            pins.add(("status", value))
+        elif kind == "tag":
+            pins.add(("tag", f"{key}={value}"))
+        elif kind == "span":
+            span[key] = value
+        elif kind == "feedback":
+            typing = typings.get(key)
+            if typing is not None and typing.type == "boolean":
+                truth = dims.BOOLEAN_VALUES.get(value.lower())
+                if truth is not None:
+                    label = _boolean_label(typing, TRUE if truth else FALSE)
+                    pins.add(("assessment", f"{key}={label}"))
+            else:
+                pins.add(("assessment", f"{key}={value}"))
+    if "type" in span:
+        pins.add(("span_type", span["type"]))
+        if span["type"] == dims.TOOL_SPAN_TYPE and "name" in span:
+            pins.add(("tool", span["name"]))
+            if span.get("status") == dims.ERROR:
+                pins.add(("tool_error", span["name"]))
+    return pins
+
+
+# --------------------------------------------------------------------------------------------
+# The endpoint
+# --------------------------------------------------------------------------------------------
+
+
+async def correlations(
+    session: AsyncSession,
+    scope: TraceScope,
+    slice_predicates: Sequence[ColumnElement[bool]],
+    *,
+    slice_filter: str,
+    kinds: Sequence[str],
+    limit: int,
+    min_count: int,
+    include_system_tags: bool,
+) -> CorrelationsResponse:
+    """The values most correlated with the slice. Round trips: one for the totals, one per kind
+    asked for, and one to type the feedback names when assessments are asked for; at most
+    seven, whatever the number of values."""
+    typings = await feedback_typing(session, scope) if "assessments" in kinds else {}
+    flagged = Flagged(flag_traces(scope, slice_predicates), include_system_tags, typings)
+    total, slice_count = (
+        await session.execute(
+            select(func.count(), _sum(flagged.in_slice)).select_from(flagged.traces)
+        )
+    ).one()
+    total, slice_count = int(total), int(slice_count)
+    candidates: list[Candidate] = []
+    for kind in kinds:
+        candidates += await KIND_QUERIES[kind](session, flagged)
+    pins = pinned_values(slice_filter, typings)
+    rows = []
+    for c in candidates:
+        if (c.dimension, c.value) in pins or c.joint < min_count:
+            continue
+        scores = npmi(c.joint, slice_count, c.count, total)
+        rows.append(
+            CorrelationRow(
+                dimension=c.dimension,
+                value=c.value,
+                npmi_score=scores.npmi_score,
+                npmi_smoothed=scores.npmi_smoothed,
+                trace_count=c.joint,
+                percentage_of_slice=rate(c.joint, slice_count),
+                percentage_of_total=rate(c.count, total),
+                strength=scores.strength,
+            )
+        )
+    rows.sort(key=_order)
+    return CorrelationsResponse(slice_count=slice_count, total_count=total, data=rows[:limit])
+
+
+def _order(row: CorrelationRow) -> tuple[Any, ...]:
+    score = row.npmi_score
+    return (score is None, -(score or 0.0), -row.trace_count, row.dimension, row.value)
