@@ -47,5 +47,13 @@ typecheck: $(STAMP) ## mypy over the service package
 
 check: lint typecheck test ## Everything CI runs
 
+e2e-deps: ## Install nginx and Chromium (Debian, as root) for tests/test_e2e_deploy.py
+	bash deploy/install-e2e-deps.sh
+
+runtime-check: ## Fresh venv + `pip install .` (the Docker image's install): the service imports and starts
+	bash deploy/check-runtime-install.sh
+
+.PHONY: e2e-deps runtime-check
+
 clean:
 	rm -rf $(VENV) .demo build *.egg-info
