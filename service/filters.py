@@ -656,6 +656,7 @@ def _listing(key: _Key) -> str:
 
 def _show(text: str, limit: int = 40) -> str:
     """Quote a piece of user input for a message, cut short so messages stay readable."""
+    text = str(text)  # a Comparator (StrEnum) would otherwise show as <Comparator.ILIKE: ...>
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
