@@ -104,7 +104,8 @@ class Backend:
     service_url: str
 
     def sync_engine(self) -> sa.Engine:
-        return sa.create_engine(self.sync_uri)
+        # Autocommit: an oracle's reads must never sit in an open transaction holding locks.
+        return sa.create_engine(self.sync_uri, isolation_level="AUTOCOMMIT")
 
     def experiment_id(self, name: str = "support-agent") -> str:
         return self.dataset.experiment_ids[name]

@@ -38,12 +38,15 @@ async def service_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
 @contextlib.contextmanager
 def table_locked(backend: Backend) -> Iterator[None]:
     """Hold an exclusive lock on trace_info from another connection, so reads of it wait."""
-    engine = backend.sync_engine()
+    engine = sa.create_engine(backend.sync_uri)
     conn = engine.connect()
     try:
+        # Never wait long for the lock ourselves: a stuck test must fail, not hang.
         if backend.name == "postgresql":
+            conn.exec_driver_sql("SET lock_timeout = '30s'")
             conn.exec_driver_sql("LOCK TABLE trace_info IN ACCESS EXCLUSIVE MODE")
         else:
+            conn.exec_driver_sql("SET SESSION lock_wait_timeout = 30")
             conn.exec_driver_sql("LOCK TABLES trace_info WRITE")
         yield
     finally:
