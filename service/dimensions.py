@@ -27,7 +27,7 @@ from typing import Any, Final, Literal
 from mlflow.entities import SpanType, TraceState
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
 from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
-from sqlalchemy import and_, exists, not_, or_, true
+from sqlalchemy import and_, exists, not_, or_
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 
@@ -36,10 +36,12 @@ from service.errors import invalid_parameter
 from service.queries.assessment_types import (
     AssessmentType,
     FeedbackTyping,
+    NameMatch,
     ValueKind,
     has_value,
     is_false,
     is_feedback,
+    is_numeric,
     is_true,
 )
 
@@ -298,7 +300,7 @@ def _assessment(
     if kind == "numeric":
         op, threshold = _threshold(ref, parameters)
         condition = and_(
-            SqlAssessments.is_numeric_value == true(),
+            is_numeric(),
             OPERATORS[op](SqlAssessments.aggregate_value, threshold),
         )
         text = None if prefix is None else f"{prefix} {op} {threshold!r}"
@@ -383,7 +385,12 @@ def has_tag(key: str, value: str) -> ColumnElement[bool]:
 def has_feedback(name: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
     """A valid feedback of ``name`` whose value meets ``condition``: logged on the trace, or
     logged for the trace's whole session on any trace of that session (same experiment)."""
-    conditions = [*is_feedback(), SqlAssessments.name == name, has_value(), condition]
+    conditions = [
+        *is_feedback(),
+        NameMatch.COLLATION.equals(SqlAssessments.name, name),  # as MLflow's filters
+        has_value(),
+        condition,
+    ]
     direct = exists().where(SqlAssessments.trace_id == SqlTraceInfo.request_id, *conditions)
     sibling = aliased(SqlTraceInfo)
     for_session = and_(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -38,6 +37,7 @@ from mlflow.store.tracking.dbmodels.models import (
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from service.app import create_app
+from service.demo.generate import mlflow_tracking
 from service.settings import Settings
 from tests import oracle
 from tests.conftest import (
@@ -370,28 +370,9 @@ class EdgeDB:
         return self.sync_uri.replace("+psycopg2", "").replace("+pymysql", "")
 
 
-@contextmanager
-def _tracking(uri: str) -> Iterator[None]:
-    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING",)}
-    saved_uri = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"
-    mlflow.set_tracking_uri(uri)
-    mlflow.tracing.reset()
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(saved_uri)  # type: ignore[arg-type]
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        mlflow.tracing.reset()
-
-
 def build_edge_db(uri: str) -> str:
     """Write the edge-case traces through MLflow's tracing API; return the experiment id."""
-    with _tracking(uri):
+    with mlflow_tracking(uri):
         experiment_id = MlflowClient(uri).create_experiment("edge-cases")
         source = AssessmentSource(source_type="CODE", source_id="edge-checker")
         trace_ids: list[str] = []

@@ -12,7 +12,6 @@ import itertools
 import json
 import math
 import operator
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -25,6 +24,7 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from service import dimensions as dims
 from service.app import create_app
+from service.demo.generate import mlflow_tracking
 from service.settings import Settings
 from tests.conftest import AJAX_API, Backend, InsightsClient, open_client
 
@@ -773,33 +773,26 @@ class SessionDB:
 def session_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionDB]:
     """A small SQLite DB written through MLflow: a feedback for session s1 on its first trace."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('sessions') / 'mlflow.db'}"
-    saved_uri = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    saved_env = os.environ.get("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING")
-    os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"  # write before returning
-    mlflow.set_tracking_uri(uri)
-    mlflow.tracing.reset()
     try:
-        experiment_id = mlflow.create_experiment("sessions")
-        ids = []
-        for session in ("s1", "s1", "s1", "s2", None):
-            metadata = {"mlflow.trace.session": session} if session else {}
-            span = mlflow.start_span_no_context(
-                "chat", inputs={"q": "hi"}, metadata=metadata, experiment_id=experiment_id
+        with mlflow_tracking(uri):  # synchronous: a trace is written before end() returns
+            experiment_id = mlflow.create_experiment("sessions")
+            ids = []
+            for session in ("s1", "s1", "s1", "s2", None):
+                metadata = {"mlflow.trace.session": session} if session else {}
+                span = mlflow.start_span_no_context(
+                    "chat", inputs={"q": "hi"}, metadata=metadata, experiment_id=experiment_id
+                )
+                span.end(outputs={"a": "hello"})
+                ids.append(span.trace_id)
+            mlflow.log_feedback(
+                trace_id=ids[0],
+                name="resolved",
+                value=True,
+                metadata={"mlflow.trace.session": "s1"},
             )
-            span.end(outputs={"a": "hello"})
-            ids.append(span.trace_id)
-        mlflow.log_feedback(
-            trace_id=ids[0], name="resolved", value=True, metadata={"mlflow.trace.session": "s1"}
-        )
-        mlflow.log_feedback(trace_id=ids[3], name="resolved", value=False)
-        yield SessionDB(uri, experiment_id, ids)
+            mlflow.log_feedback(trace_id=ids[3], name="resolved", value=False)
+            yield SessionDB(uri, experiment_id, ids)
     finally:
-        mlflow.set_tracking_uri(saved_uri)  # type: ignore[arg-type]  # None: not set
-        if saved_env is None:
-            os.environ.pop("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = saved_env
-        mlflow.tracing.reset()
         engine = SqlAlchemyStore._engine_map.pop(uri, None)
         if engine is not None:
             engine.dispose()

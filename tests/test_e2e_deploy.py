@@ -45,6 +45,7 @@ import pytest
 import sqlalchemy as sa
 from mlflow.store.analytics.trace_correlation import calculate_npmi_from_counts
 
+from service.demo.generate import SYNC_TRACE_LOGGING, mlflow_tracking
 from tests.conftest import AJAX_API, API, PG_ADMIN_URL, enabled_backends
 from tests.test_deploy_files import DOCKERFILE, healthcheck_command
 
@@ -147,30 +148,15 @@ def plan_traces() -> list[PlannedTrace]:
 def mlflow_client_env(tracking_uri: str) -> Iterator[None]:
     """Point the MLflow client at ``tracking_uri`` with synchronous trace export; restore the
     caller's MLflow state afterwards (other tests build their databases with MLflow too)."""
-    import mlflow
-
     env = {
-        "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false",  # a trace is stored when end() returns
+        **SYNC_TRACE_LOGGING,  # a trace is stored when end() returns
         "MLFLOW_MODEL_CATALOG_URI": "",  # price LLM calls from MLflow's bundled catalog
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
     }
-    saved_env = {key: os.environ.get(key) for key in (*env, "MLFLOW_TRACKING_URI")}
-    saved_uri = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    os.environ.update(env)
-    try:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.tracing.reset()  # the next span builds a tracer provider with the env above
+    with mlflow_tracking(tracking_uri, env):
         yield
-    finally:
-        mlflow.set_tracking_uri(saved_uri)  # type: ignore[arg-type]  # None = "not set"
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        mlflow.tracing.reset()
 
 
 def log_traces(tracking_uri: str, plans: list[PlannedTrace]) -> tuple[str, list[PlannedTrace]]:

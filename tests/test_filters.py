@@ -1,6 +1,7 @@
 """``service.filters``: a filter selects exactly the traces MLflow's own ``search_traces`` returns.
 
-Each database (SQLite; PostgreSQL and MariaDB on 127.0.0.1 unless ``INSIGHTS_SKIP_SERVER_DBS=1``)
+Each database (SQLite; PostgreSQL and MariaDB as in ``tests/conftest.py``, restricted by
+``INSIGHTS_TEST_BACKENDS``; the server databases are ``<INSIGHTS_TEST_DB_NAME>_filters``)
 gets a tracking DB built once per session through MLflow's tracing API: the demo dataset plus a
 few traces for edge cases (session-level assessments, tag keys and values differing only in case
 or a trailing space, a trace linked to a run). For every filter of ``tests/filter_cases.py`` the
@@ -12,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import string
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,28 +31,21 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from service.demo.generate import SUPPORT_AGENT, build_tracking_db
+from service.demo.generate import SUPPORT_AGENT, build_tracking_db, mlflow_tracking
 from service.errors import ErrorCode, InsightsError
 from service.filters import MAX_FILTER_LENGTH, parse_filter_string
+from tests.conftest import TEST_DB_NAME, enabled_backends, recreate_server_database
 from tests.filter_cases import COMPOSED, EQUIVALENT, ERRORS, Case, ComposedCase
 
-DB_NAME = "filters_test"
+DB_NAME = f"{TEST_DB_NAME}_filters"
 N_TRACES = 150
 EDGE_EXPERIMENT = "filters-edge"
 EDGE_SESSION = "edge-session"
-PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432"
-MYSQL_ADMIN = "mysql+pymysql://root@127.0.0.1:3306"
 ASYNC_DRIVERS = {
     "sqlite": ("sqlite://", "sqlite+aiosqlite://"),
     "postgresql": ("postgresql+psycopg2://", "postgresql+asyncpg://"),
     "mysql": ("mysql+pymysql://", "mysql+aiomysql://"),
 }
-
-
-def backends() -> list[str]:
-    if os.environ.get("INSIGHTS_SKIP_SERVER_DBS") == "1":
-        return ["sqlite"]
-    return ["sqlite", "postgresql", "mysql"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,24 +114,10 @@ class FilterDB:
 def recreate_database(backend: str, data_dir: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{data_dir / 'filters.db'}"
-    admin = PG_ADMIN if backend == "postgresql" else MYSQL_ADMIN
-    engine = sa.create_engine(
-        f"{admin}/postgres" if backend == "postgresql" else admin, isolation_level="AUTOCOMMIT"
-    )
-    try:
-        with engine.connect() as conn:
-            if backend == "postgresql":
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
-                conn.execute(sa.text(f'CREATE DATABASE "{DB_NAME}"'))
-            else:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{DB_NAME}`"))
-                conn.execute(sa.text(f"CREATE DATABASE `{DB_NAME}` CHARACTER SET utf8mb4"))
-    finally:
-        engine.dispose()
-    return f"{admin}/{DB_NAME}"
+    return recreate_server_database(backend, DB_NAME)
 
 
-@pytest.fixture(scope="session", params=backends())
+@pytest.fixture(scope="session", params=enabled_backends())
 def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> FilterDB:
     """One tracking DB per backend, built once per session (logging through MLflow is slow)."""
     backend: str = request.param
@@ -158,21 +137,9 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
 @contextmanager
 def logging_to(uri: str, data_dir: Path) -> Iterator[None]:
     """Log traces synchronously to ``uri`` (artifacts under ``data_dir``), then restore."""
-    saved = os.environ.get("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING")
-    os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"
-    saved_cwd = Path.cwd()
-    os.chdir(data_dir)  # runs and experiments put their artifacts under ./mlruns
-    mlflow.set_tracking_uri(uri)
-    mlflow.tracing.reset()
-    try:
+    # Runs and experiments put their artifacts under ./mlruns.
+    with mlflow_tracking(uri), chdir(data_dir):
         yield
-    finally:
-        os.chdir(saved_cwd)
-        if saved is None:
-            os.environ.pop("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = saved
-        mlflow.tracing.reset()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import logging
 import os
 import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -67,10 +67,12 @@ NS_PER_MS = 1_000_000
 GAP_MS = 5  # idle time between consecutive child spans
 ROOT_ROUNDING_MS = 50  # root latencies are multiples of this, so percentiles meet ties
 
+# Sync export: a trace is stored before its root span's end() returns.
+SYNC_TRACE_LOGGING = {"MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false"}
 # Env for the build. Sync export writes each trace before the call returns; an empty model
 # catalog URI makes MLflow price LLM calls from its bundled catalog (no network, fixed prices).
 _BUILD_ENV = {
-    "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false",
+    **SYNC_TRACE_LOGGING,
     "MLFLOW_MODEL_CATALOG_URI": "",
     "MLFLOW_DISABLE_TELEMETRY": "true",  # synthetic data is no usage worth reporting
 }
@@ -643,20 +645,20 @@ def _with_installed_driver(uri: str) -> str:
 
 
 @contextmanager
-def _mlflow_build_session(tracking_uri: str) -> Iterator[MlflowClient]:
-    """Point MLflow at ``tracking_uri`` for one build; restore the caller's MLflow state after."""
-    saved_env = {key: os.environ.get(key) for key in (*_BUILD_ENV, "MLFLOW_TRACKING_URI")}
+def mlflow_tracking(
+    tracking_uri: str, env: Mapping[str, str] = SYNC_TRACE_LOGGING
+) -> Iterator[None]:
+    """Point MLflow's fluent API (``mlflow.start_span``, ``mlflow.log_feedback``, ...) at
+    ``tracking_uri`` with the variables ``env`` set; restore the caller's variables, tracking
+    URI and tracer afterwards (tests build several databases with MLflow in one process)."""
+    saved_env = {key: os.environ.get(key) for key in (*env, "MLFLOW_TRACKING_URI")}
     saved_uri = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    os.environ.update(_BUILD_ENV)
-    _forget_cached_store(tracking_uri)  # a DB dropped and re-created must be migrated again
+    os.environ.update(env)
     try:
-        with _quiet_mlflow():
-            mlflow.set_tracking_uri(tracking_uri)
-            mlflow.tracing.reset()  # the next span builds a tracer provider with the env above
-            yield MlflowClient(tracking_uri)
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.tracing.reset()  # the next span builds a tracer provider with the env above
+        yield
     finally:
-        # Close MLflow's pooled connections so the caller can drop the database.
-        _forget_cached_store(tracking_uri)
         mlflow.set_tracking_uri(saved_uri)  # type: ignore[arg-type]  # None = "not set"
         for key, value in saved_env.items():
             if value is None:
@@ -664,6 +666,18 @@ def _mlflow_build_session(tracking_uri: str) -> Iterator[MlflowClient]:
             else:
                 os.environ[key] = value
         mlflow.tracing.reset()
+
+
+@contextmanager
+def _mlflow_build_session(tracking_uri: str) -> Iterator[MlflowClient]:
+    """Point MLflow at ``tracking_uri`` for one build; restore the caller's MLflow state after."""
+    with _quiet_mlflow(), mlflow_tracking(tracking_uri, _BUILD_ENV):
+        _forget_cached_store(tracking_uri)  # a DB dropped and re-created must be migrated again
+        try:
+            yield MlflowClient(tracking_uri)
+        finally:
+            # Close MLflow's pooled connections so the caller can drop the database.
+            _forget_cached_store(tracking_uri)
 
 
 def _forget_cached_store(tracking_uri: str) -> None:

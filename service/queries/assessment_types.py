@@ -1,33 +1,40 @@
-"""The type of a feedback name (API.md §4.2), decided from the JSON of its values.
+"""What a feedback value is (API.md §4.2): the one definition every endpoint uses.
 
-``true``/``false``, and the strings ``"yes"``/``"no"`` in any case, are *boolean*; numbers are
-*numeric*; other strings (and any other JSON) are *string*. A name's type is the type of all its
-values in the listed experiments (whatever the window and filter, so a name keeps its meaning
-when a UI moves the window); if they disagree, or when it has no value at all, it is *string*.
-Only valid feedback rows with a value decide: not judge failures (``error`` set; their value is
-JSON ``null``). These are the rules of ``service.queries.assessments`` (API.md §4.2 endpoints).
+Rows: valid feedback (``assessment_type = 'feedback'``, ``valid = true``). A row whose ``error``
+is set is a *judge failure*; a row *has a value* (counts in value statistics) when it is no judge
+failure and its value is not JSON ``null``.
 
-Numbers are recognised by MLflow's own ``is_numeric_value`` column (finite numbers), the one
-``feedback.<name> > x`` filters use, so a numeric dimension and its filter agree.
+A value's type comes from its stored JSON: ``true``/``false``, and the strings ``"yes"``/``"no"``
+in any case (exactly those letters: ``" yes"`` is a string), are *boolean*, ``true``/``"yes"`` a
+pass and ``false``/``"no"`` a failure; finite numbers are *numeric*, recognised by MLflow's own
+``is_numeric_value`` column (the one ``feedback.<name> > x`` filters use, so NaN, infinities and
+numbers too large for a double are strings); any other JSON is a *string*. A name's type is the
+type of all its values in the listed experiments (whatever the window and filter, so a name
+keeps its meaning when a UI moves the window); if they disagree, or when it has no value at all
+(only judge failures), it is *string*.
+
+How a requested name is matched with the stored names is each caller's explicit choice
+(``NameMatch``): byte-wise for ``assessments/*``, with the database's collation (as MLflow's
+filters) for the dimensions and correlations. The two differ only on MySQL/MariaDB.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Literal
+from enum import Enum, StrEnum
+from typing import Any
 
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlTraceInfo
 from sqlalchemy import and_, case, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select
 
-from service.dialects import text_equals
+from service.dialects import exact_text, text_equals
+from service.models.assessments import AssessmentType
 from service.scope import TraceScope
 
-AssessmentType = Literal["boolean", "numeric", "string"]
 FEEDBACK = "feedback"
 JSON_NULL = "null"
 
@@ -38,7 +45,7 @@ class ValueKind(StrEnum):
     YES_NO_CASED = "yes_no_cased"  # "Yes", "NO", ...
     NUMBER = "number"
     STRING = "string"  # any other JSON
-    NONE = "none"  # JSON null: the judge failed
+    NONE = "none"  # no value that decides a type: a judge failure, JSON null, an invalid row
 
 
 BOOLEAN_KINDS = frozenset({ValueKind.JSON_BOOL, ValueKind.YES_NO, ValueKind.YES_NO_CASED})
@@ -47,20 +54,72 @@ BOOLEAN_KINDS = frozenset({ValueKind.JSON_BOOL, ValueKind.YES_NO, ValueKind.YES_
 Assessments = Any  # SqlAssessments or an alias of it
 
 
+class NameMatch(Enum):
+    """How feedback names given in a request (or grouped) compare with the stored names."""
+
+    EXACT = "exact"
+    """Code point by code point on every database (``Quality`` and ``quality`` are two names,
+    as tag keys and tool names are): the ``assessments/*`` endpoints."""
+    COLLATION = "collation"
+    """With the database's collation, as MLflow's ``feedback.<name>`` filters compare: the
+    dimensions and correlations, whose filter strings select what MLflow selects. Differs
+    from EXACT only on MySQL/MariaDB, for names that differ only in case (or trailing spaces):
+    there they are one name, which comes back in one of its stored spellings."""
+
+    def key(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The column to group names by."""
+        return exact_text(column) if self is NameMatch.EXACT else column
+
+    def equals(self, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+        return text_equals(column, name) if self is NameMatch.EXACT else column == name
+
+    def one_of(self, column: ColumnElement[Any], names: Sequence[str]) -> ColumnElement[bool]:
+        if not names:
+            return false()
+        if self is NameMatch.EXACT:
+            # The plain IN keeps MLflow's (experiment, name) index usable.
+            return and_(column.in_(names), exact_text(column).in_(names))
+        return column.in_(names)
+
+
+# -- rows ------------------------------------------------------------------------------------
+
+
 def is_feedback(a: Assessments = SqlAssessments) -> list[ColumnElement[bool]]:
     """Valid feedback rows: the only assessments that count (API.md §4.2)."""
     return [a.assessment_type == FEEDBACK, a.valid == true()]
 
 
+def is_judge_failure(a: Assessments = SqlAssessments) -> ColumnElement[bool]:
+    """A judge failure: ``error`` is set, whatever the value (``error_count`` only)."""
+    return a.error.is_not(None)
+
+
 def has_value(a: Assessments = SqlAssessments) -> ColumnElement[bool]:
-    """A row MLflow's value filters can match (its value is not JSON null)."""
+    """A row MLflow's value filters can match (its value is not JSON null), judge failure or
+    not: what the dimensions and correlations select, as MLflow's filters do."""
     condition: ColumnElement[bool] = a.value != JSON_NULL
     return condition
 
 
+def counts_as_value(a: Assessments = SqlAssessments) -> ColumnElement[bool]:
+    """A row that *has a value* in §4.2's sense (``total_count``, value statistics): no judge
+    failure, and a value that is not JSON null."""
+    return and_(a.error.is_(None), has_value(a))
+
+
 def decides_type(a: Assessments = SqlAssessments) -> ColumnElement[bool]:
     """A valid row with a value, no judge failure: the rows a name's type is decided from."""
-    return and_(a.valid == true(), a.error.is_(None), a.value != JSON_NULL)
+    return and_(a.valid == true(), counts_as_value(a))
+
+
+# -- values ----------------------------------------------------------------------------------
+
+
+def is_numeric(a: Assessments = SqlAssessments) -> ColumnElement[bool]:
+    """A numeric value: a finite number (MLflow's ``is_numeric_value``; its double is
+    ``aggregate_value``)."""
+    return a.is_numeric_value == true()
 
 
 def is_true(a: Assessments = SqlAssessments) -> ColumnElement[bool]:
@@ -84,7 +143,7 @@ def value_kind(a: Assessments = SqlAssessments) -> ColumnElement[Any]:
             ValueKind.YES_NO.value,
         ),
         (func.lower(value).in_(['"yes"', '"no"']), ValueKind.YES_NO_CASED.value),
-        (a.is_numeric_value == true(), ValueKind.NUMBER.value),
+        (is_numeric(a), ValueKind.NUMBER.value),
         else_=ValueKind.STRING.value,
     )
 
@@ -97,6 +156,42 @@ def type_of(kinds: Iterable[ValueKind]) -> AssessmentType:
     if valued == {ValueKind.NUMBER}:
         return "numeric"
     return "string"
+
+
+# -- the type of each name -------------------------------------------------------------------
+
+
+def _kinds_by_name(
+    a: Assessments, names: Iterable[str] | None, match: NameMatch, *columns: Any
+) -> Select[Any]:
+    """``SELECT name, kind, columns`` over the feedback rows (of ``names``), one row per name
+    and kind; the caller adds the FROM clause and the experiments."""
+    name = match.key(a.name).label("name")
+    kind = value_kind(a).label("kind")
+    stmt = select(name, kind, *columns).where(a.assessment_type == FEEDBACK).group_by(name, kind)
+    if names is not None:
+        stmt = stmt.where(match.one_of(a.name, list(names)))
+    return stmt
+
+
+async def feedback_types(
+    session: AsyncSession,
+    experiment_ids: Sequence[int],
+    names: Iterable[str] | None = None,
+    *,
+    match: NameMatch,
+) -> dict[str, AssessmentType]:
+    """The type of every feedback name of the experiments (or only of ``names``).
+
+    A name is there when it has any feedback row (valid or not) in the experiments. One round
+    trip, on the assessment rows alone (MLflow's index on experiment and name).
+    """
+    a = aliased(SqlAssessments)
+    stmt = _kinds_by_name(a, names, match).where(a.experiment_id.in_(experiment_ids))
+    kinds: dict[str, set[ValueKind]] = {}
+    for row in await session.execute(stmt):
+        kinds.setdefault(str(row.name), set()).add(ValueKind(row.kind))
+    return {name: type_of(found) for name, found in kinds.items()}
 
 
 @dataclass(frozen=True)
@@ -120,13 +215,17 @@ class FeedbackTyping:
 
 
 async def feedback_typing(
-    session: AsyncSession, scope: TraceScope, names: Iterable[str] | None = None
+    session: AsyncSession,
+    scope: TraceScope,
+    names: Iterable[str] | None = None,
+    *,
+    match: NameMatch,
 ) -> dict[str, FeedbackTyping]:
-    """Every feedback name of the listed experiments (or only ``names``), with its type.
+    """Every feedback name of the listed experiments (or only ``names``), with its type, its
+    value kinds and whether it has a value in scope.
 
     A name is there when it has any feedback row (valid or not) in the listed experiments. One
-    round trip. Names compare as MLflow's filters compare them (with the database's collation),
-    so on MySQL/MariaDB names that differ only in case are one name.
+    round trip.
     """
     # The scope's filter may test assessments itself: flag the traces in a subquery, so its
     # EXISTS clauses never correlate with the assessment rows read here.
@@ -139,18 +238,11 @@ async def feedback_typing(
         .subquery("traces")
     )
     a = aliased(SqlAssessments)
-    kind = value_kind(a).label("kind")
-    conditions: list[ColumnElement[bool]] = [a.assessment_type == FEEDBACK]
-    if names is not None:
-        wanted = list(names)
-        conditions.append(a.name.in_(wanted) if wanted else false())
     in_scope = case((and_(a.valid == true(), has_value(a)), traces.c.in_scope), else_=0)
     stmt = (
-        select(a.name.label("name"), kind, func.sum(in_scope).label("in_scope"))
+        _kinds_by_name(a, names, match, func.sum(in_scope).label("in_scope"))
         .select_from(traces)
         .join(a, a.trace_id == traces.c.request_id)
-        .where(*conditions)
-        .group_by(a.name, kind)
     )
     kinds: dict[str, set[ValueKind]] = {}
     scoped: dict[str, bool] = {}

@@ -1,18 +1,9 @@
 """Assessments (API.md §4.2): valid feedback in scope, summarised by its type.
 
-Rows: ``assessment_type = 'feedback'`` and ``valid = true``, joined to their trace, which must be
-in scope; they are bucketed by the trace's ``timestamp_ms``. A row whose ``error`` is set is a
-judge failure (``error_count`` only); a row *has a value* when it is no failure and its value is
-not JSON ``null``.
-
-A value's type comes from its stored JSON, as the contract says: ``true``/``false`` and the JSON
-strings ``"yes"``/``"no"`` in any case (exactly those letters: ``" yes"`` is a string) are
-boolean, ``false``/``"no"`` a failure; finite numbers are numeric, recognised by MLflow's
-``is_numeric_value`` helper column (so NaN, infinities and numbers too large for a double,
-which MLflow cannot aggregate, are strings); anything else is a string. Numeric statistics read
-MLflow's ``aggregate_value`` (the number as a double). A name's type is the type of all its
-valid values in the listed experiments, regardless of window and filter (``string`` when they
-disagree or when it has no value at all), so a chart keeps its shape while the window moves.
+Rows: valid feedback, joined to their trace, which must be in scope; they are bucketed by the
+trace's ``timestamp_ms``. What a judge failure, a value, a type, a pass and a failure are is
+``service.queries.assessment_types``; names are matched byte-wise (``NameMatch.EXACT``). Numeric
+statistics read MLflow's ``aggregate_value`` (the number as a double).
 ``assessments.experiment_id`` (MLflow's denormalised copy of the trace's) lets the database use
 MLflow's index on (experiment, name).
 
@@ -22,22 +13,20 @@ compared, counted and ordered by their code points, the same way on every databa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlTraceInfo
-from sqlalchemy import and_, case, func, or_, select, true
+from sqlalchemy import and_, case, func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
 
-from service.dialects import P50, P90, P99, exact_text, json_text_value, text_equals
+from service.dialects import P50, P90, P99, exact_text, json_text_value
 from service.errors import does_not_exist
 from service.models.assessments import (
     AssessmentInfo,
     AssessmentsDiscoveryResponse,
-    AssessmentType,
     BooleanMetrics,
     BooleanPoint,
     BooleanSummary,
@@ -49,35 +38,25 @@ from service.models.assessments import (
     StringSummary,
 )
 from service.models.tags import ValueCount
+from service.queries.assessment_types import (
+    NameMatch,
+    counts_as_value,
+    feedback_types,
+    is_false,
+    is_feedback,
+    is_judge_failure,
+    is_numeric,
+)
 from service.queries.exact_sums import ExactSum, read_sum, sum_columns
 from service.queries.stats import Distribution, distributions, empty_distribution, rate
 from service.scope import SeriesFrame, TraceScope
 
-FEEDBACK = "feedback"
 VALUE_QUANTILES = (P50, P90, P99)
+# Feedback names are compared, grouped and ordered by code points, like tag keys and tool names.
+NAMES = NameMatch.EXACT
 
 # An alias, so that filter_string subqueries over ``assessments`` never correlate with it.
 _fb = aliased(SqlAssessments, name="feedback")
-
-
-def _is_error() -> ColumnElement[bool]:
-    return _fb.error.is_not(None)
-
-
-def _has_value() -> ColumnElement[bool]:
-    return and_(_fb.error.is_(None), _fb.value != "null")
-
-
-def _is_numeric() -> ColumnElement[bool]:
-    return _fb.is_numeric_value == true()
-
-
-def _is_boolean() -> ColumnElement[bool]:
-    return or_(_fb.value.in_(("true", "false")), func.lower(_fb.value).in_(('"yes"', '"no"')))
-
-
-def _is_failure() -> ColumnElement[bool]:
-    return or_(_fb.value == "false", func.lower(_fb.value) == '"no"')
 
 
 def _count_if(condition: ColumnElement[bool], label: str) -> ColumnElement[Any]:
@@ -89,62 +68,8 @@ def _feedback_in_scope(scope: TraceScope, *columns: Any) -> Select[Any]:
     return (
         scope.traces(*columns)
         .join(_fb, _fb.trace_id == SqlTraceInfo.request_id)
-        .where(
-            _fb.experiment_id.in_(scope.experiment_ids),
-            text_equals(_fb.assessment_type, FEEDBACK),
-            _fb.valid == true(),
-        )
+        .where(_fb.experiment_id.in_(scope.experiment_ids), *is_feedback(_fb))
     )
-
-
-# -- types -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ValueKinds:
-    """How many valid values of a name are numeric, boolean or anything else."""
-
-    numeric: int = 0
-    boolean: int = 0
-    other: int = 0
-
-    @property
-    def assessment_type(self) -> AssessmentType:
-        pairs: tuple[tuple[AssessmentType, int], ...] = (
-            ("numeric", self.numeric),
-            ("boolean", self.boolean),
-            ("string", self.other),
-        )
-        kinds = [kind for kind, n in pairs if n]
-        return kinds[0] if len(kinds) == 1 else "string"
-
-
-async def _value_kinds(
-    session: AsyncSession, experiment_ids: Sequence[int], name: str | None = None
-) -> dict[str, ValueKinds]:
-    """Value kinds of every feedback name (or of ``name``) in the experiments, any window.
-
-    A name is listed when it has any feedback row there, valid or not.
-    """
-    name_col = exact_text(_fb.name).label("assessment_name")
-    valued = and_(_fb.valid == true(), _has_value())
-    stmt = (
-        select(
-            name_col,
-            _count_if(and_(valued, _is_numeric()), "numeric"),
-            _count_if(and_(valued, _is_boolean()), "boolean"),
-            _count_if(and_(valued, ~_is_numeric(), ~_is_boolean()), "other"),
-        )
-        .select_from(_fb)
-        .where(_fb.experiment_id.in_(experiment_ids), text_equals(_fb.assessment_type, FEEDBACK))
-        .group_by(name_col)
-    )
-    if name is not None:
-        stmt = stmt.where(text_equals(_fb.name, name))
-    return {
-        row.assessment_name: ValueKinds(int(row.numeric), int(row.boolean), int(row.other))
-        for row in await session.execute(stmt)
-    }
 
 
 # -- discovery -------------------------------------------------------------------------------
@@ -153,14 +78,14 @@ async def _value_kinds(
 async def discovery(session: AsyncSession, scope: TraceScope) -> AssessmentsDiscoveryResponse:
     """Every feedback name with valid rows in scope.
 
-    Round trips: 3 (counts per name; distinct sources per name; value kinds per name).
+    Round trips: 3 (counts per name; distinct sources per name; the type of each name).
     """
-    name_col = exact_text(_fb.name).label("assessment_name")
+    name_col = NAMES.key(_fb.name).label("assessment_name")
     counts = _feedback_in_scope(
         scope,
         name_col,
         func.count().label("assessment_count"),
-        _count_if(_is_error(), "error_count"),
+        _count_if(is_judge_failure(_fb), "error_count"),
         func.count(func.distinct(_fb.trace_id)).label("trace_count"),
     ).group_by(name_col)
     rows = (await session.execute(counts)).all()
@@ -171,12 +96,12 @@ async def discovery(session: AsyncSession, scope: TraceScope) -> AssessmentsDisc
     sources: dict[str, set[str]] = {}
     for row in await session.execute(_feedback_in_scope(scope, name_col, source_col).distinct()):
         sources.setdefault(row.assessment_name, set()).add(row.source_type)
-    kinds = await _value_kinds(session, scope.experiment_ids)
+    types = await feedback_types(session, scope.experiment_ids, match=NAMES)
 
     data = [
         AssessmentInfo(
             assessment_name=row.assessment_name,
-            assessment_type=kinds.get(row.assessment_name, ValueKinds()).assessment_type,
+            assessment_type=types.get(row.assessment_name, "string"),
             sources=sorted(sources.get(row.assessment_name, ())),
             trace_count=int(row.trace_count),
             assessment_count=int(row.assessment_count),
@@ -217,12 +142,12 @@ async def _counts_by_bucket(
             frame.scope,
             bucket,
             source,
-            _count_if(_has_value(), "value_count"),
-            _count_if(_is_error(), "error_count"),
-            _count_if(and_(_has_value(), _is_failure()), "failure_count"),
+            _count_if(counts_as_value(_fb), "value_count"),
+            _count_if(is_judge_failure(_fb), "error_count"),
+            _count_if(and_(counts_as_value(_fb), is_false(_fb)), "failure_count"),
             *sums,
         )
-        .where(text_equals(_fb.name, name))
+        .where(NAMES.equals(_fb.name, name))
         .group_by(bucket, source)
     )
     by_bucket: dict[int, BucketCounts] = {}
@@ -253,20 +178,21 @@ async def metrics(
 ) -> BooleanMetrics | NumericMetrics | StringMetrics:
     """Type-aware metrics of one feedback name.
 
-    Round trips: 1 (value kinds, which also tells whether the name exists), then, unless the
+    Round trips: 1 (the name's type, which also tells whether it exists), then, unless the
     frame is empty, 1 (counts per bucket and source) plus, by type: boolean 0; numeric 3
     (overall distribution, distribution per bucket, count below p50); string 2 (top values
     with the number of distinct values, top-value counts per bucket).
     """
-    kinds = (await _value_kinds(session, frame.scope.experiment_ids, name)).get(name)
-    if kinds is None:
+    assessment_type = (
+        await feedback_types(session, frame.scope.experiment_ids, [name], match=NAMES)
+    ).get(name)
+    if assessment_type is None:
         ids = ", ".join(str(i) for i in frame.scope.experiment_ids)
         raise does_not_exist(
             f"No feedback named {name!r} in experiment(s) {ids}; assessments/discovery lists "
             "the feedback names (expectations are not analysed)",
             assessment_name=name,
         )
-    assessment_type = kinds.assessment_type
     by_bucket: dict[int, BucketCounts] = {}
     sources: list[str] = []
     if frame.keys:
@@ -325,7 +251,7 @@ async def _numeric(
 
         def values(*columns: Any) -> Select[Any]:
             return _feedback_in_scope(frame.scope, *columns).where(
-                text_equals(_fb.name, name), _has_value(), _is_numeric()
+                NAMES.equals(_fb.name, name), counts_as_value(_fb), is_numeric(_fb)
             )
 
         overall = (
@@ -396,7 +322,7 @@ async def _string(
         n = func.count()
         stmt = (
             _feedback_in_scope(frame.scope, display, n.label("n"), func.count().over().label("u"))
-            .where(text_equals(_fb.name, name), _has_value())
+            .where(NAMES.equals(_fb.name, name), counts_as_value(_fb))
             .group_by(display)
             .order_by(n.desc(), display)
             .limit(limit)
@@ -408,8 +334,8 @@ async def _string(
         per_bucket = (
             _feedback_in_scope(frame.scope, bucket, display, func.count().label("n"))
             .where(
-                text_equals(_fb.name, name),
-                _has_value(),
+                NAMES.equals(_fb.name, name),
+                counts_as_value(_fb),
                 exact_text(json_text_value(_fb.value)).in_([value for value, _ in top]),
             )
             .group_by(bucket, display)

@@ -40,6 +40,7 @@ from service.models.correlations import CorrelationRow, CorrelationsResponse, Ro
 from service.npmi import npmi
 from service.queries.assessment_types import (
     FeedbackTyping,
+    NameMatch,
     feedback_typing,
     has_value,
     is_false,
@@ -192,7 +193,8 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
         # A boolean name's values have one truth each; any other stored value (possible only
         # on a judge failure, which does not type the name) is no value of the name.
         truth = case((is_true(a), TRUE), (is_false(a), FALSE), else_=None)
-        value = exact_text(case((a.name.in_(boolean), truth), else_=json_text_value(a.value)))
+        boolean_name = NameMatch.COLLATION.one_of(a.name, boolean)
+        value = exact_text(case((boolean_name, truth), else_=json_text_value(a.value)))
         stmt = select(
             t.c.request_id.label("request_id"),
             a.name.label("name"),
@@ -201,7 +203,8 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
         ).select_from(t)
         for target, on in joins:
             stmt = stmt.join(target, on)
-        return stmt.where(*is_feedback(a), has_value(a), a.name.in_(boolean + strings), *where)
+        named = NameMatch.COLLATION.one_of(a.name, boolean + strings)
+        return stmt.where(*is_feedback(a), has_value(a), named, *where)
 
     direct = aliased(SqlAssessments)
     shared, sibling = aliased(SqlAssessments), aliased(SqlTraceInfo)
@@ -323,7 +326,11 @@ async def correlations(
     """The values most correlated with the slice. Round trips: one for the totals, one per kind
     asked for, and one to type the feedback names when assessments are asked for; at most
     seven, whatever the number of values."""
-    typings = await feedback_typing(session, scope) if "assessments" in kinds else {}
+    typings = (
+        await feedback_typing(session, scope, match=NameMatch.COLLATION)
+        if "assessments" in kinds
+        else {}
+    )
     flagged = Flagged(flag_traces(scope, slice_predicates), include_system_tags, typings)
     total, slice_count = (
         await session.execute(

@@ -34,6 +34,7 @@ from service.models.dimensions import (
 from service.npmi import npmi
 from service.queries.assessment_types import (
     FeedbackTyping,
+    NameMatch,
     feedback_typing,
     has_value,
     is_feedback,
@@ -135,7 +136,7 @@ async def discovery(
     if not include_system_tags:
         tag_pairs = tag_pairs.where(not_system_tag(tag))
     tags = await _capped_values(session, tag_pairs)
-    typings = await feedback_typing(session, scope)
+    typings = await feedback_typing(session, scope, match=NameMatch.COLLATION)
     feedback_values = await _string_feedback_values(session, scope, typings)
 
     data = [
@@ -263,7 +264,7 @@ async def _string_feedback_values(
         select(a.name.label("k"), exact_text(json_text_value(a.value)).label("v"))
         .select_from(scoped)
         .join(a, a.trace_id == scoped.c.request_id)
-        .where(*is_feedback(a), has_value(a), a.name.in_(names))
+        .where(*is_feedback(a), has_value(a), NameMatch.COLLATION.one_of(a.name, names))
     )
     return await _capped_values(session, pairs)
 
@@ -294,7 +295,7 @@ async def resolve(
     ref = requested.ref
     typing = None
     if ref.kind is Kind.ASSESSMENT:
-        found = await feedback_typing(session, scope, [ref.subject])
+        found = await feedback_typing(session, scope, [ref.subject], match=NameMatch.COLLATION)
         if not found:
             raise _nowhere(scope, ref, "feedback (assessment) name")
         typing = _merge(ref.subject, found.values())
