@@ -6,7 +6,7 @@ PORT ?= 5001
 DEMO_DB ?= .demo/mlflow.db
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test test-sqlite lint format typecheck check clean
+.PHONY: install demo serve test test-sqlite lint format typecheck check clean bench bench-load
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,9 @@ demo: $(STAMP) ## Build a demo SQLite DB of realistic traces (once) and serve it
 	$(BIN)/python -m service.demo --db $(DEMO_DB)
 	@echo
 	@echo "Interactive docs:  http://127.0.0.1:$(PORT)/docs"
-	@echo "Try:  curl -X POST http://127.0.0.1:$(PORT)/api/3.0/mlflow/traces/insights/traffic-cost/volume \\"
-	@echo "        -d '{\"experiment_ids\": [\"'$$($(BIN)/python -m service.demo --db $(DEMO_DB) --print-experiment-id)'\"], \"time_bucket\": \"day\"}'"
+	@EXP=$$($(BIN)/python -m service.demo --db $(DEMO_DB) --print-experiment-id 2>/dev/null); \
+	echo "Try:  curl -X POST http://127.0.0.1:$(PORT)/api/3.0/mlflow/traces/insights/traffic-cost/volume \\"; \
+	echo "        -d '{\"experiment_ids\": [\"$$EXP\"], \"time_bucket\": \"day\"}'"
 	@echo
 	$(BIN)/insights-server --backend-store-uri sqlite:///$(DEMO_DB) --port $(PORT)
 
@@ -57,3 +58,13 @@ runtime-check: ## Fresh venv + `pip install .` (the Docker image's install): the
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info
+
+BENCH_DB_URL ?= postgresql://postgres@127.0.0.1:5432/insights_bench
+BENCH_TRACES ?= 1000000
+
+bench: $(STAMP) ## Benchmark every endpoint against MLflow (builds the dataset first if missing)
+	$(BIN)/python -m bench.generate --db-url $(BENCH_DB_URL) --traces $(BENCH_TRACES) --if-missing
+	$(BIN)/python -m bench.run --db-url $(BENCH_DB_URL)
+
+bench-load: $(STAMP) ## 32 clients for 60 s against the service on loopback: throughput, errors, RSS
+	$(BIN)/python -m bench.load --db-url $(BENCH_DB_URL)

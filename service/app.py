@@ -21,7 +21,7 @@ from service.api import (
     traffic,
 )
 from service.api.docs import install_docs
-from service.api.handlers import install_error_handlers
+from service.api.handlers import ERROR_RESPONSES, install_error_handlers
 from service.api.json_body import JSONBodyMiddleware
 from service.api.request_log import RequestLogMiddleware
 from service.db import Database, UnsupportedSchemaError
@@ -106,6 +106,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: every request is logged once, whatever answered it.
     app.add_middleware(RequestLogMiddleware)
     app.include_router(operations.router)
-    app.include_router(insights_router(), prefix=API_PREFIX)
+    app.include_router(insights_router(), prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(insights_router(), prefix=AJAX_PREFIX, include_in_schema=False)
     return app

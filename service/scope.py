@@ -19,9 +19,13 @@ from sqlalchemy.sql import ColumnElement, Select
 from service.errors import does_not_exist, invalid_parameter
 from service.filters import parse_filter_string
 from service.models.common import InsightsRequest, SeriesRequest
-from service.timebuckets import TimeBuckets, load_timezone
+from service.timebuckets import DAY_MS, HOUR_MS, TimeBuckets, load_timezone
 
 T = TypeVar("T")
+
+# MLflow's experiment_id columns are 32-bit INTEGERs on PostgreSQL and MySQL.
+MAX_EXPERIMENT_ID = 2**31 - 1
+NOMINAL_BUCKET_MS = {"hour": HOUR_MS, "day": DAY_MS, "week": 7 * DAY_MS}
 
 
 @dataclass(frozen=True)
@@ -53,13 +57,19 @@ async def resolve_scope(session: AsyncSession, request: InsightsRequest) -> Trac
     ids = tuple(int(i) for i in request.experiment_ids)
     # The ids let session-scoped feedback count across the listed experiments, as in MLflow.
     filters = tuple(parse_filter_string(request.filter_string, experiment_ids=ids))
-    found: set[int] = set(
-        (
-            await session.execute(
-                select(SqlExperiment.experiment_id).where(SqlExperiment.experiment_id.in_(ids))
-            )
-        ).scalars()
-    )
+    # Ids beyond the column's range cannot exist, and PostgreSQL's driver refuses to bind them.
+    storable = [i for i in ids if i <= MAX_EXPERIMENT_ID]
+    found: set[int] = set()
+    if storable:
+        found.update(
+            (
+                await session.execute(
+                    select(SqlExperiment.experiment_id).where(
+                        SqlExperiment.experiment_id.in_(storable)
+                    )
+                )
+            ).scalars()
+        )
     missing = [str(i) for i in ids if i not in found]
     if missing:
         raise does_not_exist(
@@ -112,6 +122,14 @@ async def resolve_series(
         last = highest if last is None else last
     if first is None or last is None or first > last:
         return SeriesFrame(scope, None, ())
+    # Finding the UTC offsets of a range takes time proportional to its length (years 1970 to
+    # 9999 took half a minute): refuse a range that surely holds too many buckets first. No
+    # bucket is twice its nominal length, so the count is well above the limit.
+    if last - first > 2 * max_buckets * NOMINAL_BUCKET_MS[request.time_bucket]:
+        raise invalid_parameter(
+            f"The time range spans more than {max_buckets} {request.time_bucket} buckets; "
+            "narrow start_time/end_time or use a larger time_bucket"
+        )
     buckets = TimeBuckets.covering(
         request.time_bucket, load_timezone(request.timezone), first, last
     )

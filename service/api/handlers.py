@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ErrorCode, InsightsError
+from service.models.common import ErrorResponse
 
 logger = logging.getLogger("service.errors")
 
@@ -29,13 +30,34 @@ _CLIENT_MESSAGES = {
 }
 
 
+# Documents every error status of an endpoint in /openapi.json (its presence also keeps FastAPI
+# from documenting a 422 with its own error shape, which this service never sends).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "default": {
+        "model": ErrorResponse,
+        "description": "Error, in MLflow's shape: 400 INVALID_PARAMETER_VALUE, 404 "
+        "RESOURCE_DOES_NOT_EXIST, 401/403/429 when access control or rate limiting is on, "
+        "503 TEMPORARILY_UNAVAILABLE, 504 DEADLINE_EXCEEDED, 500 INTERNAL_ERROR.",
+    }
+}
+
+
+# FastAPI's detail when decoding the body failed other than as malformed JSON.
+_FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
+_UNREADABLE_BODY = (
+    "The request body could not be read as JSON (not UTF-8, or nested too deeply); send a "
+    'JSON object such as {"experiment_ids": ["1"]}'
+)
+
+
 def error_response(error: InsightsError) -> JSONResponse:
     return JSONResponse(error.to_json(), status_code=error.http_status, headers=error.headers)
 
 
 def _field_name(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts)
+    name = ".".join(str(p) for p in loc if p != "body")
+    # An unknown field's name is the client's own text: keep the message readable.
+    return name if len(name) <= 100 else name[:100] + "..."
 
 
 def describe_validation_error(error: dict[str, Any]) -> str:
@@ -79,6 +101,8 @@ def install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             code = ErrorCode.ENDPOINT_NOT_FOUND
             message = f"{request.method} is not allowed on {request.url.path}; use POST"
+        elif exc.detail == _FASTAPI_UNREADABLE_BODY:  # e.g. nested too deeply to decode
+            code, message = ErrorCode.INVALID_PARAMETER_VALUE, _UNREADABLE_BODY
         else:
             code, message = ErrorCode.INVALID_PARAMETER_VALUE, str(exc.detail)
         return JSONResponse(

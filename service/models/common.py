@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.errors import ErrorCode
 from service.timebuckets import load_timezone
 
 # Largest epoch-ms value accepted: the end of year 9999, as datetime can represent it.
@@ -15,10 +16,51 @@ MAX_EXPERIMENT_IDS = 1000
 EpochMs = Annotated[int, Field(ge=0, le=MAX_EPOCH_MS, description="Epoch milliseconds (UTC).")]
 
 
+def unstorable_text(data: Any) -> str | None:
+    """A message naming a string in ``data`` (a parsed JSON body) that can never match stored
+    text, or None. A NUL character cannot be stored in PostgreSQL text, and a lone surrogate (JSON's
+    ``"\\ud800"``) is not Unicode at all: the drivers refuse to send either to the database.
+    Dictionary keys are checked too; the walk is iterative, so any nesting depth is safe."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            problem = None
+            if "\x00" in value:
+                problem = "contains a NUL character"
+            elif not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    problem = "is not valid Unicode (it contains a lone surrogate)"
+            if problem:
+                # The path holds the body's own keys: make it printable and short.
+                field = where.encode("utf-8", "backslashreplace").decode("utf-8") or "body"
+                field = field if len(field) <= 80 else field[:80] + "..."
+                return f"Invalid value for '{field}': the text {problem}; remove it"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                path = f"{where}.{key}" if where else str(key)
+                stack.extend([(item, path), (key, path)])
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{index}]") for index, item in enumerate(value))
+    return None
+
+
 class StrictModel(BaseModel):
-    """Rejects unknown fields and values of the wrong JSON type instead of coercing them."""
+    """Rejects unknown fields and values of the wrong JSON type instead of coercing them, and
+    text no database can compare (NUL characters, lone surrogates) anywhere in the body."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            problem = unstorable_text(data)
+            if problem:
+                raise ValueError(problem)
+        return data
 
 
 class InsightsRequest(StrictModel):
@@ -90,3 +132,18 @@ class TimePoint(BaseModel):
     """Base of every time-series point; ``time_bucket`` comes first in the JSON."""
 
     time_bucket: int = Field(description="Bucket start, UTC epoch ms.")
+
+
+class ErrorResponse(BaseModel):
+    """MLflow's error shape, the body of every error response (API.md §3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_code: ErrorCode = Field(examples=["INVALID_PARAMETER_VALUE"])
+    message: str = Field(
+        description="What was wrong and how to fix it.",
+        examples=["Unknown field 'start'; see /docs for the fields this endpoint accepts"],
+    )
+    details: dict[str, Any] | None = Field(
+        default=None, description="Optional structured details, e.g. the unknown experiment ids."
+    )
