@@ -50,7 +50,7 @@ def recreate_database(url: str) -> None:
         for suffix in ("", "-journal", "-wal", "-shm"):
             Path(name + suffix).unlink(missing_ok=True)
         return
-    admin = parsed.set(database="postgres" if backend == "postgresql" else None)
+    admin = parsed._replace(database="postgres" if backend == "postgresql" else None)
     engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         if backend == "postgresql":

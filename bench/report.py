@@ -102,7 +102,8 @@ def render(results: dict[str, Any]) -> str:
             f"## {label} window ({_iso(window['start_ms'])} → {_iso(window['end_ms'])}, "
             f"{window['bucket']} buckets)",
             "",
-            "| endpoint | p50 ms | p95 ms | MLflow ms (p50) | MLflow calls | speed-up | targets |",
+            "| endpoint | p50 ms | p95 ms | MLflow ms (p50) | MLflow calls | speed-up "
+            "| vs targets (set for PostgreSQL, 1M) |",
             "|---|---:|---:|---:|---:|---:|---|",
         ]
         for r in rows:

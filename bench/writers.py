@@ -226,8 +226,10 @@ class InsertWriter:
 
     def write(self, table: str, payload: Sequence[Row]) -> None:
         columns = COLUMNS[table]
+        quote = '"' if self.backend == "sqlite" else "`"  # `key` is a reserved word in MySQL
+        names = ", ".join(f"{quote}{c}{quote}" for c in columns)
         marks = ", ".join([self.placeholder] * len(columns))
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        sql = f"INSERT INTO {table} ({names}) VALUES ({marks})"
         cur = self.conn.cursor()
         cur.executemany(sql, payload)
         cur.close()
