@@ -70,10 +70,14 @@ CASES = [
     for mode in (("positive", "negative") if operation.body else ("positive",))
 ]
 
-# Values the test data has, so that generated bodies also reach the analytics SQL.
-TAG_KEYS = ["persona", "env", "team%_name", "customer_id", "mlflow.traceName", "team__name"]
-FEEDBACK_NAMES = ["correctness", "relevance", "quality_score", "tone", "no_such_feedback"]
-TOOL_NAMES = ["search_orders", "run_sql", "send_email", "", None, "no_such_tool"]
+# Values the test data has, so that generated bodies also reach the analytics SQL, and a few
+# valid by the schema that no database can compare (NUL, a lone surrogate) or that look like
+# LIKE patterns: the service must refuse or answer them, never fail.
+TAG_KEYS = ["persona", "env", "team%_name", "customer_id", "mlflow.traceName", "team__name", "%"]
+TAG_KEYS += ["a\x00b", "\ud800"]
+FEEDBACK_NAMES = ["correctness", "relevance", "quality_score", "tone", "no_such_feedback", "_"]
+FEEDBACK_NAMES += ["a\x00b"]
+TOOL_NAMES = ["search_orders", "run_sql", "send_email", "", None, "no_such_tool", "%", "a\x00b"]
 FILTERS = [
     None,
     "status = 'ERROR'",
@@ -84,6 +88,8 @@ FILTERS = [
     "feedback.quality_score >= 4",
     "execution_time_ms > 2000",
     "name ILIKE '%chat%'",
+    "tags.`%` = 'x'",
+    "tags.persona LIKE 'adm\\'",
 ]
 DIMENSIONS: list[dict[str, Any]] = [
     {"name": "status", "parameters": {"value": "ERROR"}},
@@ -96,6 +102,8 @@ DIMENSIONS: list[dict[str, Any]] = [
     {"name": "assessment.correctness", "parameters": {"value": "false"}},
     {"name": "assessment.quality_score", "parameters": {"threshold": 4, "operator": ">="}},
     {"name": "assessment.tone", "parameters": {"value": "friendly"}},
+    {"name": "tags.persona", "parameters": {"value": "a\x00b"}},
+    {"name": "span.name", "parameters": {"value": "\ud800"}},
 ]
 
 
@@ -117,6 +125,8 @@ def realistic(body: dict[str, Any], backend: Backend, data: st.DataObject) -> No
             st.lists(st.sampled_from(ids), min_size=1, max_size=3, unique=True),
             label="experiment_ids",
         )
+        if data.draw(st.integers(0, 7), label="add an id beyond 32 bits") == 7:
+            body["experiment_ids"].append("2147483648")
     if not keep_generated("window"):
         start, end = backend.dataset.start_time_ms, backend.dataset.end_time_ms
         lower = data.draw(st.integers(start - 86_400_000, end), label="start_time")
