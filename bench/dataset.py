@@ -706,7 +706,7 @@ class _ChunkBuilder:
 
 def _aggregate(value: Any) -> tuple[float | None, bool]:
     """``aggregate_value`` and ``is_numeric_value`` as MLflow derives them from a value."""
-    return assessment_aggregate(value)  # type: ignore[no-any-return]
+    return assessment_aggregate(value)
 
 
 def _sum_usage(usages: Any) -> dict[str, int]:

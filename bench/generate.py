@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict
@@ -115,7 +115,7 @@ def _chunk_job(spec: DatasetSpec, index: int, payload_kind: str) -> tuple[dict[s
 
 def chunk_totals(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, float]:
     """Aggregates of what was written, to compare with MLflow's numbers afterwards."""
-    totals: Counter[str] = Counter()
+    totals: dict[str, float] = defaultdict(float)
     for table, table_rows in rows.items():
         totals[f"rows.{table}"] += len(table_rows)
     for row in rows["trace_info"]:
@@ -182,7 +182,8 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
                 writer.commit()
                 totals.update(chunk_total)
                 bar.update(int(chunk_total.get("rows.trace_info", 0)))
-                bar.set_postfix(rows=f"{sum(v for k, v in totals.items() if k[:5] == 'rows.'):,}")
+                rows = sum(v for k, v in totals.items() if k.startswith("rows."))
+                bar.set_postfix(rows=f"{int(rows):,}")
         load_s = time.perf_counter() - load_started
         finish_started = time.perf_counter()
         writer.finish(lambda message: tqdm.write(f"  {message}"))

@@ -124,6 +124,8 @@ def render(results: dict[str, Any]) -> str:
         f"| {lat['p90']:.0f} ms | {lat['p95']:.0f} ms | {lat['p99']:.0f} ms | {lat['max']:.0f} ms "
         f"| {results['errors']} | {results['server_peak_rss_mb']:.0f} MB (VmHWM) |",
         "",
+        f"Cases: {', '.join(results['case_labels'])}.",
+        "",
         f"Outcomes: {results['outcomes']}. Largest sampled RSS: "
         f"{results['rss_max_sampled_mb']:.0f} MB. Target: 0 errors, peak RSS < 300 MB.",
         "",
@@ -138,6 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds")
     parser.add_argument("--windows", type=lambda s: s.split(","), default=["24h", "7d"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", action="append", help="only cases whose label contains this")
     parser.add_argument("--service-url", help="drive a service already running here")
     parser.add_argument("--pool-size", type=int, help="INSIGHTS_POOL_SIZE for the server")
     parser.add_argument("--out", type=Path)
@@ -169,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
                 longest.start_ms,
                 longest.end_ms,
             )
+        if args.only:
+            cases = [c for c in cases if any(o in c.label for o in args.only)]
         jobs = [
             (c.label, c.endpoint.path, c.body([experiment], w.start_ms, w.end_ms, w.bucket))
             for c in cases
@@ -198,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         "duration_s": args.duration,
         "windows": args.windows,
         "cases": len(cases),
+        "case_labels": [c.label for c in cases],
         "service_env": env or "defaults (pool_size 5, max_overflow 5)",
         "load_average_before": load_before,
         "load_average_after": load_average(),

@@ -95,7 +95,7 @@ def time_requests(
     warm = client.post(path, json=body)
     if warm.status_code != 200:
         return warm.status_code, [], warm.text[:300]
-    samples = []
+    samples: list[float] = []
     for _ in range(repeat):
         started = time.perf_counter()
         response = client.post(path, json=body)

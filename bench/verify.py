@@ -49,7 +49,7 @@ def verify(url: str, manifest: dict[str, Any]) -> dict[str, Any]:
         locations=[experiment_id], filter_string="status = 'ERROR'", max_results=5
     )
     failed = [s for t in errors for s in t.data.spans if s.status.status_code == "ERROR"]
-    check("ERROR traces have failed spans", len(errors) == 5 and failed, len(failed))
+    check("ERROR traces have failed spans", len(errors) == 5 and bool(failed), len(failed))
     tagged = client.search_traces(
         locations=[experiment_id], filter_string="tags.env = 'staging'", max_results=5
     )
