@@ -16,7 +16,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, Double, case, event, func, literal, literal_column, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Double,
+    Float,
+    String,
+    case,
+    event,
+    func,
+    literal,
+    literal_column,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -26,6 +38,7 @@ from sqlalchemy.sql import ColumnElement, Select, select
 from sqlalchemy.sql.elements import Grouping
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.sql.selectable import Subquery
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import await_only
 
 from service.errors import ErrorCode
@@ -230,6 +243,12 @@ def _looks_like_lost_connection(exc: DBAPIError) -> bool:
     )
 
 
+# Per sort or hash node and connection: with the default pool (5 + 5) and a few sorts per
+# statement, at most ~1 GB more PostgreSQL memory under full load; 16 MB already stops most
+# spills at 1M traces.
+POSTGRES_WORK_MEM = "32MB"
+
+
 class PostgresPolicy:
     percentiles: PercentileStrategy = NativePercentiles()
 
@@ -241,6 +260,11 @@ class PostgresPolicy:
                     "default_transaction_read_only": "on",
                     "statement_timeout": str(timeout_ms),
                     "application_name": "mlflow-trace-insights",
+                    # Analytics statements are re-planned on every call: JIT compilation costs
+                    # more than it saves here (0.3-3 s per large statement at 1M traces), and
+                    # 4 MB sorts spill percentiles and GROUP BYs to disk (bench/FINDINGS.md).
+                    "jit": "off",
+                    "work_mem": POSTGRES_WORK_MEM,
                 },
                 "timeout": 10,
             }
@@ -364,10 +388,6 @@ def policy_for(dialect: Dialect | str) -> DialectPolicy:
 # 'Friendly' and 'friendly' stay two values everywhere and ties sort the same way.
 # --------------------------------------------------------------------------------------------
 
-# Imported here to keep this section self-contained (it was appended to the module).
-from sqlalchemy import Float, String, and_  # noqa: E402
-from sqlalchemy.types import TypeDecorator  # noqa: E402
-
 
 class _Utf8Text(TypeDecorator[str]):
     """Text that MySQL may return as bytes (the result of ``CAST(... AS BINARY)``)."""
@@ -408,10 +428,34 @@ def _exact_text_mysql(element: exact_text, compiler: Any, **kw: Any) -> str:
     return f"CAST(CONVERT(({compiler.process(value, **kw)}) USING utf8mb4) AS BINARY)"
 
 
-def text_equals(column: ColumnElement[Any], value: str) -> ColumnElement[bool]:
-    """``column = value``, exactly: the plain comparison keeps indexes usable, the bytewise
-    one drops what a case-insensitive collation would let through."""
-    return and_(column == value, exact_text(column) == value)
+class text_equals(FunctionElement[bool]):
+    """``column = value``, exactly (code point for code point).
+
+    PostgreSQL's deterministic collations and SQLite's BINARY already compare that way, so
+    there it is the plain ``=``: one predicate, which the planner estimates right. MySQL's
+    default collations are case- and accent-insensitive: the plain comparison keeps indexes
+    usable, the bytewise one drops what the collation would let through.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any], value: str) -> None:
+        super().__init__(column, literal(value, type_=String()))
+
+
+@compiles(text_equals)
+def _text_equals_default(element: text_equals, compiler: Any, **kw: Any) -> str:
+    column, value = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(({column}) = ({value}))"
+
+
+@compiles(text_equals, "mysql")
+def _text_equals_mysql(element: text_equals, compiler: Any, **kw: Any) -> str:
+    column, value = list(element.clauses)
+    plain = f"({compiler.process(column, **kw)}) = ({compiler.process(value, **kw)})"
+    exact = compiler.process(exact_text(column) == value, **kw)
+    return f"({plain} AND {exact})"
 
 
 def starts_with(column: ColumnElement[Any], prefix: str) -> ColumnElement[bool]:
