@@ -279,7 +279,9 @@ class PostgresPolicy:
         )
         if sqlstate == "57014":  # query_canceled: statement_timeout fired
             return ErrorCode.DEADLINE_EXCEEDED
-        if (sqlstate or "").startswith(("08", "57P")) or _looks_like_lost_connection(exc):
+        # 08: connection exceptions; 57P: shutting down; 53: insufficient resources (too many
+        # connections, out of memory, disk full). All of them pass: the client should retry.
+        if (sqlstate or "").startswith(("08", "57P", "53")) or _looks_like_lost_connection(exc):
             return ErrorCode.TEMPORARILY_UNAVAILABLE
         return None
 

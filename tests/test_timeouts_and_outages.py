@@ -180,3 +180,43 @@ async def test_database_outage_is_503_and_the_service_recovers_without_restart(
         assert after.status_code == 200, after.text
         assert after.json() == before.json()
         assert (await http.get("/ready")).status_code == 200
+
+
+async def test_too_many_connections_is_503_and_clears_when_connections_free_up(
+    disposable_postgres: DisposablePostgres,
+) -> None:
+    """SQLSTATE class 53 (too many connections, out of memory, disk full) is an overload: 503,
+    never a 500 and never mistaken for a missing schema."""
+    server = disposable_postgres
+    admin = sa.create_engine(
+        server.url("postgres", "postgresql+psycopg2"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.exec_driver_sql("CREATE DATABASE crowded")
+        conn.exec_driver_sql("CREATE ROLE crowd LOGIN CONNECTION LIMIT 0")
+    dataset = build_tracking_db(server.url("crowded", "postgresql+psycopg2"), n_traces=6, days=1)
+    body = {"experiment_ids": [dataset.experiment_ids["support-agent"]]}
+    crowd_url = f"postgresql://crowd@127.0.0.1:{server.port}/crowded"
+    try:
+        async with service_client(Settings(database_url=crowd_url)) as http:
+            refused = await http.post(VOLUME, json=body)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+            assert "schema" not in refused.json()["message"].lower()
+            assert (await http.get("/ready")).status_code == 503
+
+            with admin.connect() as conn:
+                conn.exec_driver_sql("ALTER ROLE crowd CONNECTION LIMIT -1")
+            crowded = sa.create_engine(server.url("crowded", "postgresql+psycopg2"))
+            with crowded.begin() as conn:
+                conn.exec_driver_sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO crowd")
+                traces = conn.execute(
+                    sa.text("SELECT count(*) FROM trace_info WHERE experiment_id = :e"),
+                    {"e": body["experiment_ids"][0]},
+                ).scalar()
+            crowded.dispose()
+            served = await http.post(VOLUME, json=body)
+            assert served.status_code == 200, served.text
+            assert served.json()["summary"]["count"] == traces
+    finally:
+        admin.dispose()
