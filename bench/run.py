@@ -117,7 +117,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     service: ServiceProcess | None = None
     base_url = args.service_url
     if base_url is None:
-        service = start_service(args.db_url, log_path=log_path)
+        # Measure slow cases rather than cut them off at the service's 30 s default.
+        timeout_env = {"INSIGHTS_STATEMENT_TIMEOUT_SECONDS": str(args.timeout)}
+        service = start_service(args.db_url, log_path=log_path, env=timeout_env)
         base_url = service.url
     baseline = None if args.skip_mlflow else MlflowBaseline(sync_url(args.db_url), experiment_id)
     measurements: list[Measurement] = []

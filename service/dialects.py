@@ -10,9 +10,10 @@ Query builders never look at a dialect name. They use:
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    tuple_,
     type_coerce,
 )
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
@@ -112,6 +114,30 @@ class PercentileStrategy(Protocol):
         """The quantile's value from one result row of ``summarize`` (None without values)."""
         ...
 
+    def summarize_levels(
+        self,
+        source: Subquery,
+        *,
+        value: str,
+        levels: Sequence[Sequence[str]],
+        quantiles: Sequence[Quantile],
+    ) -> list[LeveledSelect]:
+        """``summarize`` at several grouping levels (e.g. per bucket, and overall): statements
+        whose rows each carry the level they belong to (``LeveledSelect.level_of``)."""
+        ...
+
+
+def _constant_level(level: int, _row: Mapping[str, Any]) -> int:
+    return level
+
+
+@dataclass(frozen=True)
+class LeveledSelect:
+    """A statement of ``summarize_levels`` and how to tell which level one of its rows is of."""
+
+    statement: Select[Any]
+    level_of: Callable[[Mapping[str, Any]], int]
+
 
 def _stat_columns(value: ColumnElement[Any]) -> list[ColumnElement[Any]]:
     return [
@@ -151,6 +177,40 @@ class NativePercentiles:
     def read(self, row: Mapping[str, Any], quantile: Quantile) -> float | None:
         value = row[quantile.name]
         return None if value is None else float(value)
+
+    def summarize_levels(
+        self,
+        source: Subquery,
+        *,
+        value: str,
+        levels: Sequence[Sequence[str]],
+        quantiles: Sequence[Quantile],
+    ) -> list[LeveledSelect]:
+        # One statement, one read of the rows: GROUP BY GROUPING SETS, each row tagged with
+        # GROUPING(all keys), a bit mask of the keys its level does not group by.
+        all_keys = list(dict.fromkeys(k for level in levels for k in level))
+        if not all_keys:
+            return [
+                LeveledSelect(
+                    self.summarize(source, value=value, keys=(), quantiles=quantiles),
+                    lambda _row: 0,
+                )
+            ]
+        plain = self.summarize(source, value=value, keys=all_keys, quantiles=quantiles)
+        columns = [source.c[k] for k in all_keys]
+        sets = [tuple_(*[source.c[k] for k in level]) for level in levels]
+        statement = (
+            plain.add_columns(func.grouping(*columns).label("grouping_level"))
+            .group_by(None)
+            .group_by(func.grouping_sets(*sets))
+        )
+
+        def mask(level: Sequence[str]) -> int:
+            width = len(all_keys)
+            return sum(1 << (width - 1 - i) for i, k in enumerate(all_keys) if k not in level)
+
+        index = {mask(level): i for i, level in enumerate(levels)}
+        return [LeveledSelect(statement, lambda row: index[int(row["grouping_level"])])]
 
 
 class WindowPercentiles:
@@ -199,6 +259,24 @@ class WindowPercentiles:
         high_f = low_f if high is None else float(high)
         # Same expression as PostgreSQL's float8 lerp, for bit-identical results.
         return low_f + (high_f - low_f) * proportion
+
+    def summarize_levels(
+        self,
+        source: Subquery,
+        *,
+        value: str,
+        levels: Sequence[Sequence[str]],
+        quantiles: Sequence[Quantile],
+    ) -> list[LeveledSelect]:
+        # No GROUPING SETS on SQLite (MySQL's WITH ROLLUP cannot carry the window ranks):
+        # one statement per level.
+        return [
+            LeveledSelect(
+                self.summarize(source, value=value, keys=level, quantiles=quantiles),
+                functools.partial(_constant_level, i),
+            )
+            for i, level in enumerate(levels)
+        ]
 
 
 # --------------------------------------------------------------------------------------------

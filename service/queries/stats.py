@@ -45,6 +45,16 @@ def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _distribution(strategy: Any, row: Any, quantiles: Sequence[Quantile]) -> Distribution:
+    return Distribution(
+        count=int(row["n"] or 0),
+        total=_number(row["total"]),
+        minimum=_number(row["minimum"]),
+        maximum=_number(row["maximum"]),
+        percentiles={q.name: strategy.read(row, q) for q in quantiles},
+    )
+
+
 async def distributions(
     session: AsyncSession,
     source: Subquery,
@@ -61,16 +71,39 @@ async def distributions(
     stmt = strategy.summarize(source, value=value, keys=keys, quantiles=quantiles)
     result: dict[tuple[Any, ...], Distribution] = {}
     for row in (await session.execute(stmt)).mappings():
-        result[tuple(row[k] for k in keys)] = Distribution(
-            count=int(row["n"] or 0),
-            total=_number(row["total"]),
-            minimum=_number(row["minimum"]),
-            maximum=_number(row["maximum"]),
-            percentiles={q.name: strategy.read(row, q) for q in quantiles},
-        )
+        result[tuple(row[k] for k in keys)] = _distribution(strategy, row, quantiles)
     if not keys and () not in result:
         result[()] = empty_distribution(quantiles)
     return result
+
+
+async def distributions_by_level(
+    session: AsyncSession,
+    source: Subquery,
+    *,
+    levels: Sequence[Sequence[str]],
+    value: str = "v",
+    quantiles: Sequence[Quantile] = DEFAULT_QUANTILES,
+) -> list[dict[tuple[Any, ...], Distribution]]:
+    """``distributions`` of ``source`` at each grouping level (each a list of key names, e.g.
+    ``["tool", "bucket"]`` and ``["tool"]``), reading the rows once where the database can
+    (PostgreSQL: GROUPING SETS), one query per level elsewhere. Same numbers either way.
+
+    A level with no keys has exactly one entry, under ``()``.
+    """
+    strategy = policy_for(session.get_bind().dialect).percentiles
+    results: list[dict[tuple[Any, ...], Distribution]] = [{} for _ in levels]
+    for leveled in strategy.summarize_levels(
+        source, value=value, levels=levels, quantiles=quantiles
+    ):
+        for row in (await session.execute(leveled.statement)).mappings():
+            at = leveled.level_of(row)
+            key = tuple(row[k] for k in levels[at])
+            results[at][key] = _distribution(strategy, row, quantiles)
+    for keys, result in zip(levels, results, strict=True):
+        if not keys and () not in result:
+            result[()] = empty_distribution(quantiles)
+    return results
 
 
 def rate(part: int, whole: int) -> float | None:

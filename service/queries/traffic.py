@@ -21,7 +21,13 @@ from service.models.traffic import (
     VolumePoint,
     VolumeResponse,
 )
-from service.queries.stats import Distribution, distributions, empty_distribution, rate
+from service.queries.stats import (
+    Distribution,
+    distributions,
+    distributions_by_level,
+    empty_distribution,
+    rate,
+)
 from service.scope import SeriesFrame
 
 OK, ERROR = "OK", "ERROR"
@@ -105,15 +111,19 @@ async def errors(session: AsyncSession, frame: SeriesFrame) -> ErrorsResponse:
 async def latency(session: AsyncSession, frame: SeriesFrame) -> LatencyResponse:
     scope = frame.scope
     latency_ms: ColumnElement[Any] = SqlTraceInfo.execution_time_ms
-    overall = await distributions(
-        session, scope.traces(latency_ms.label("v")).where(latency_ms.is_not(None)).subquery()
-    )
     by_bucket: dict[int, Distribution] = {}
     if frame.keys:
+        # The summary and each bucket's distribution from one read of the traces, where the
+        # database can group at both levels at once.
         bucket = frame.bucket_key(SqlTraceInfo.timestamp_ms).label("bucket")
         source = scope.traces(bucket, latency_ms.label("v")).where(latency_ms.is_not(None))
-        grouped = await distributions(session, source.subquery(), keys=["bucket"])
+        grouped, overall = await distributions_by_level(
+            session, source.subquery(), levels=[["bucket"], []]
+        )
         by_bucket = {key[0]: dist for key, dist in grouped.items()}
+    else:
+        source = scope.traces(latency_ms.label("v")).where(latency_ms.is_not(None))
+        overall = await distributions(session, source.subquery())
 
     def point(start: int, dist: Distribution | None) -> LatencyPoint:
         d = dist or empty_distribution()
