@@ -5,9 +5,9 @@ Spans without a name are not tool calls of any tool. A call's latency is its dur
 (``duration_ns``) in milliseconds, unrounded; calls still running have none and are left out
 of latency statistics. Tool names are compared by their code points on every database.
 
-Every ToolInfo of a request (all tools at once for discovery) comes from the same three
-queries, whatever the number of tools: counts per (tool, bucket), latency distributions per
-(tool, bucket), and latency distributions per tool.
+Every ToolInfo of a request (all tools at once for discovery) comes from one statement,
+whatever the number of tools: it reads the calls in scope once (a CTE) and returns counts per
+(tool, bucket), latency distributions per (tool, bucket) and latency distributions per tool.
 """
 
 from __future__ import annotations
@@ -16,12 +16,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow.store.tracking.dbmodels.models import SqlSpan, SqlTraceInfo
-from sqlalchemy import case, exists, func, select
+from sqlalchemy import case, exists, func, literal, null, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
 
-from service.dialects import P50, P90, P99, exact_text, text_equals
+from service.dialects import (
+    P50,
+    P90,
+    P99,
+    PercentileStrategy,
+    exact_text,
+    policy_for,
+    text_equals,
+)
 from service.errors import does_not_exist
 from service.models.tools import (
     ToolErrorsPoint,
@@ -32,7 +40,7 @@ from service.models.tools import (
     ToolSeries,
     ToolVolumePoint,
 )
-from service.queries.stats import Distribution, distributions, empty_distribution, rate
+from service.queries.stats import Distribution, empty_distribution, rate
 from service.scope import SeriesFrame
 
 TOOL = "TOOL"
@@ -66,57 +74,122 @@ class CallCounts:
         )
 
 
+# The one result set of a request: counts per (tool, bucket), latency distributions per
+# (tool, bucket) and per tool, told apart by ``part``.
+_COUNTS, _BY_BUCKET, _OVERALL = 0, 1, 2
+_COUNT_COLUMNS = ("trace_count", "invocation_count", "error_count")
+
+
+@dataclass
+class _Summary:
+    counts: dict[str | None, dict[int, CallCounts]]
+    overall: dict[str | None, Distribution]
+    by_bucket: dict[str | None, dict[int, Distribution]]
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 class _ToolCalls:
     """The TOOL spans in scope, per tool (``per_tool``) or all together, optionally one tool."""
 
     def __init__(self, frame: SeriesFrame, *, per_tool: bool, tool_name: str | None) -> None:
         self.frame = frame
+        self.per_tool = per_tool
         self.tool_name = tool_name
-        self.tool = exact_text(_span.name).label("tool")
-        self.keys: list[ColumnElement[Any]] = [self.tool] if per_tool else []
-        self.bucket = frame.bucket_key(SqlTraceInfo.timestamp_ms).label("bucket")
 
-    def select(self, *columns: Any) -> Select[Any]:
+    def calls(self) -> Select[Any]:
+        """One row per call: its tool, its trace's bucket, trace, error flag and duration.
+
+        No ``spans.experiment_id`` predicate: a span's experiment is its trace's (MLflow writes
+        it from the trace), so the join to the traces in scope already implies it; without it
+        an index on ``spans (trace_id)`` alone can serve the join (with the optional index of
+        migrations_readonly/optional_indexes.sql, a nested loop from the window's traces).
+        """
+        tool = [exact_text(_span.name).label("tool")] if self.per_tool else []
         stmt = (
-            self.frame.scope.traces(*self.keys, *columns)
-            .join(_span, _span.trace_id == SqlTraceInfo.request_id)
-            .where(
-                _span.experiment_id.in_(self.frame.scope.experiment_ids),
-                _is_tool_call(),
-                _span.name.is_not(None),
+            self.frame.scope.traces(
+                *tool,
+                self.frame.bucket_key(SqlTraceInfo.timestamp_ms).label("bucket"),
+                _span.trace_id.label("trace_id"),
+                case((text_equals(_span.status, ERROR), 1), else_=0).label("is_error"),
+                _span.duration_ns.label("v"),
             )
+            .join(_span, _span.trace_id == SqlTraceInfo.request_id)
+            .where(_is_tool_call(), _span.name.is_not(None))
         )
         if self.tool_name is not None:
             stmt = stmt.where(text_equals(_span.name, self.tool_name))
         return stmt
 
-    def key_of(self, row: Any) -> str | None:
-        return row["tool"] if self.keys else None
+    def statement(self, strategy: PercentileStrategy) -> Select[Any]:
+        """Counts and both kinds of distributions in one statement over the calls, read once.
 
-    async def counts(self, session: AsyncSession) -> dict[str | None, dict[int, CallCounts]]:
-        stmt = self.select(
-            self.bucket,
-            func.count(func.distinct(_span.trace_id)).label("trace_count"),
+        The calls are a CTE referenced three times: PostgreSQL materialises it (one pass over
+        the spans), and every database computes each part exactly as a separate query would.
+        Each part is padded with NULLs to the same columns.
+        """
+        calls = self.calls().cte("tool_calls")
+        keys = ["tool"] if self.per_tool else []
+        key_cols = [calls.c[k] for k in keys]
+        counts = select(
+            *key_cols,
+            calls.c.bucket,
+            func.count(func.distinct(calls.c.trace_id)).label("trace_count"),
             func.count().label("invocation_count"),
-            func.sum(case((text_equals(_span.status, ERROR), 1), else_=0)).label("error_count"),
-        ).group_by(*self.keys, self.bucket)
-        result: dict[str | None, dict[int, CallCounts]] = {}
-        for row in (await session.execute(stmt)).mappings():
-            result.setdefault(self.key_of(row), {})[row["bucket"]] = CallCounts(
-                int(row["trace_count"]), int(row["invocation_count"]), int(row["error_count"])
-            )
-        return result
-
-    async def latencies(
-        self, session: AsyncSession, *, by_bucket: bool
-    ) -> dict[tuple[Any, ...], Distribution]:
-        duration: ColumnElement[Any] = _span.duration_ns
-        columns = [self.bucket] if by_bucket else []
-        source = self.select(*columns, duration.label("v")).where(duration.is_not(None))
-        keys = [*(["tool"] if self.keys else []), *(["bucket"] if by_bucket else [])]
-        return await distributions(
-            session, source.subquery(), keys=keys, quantiles=LATENCY_QUANTILES
+            func.sum(calls.c.is_error).label("error_count"),
+        ).group_by(*key_cols, calls.c.bucket)
+        # Durations only: calls still running have none (the strategies skip NULL values too).
+        timed = (
+            select(*key_cols, calls.c.bucket, calls.c.v)
+            .where(calls.c.v.is_not(None))
+            .subquery("timed")
         )
+        by_bucket = strategy.summarize(
+            timed, value="v", keys=[*keys, "bucket"], quantiles=LATENCY_QUANTILES
+        )
+        overall = strategy.summarize(timed, value="v", keys=keys, quantiles=LATENCY_QUANTILES)
+        stat_names = [c.name for c in by_bucket.selected_columns if c.name not in keys]
+        stat_names.remove("bucket")
+        columns = ["tool", "bucket", *_COUNT_COLUMNS, *stat_names]
+
+        def padded(part: int, stmt: Select[Any]) -> Select[Any]:
+            sub = stmt.subquery()
+            return select(
+                literal(part).label("part"),
+                *(sub.c[name] if name in sub.c else null().label(name) for name in columns),
+            )
+
+        union = union_all(
+            padded(_COUNTS, counts), padded(_BY_BUCKET, by_bucket), padded(_OVERALL, overall)
+        )
+        return select(union.subquery("tool_summary"))
+
+    async def summary(self, session: AsyncSession) -> _Summary:
+        strategy = policy_for(session.get_bind().dialect).percentiles
+        stmt = self.statement(strategy)
+        result = _Summary({}, {}, {})
+        for row in (await session.execute(stmt)).mappings():
+            tool = row["tool"] if self.per_tool else None
+            if row["part"] == _COUNTS:
+                counts = CallCounts(
+                    int(row["trace_count"]), int(row["invocation_count"]), int(row["error_count"])
+                )
+                result.counts.setdefault(tool, {})[row["bucket"]] = counts
+                continue
+            dist = Distribution(
+                count=int(row["n"] or 0),
+                total=_number(row["total"]),
+                minimum=_number(row["minimum"]),
+                maximum=_number(row["maximum"]),
+                percentiles={q.name: strategy.read(row, q) for q in LATENCY_QUANTILES},
+            )
+            if row["part"] == _OVERALL:
+                result.overall[tool] = dist
+            else:
+                result.by_bucket.setdefault(tool, {})[row["bucket"]] = dist
+        return result
 
 
 def _latency_fields(dist: Distribution) -> dict[str, float | None]:
@@ -178,28 +251,23 @@ async def _infos(
 ) -> dict[str | None, ToolInfo]:
     if not frame.keys:
         return {}
-    calls = _ToolCalls(frame, per_tool=per_tool, tool_name=tool_name)
-    counts = await calls.counts(session)
-    if not counts:
-        return {}
-    overall = await calls.latencies(session, by_bucket=False)
-    grouped = await calls.latencies(session, by_bucket=True)
+    summary = await _ToolCalls(frame, per_tool=per_tool, tool_name=tool_name).summary(session)
     empty = empty_distribution(LATENCY_QUANTILES)
     infos: dict[str | None, ToolInfo] = {}
-    for name, tool_counts in counts.items():
-        prefix: tuple[Any, ...] = (name,) if per_tool else ()
-        by_bucket = {key[-1]: dist for key, dist in grouped.items() if key[: len(prefix)] == prefix}
+    for name, tool_counts in summary.counts.items():
         label = name if per_tool else tool_name
-        infos[name] = _tool_info(frame, label, tool_counts, overall.get(prefix, empty), by_bucket)
+        overall = summary.overall.get(name, empty)
+        infos[name] = _tool_info(
+            frame, label, tool_counts, overall, summary.by_bucket.get(name, {})
+        )
     return infos
 
 
 async def discovery(session: AsyncSession, frame: SeriesFrame) -> ToolsDiscoveryResponse:
     """Every tool called in scope, with all its statistics and series.
 
-    Round trips: 3 (counts per tool and bucket; latency distributions per tool; per tool and
-    bucket), whatever the number of tools; 1 when no tool was called; none when the frame is
-    empty.
+    Round trips: 1 (counts and latency distributions per tool and bucket, and per tool),
+    whatever the number of tools, also when no tool was called; none when the frame is empty.
     """
     infos = await _infos(session, frame, per_tool=True, tool_name=None)
     data = list(infos.values())
@@ -212,9 +280,9 @@ async def metrics(
 ) -> ToolMetricsResponse:
     """One tool's ToolInfo, or all tools together when ``tool_name`` is None.
 
-    Round trips: 3 (counts per bucket; latency distribution overall; per bucket); when
-    nothing was called in scope, 1, plus 1 for a named tool to tell an unknown tool (404)
-    from a quiet one; none before that when the frame is empty.
+    Round trips: 1 (counts and latency distributions per bucket and overall), plus 1 for a
+    named tool never called in scope, to tell an unknown tool (404) from a quiet one; none
+    before that when the frame is empty.
     """
     infos = await _infos(session, frame, per_tool=False, tool_name=tool_name)
     if None in infos:
