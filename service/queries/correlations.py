@@ -8,6 +8,9 @@ in the slice, so the number of round trips never grows with the number of values
 
     SELECT value, COUNT(*), SUM(in_slice) FROM <traces in scope, flagged> JOIN <rows> GROUP BY value
 
+The statuses' query gives the totals too (its sums), and span types and tools share one pass
+over the spans in scope (the spans are the largest table, read in full at long windows).
+
 Values the slice pins are left out: a value is pinned when the slice has an equality clause
 (``=``, or ``IN`` with a single value) on the same thing, so every slice trace has the value by
 construction. ``status = 'ERROR'`` pins the status ERROR, ``span.type = 'LLM'`` the span type
@@ -28,7 +31,7 @@ from typing import Any, Final
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
 from mlflow.utils.search_utils import SearchTraceUtils
-from sqlalchemy import and_, case, func, select, true, union
+from sqlalchemy import and_, case, func, null, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
@@ -47,7 +50,7 @@ from service.queries.assessment_types import (
     is_feedback,
     is_true,
 )
-from service.queries.dimensions import not_system_tag, span_join
+from service.queries.dimensions import not_system_tag
 from service.queries.stats import rate
 from service.scope import TraceScope
 
@@ -99,7 +102,7 @@ def _sum(column: Any) -> Any:
 
 
 async def _statuses(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
-    """Each status in scope. One round trip."""
+    """Each status in scope. One round trip, which also gives the totals (their sums)."""
     t = flagged.traces
     stmt = select(t.c.status, func.count(), _sum(t.c.in_slice)).group_by(t.c.status)
     return [
@@ -108,55 +111,71 @@ async def _statuses(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
     ]
 
 
-async def _span_types(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
-    """Each span type, counted once per trace. One round trip."""
-    t, span = flagged.traces, aliased(SqlSpan)
-    per_trace = (
-        select(t.c.request_id, exact_text(span.type).label("v"), t.c.in_slice)
-        .select_from(t)
-        .join(span, span_join(t, span))
-        .where(span.type.is_not(None))
-        .distinct()
-        .subquery("per_trace")
-    )
-    stmt = select(per_trace.c.v, func.count(), _sum(per_trace.c.in_slice)).group_by(per_trace.c.v)
-    return [
-        Candidate("span_type", str(value), int(count), int(joint))
-        for value, count, joint in await session.execute(stmt)
-    ]
+async def _spans(
+    session: AsyncSession, flagged: Flagged, *, types: bool, tools: bool
+) -> list[Candidate]:
+    """Each span type, each tool used and each tool with a failing call, counted once per
+    trace: one pass over the spans in scope whatever of them is asked for. One round trip.
 
-
-async def _tools(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
-    """Each tool used, and each tool with a failing call, counted once per trace. One round
-    trip."""
+    Per trace, one row per span type and tool name (the name only for TOOL spans), with
+    whether a call of the tool failed. A type's traces are counted on the first row of each
+    (trace, type): the rows of a trace's TOOL spans are one per tool.
+    """
     t, span = flagged.traces, aliased(SqlSpan)
-    name = exact_text(span.name).label("v")
+    is_tool = text_equals(span.type, dims.TOOL_SPAN_TYPE)
+    # A span's experiment is its trace's (MLflow writes it from the trace): joining by trace
+    # alone selects the same spans, and leaves the planner free to choose its access path.
+    level = select().select_from(t).join(span, span.trace_id == t.c.request_id)
+    if types:
+        level = level.where(span.type.is_not(None))
+    else:
+        level = level.where(is_tool, span.name.is_not(None))
+    v = exact_text(span.type).label("v")
+    tool: ColumnElement[Any] = case((is_tool, exact_text(span.name)), else_=None).label("tool")
+    if not tools:
+        tool = null().label("tool")
     failed = case((text_equals(span.status, dims.ERROR), 1), else_=0)
+    first = case((func.row_number().over(partition_by=[t.c.request_id, v]) == 1, 1), else_=0)
     per_trace = (
-        select(
-            t.c.request_id,
-            name,
+        level.add_columns(
+            v,
+            tool,
             func.max(t.c.in_slice).label("in_slice"),
             func.max(failed).label("failed"),
+            first.label("first"),
         )
-        .select_from(t)
-        .join(span, span_join(t, span))
-        .where(text_equals(span.type, dims.TOOL_SPAN_TYPE), span.name.is_not(None))
-        .group_by(t.c.request_id, name)
+        .group_by(t.c.request_id, v, *([tool] if tools else []))
         .subquery("per_trace")
     )
     p = per_trace.c
-    both_failed = case((and_(p.failed == 1, p.in_slice == 1), 1), else_=0)
-    stmt = select(p.v, func.count(), _sum(p.in_slice), _sum(p.failed), _sum(both_failed)).group_by(
-        p.v
-    )
+
+    def joint(flag: Any) -> Any:
+        return _sum(case((and_(flag == 1, p.in_slice == 1), 1), else_=0))
+
+    stmt = select(
+        p.v,
+        p.tool,
+        func.count(),
+        _sum(p.in_slice),
+        _sum(p.failed),
+        joint(p.failed),
+        _sum(p.first),
+        joint(p.first),
+    ).group_by(p.v, p.tool)
     candidates = []
-    for value, used, used_joint, failed_count, failed_joint in await session.execute(stmt):
-        candidates.append(Candidate("tool", str(value), int(used), int(used_joint)))
-        if failed_count:
-            candidates.append(
-                Candidate("tool_error", str(value), int(failed_count), int(failed_joint))
-            )
+    span_types: dict[str, tuple[int, int]] = {}
+    for row in await session.execute(stmt):
+        value, name, count, in_slice, failed_count, failed_joint, firsts, first_joint = row
+        if types:
+            before = span_types.get(str(value), (0, 0))
+            span_types[str(value)] = (before[0] + int(firsts), before[1] + int(first_joint))
+        if tools and name is not None:
+            candidates.append(Candidate("tool", str(name), int(count), int(in_slice)))
+            if failed_count:
+                candidates.append(
+                    Candidate("tool_error", str(name), int(failed_count), int(failed_joint))
+                )
+    candidates += [Candidate("span_type", k, c, j) for k, (c, j) in span_types.items()]
     return candidates
 
 
@@ -208,7 +227,7 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
 
     direct = aliased(SqlAssessments)
     shared, sibling = aliased(SqlAssessments), aliased(SqlTraceInfo)
-    both = union(
+    both = union_all(
         pairs(direct, (direct, direct.trace_id == t.c.request_id), where=()),
         # A feedback logged for a whole session counts for each trace of the session.
         pairs(
@@ -227,13 +246,18 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
                 shared.assessment_metadata.contains(dims.SESSION_MARKER),
             ),
         ),
-    ).subquery("per_trace")
-    p = both.c
-    stmt = (
-        select(p.name, p.v, func.count(), _sum(p.in_slice))
-        .where(p.v.is_not(None))
-        .group_by(p.name, p.v)
+    ).subquery("per_row")
+    # Once per trace: a grouping by (trace, name, value), which the planner may hash, rather
+    # than the UNION's duplicate removal over every column (a sort on PostgreSQL).
+    r = both.c
+    per_trace = (
+        select(r.name, r.v, func.max(r.in_slice).label("in_slice"))
+        .where(r.v.is_not(None))
+        .group_by(r.request_id, r.name, r.v)
+        .subquery("per_trace")
     )
+    p = per_trace.c
+    stmt = select(p.name, p.v, func.count(), _sum(p.in_slice)).group_by(p.name, p.v)
     candidates = []
     for name, value, count, joint in await session.execute(stmt):
         typing = typings.get(str(name))
@@ -249,12 +273,10 @@ def _boolean_label(typing: FeedbackTyping | None, truth: str) -> str:
 
 KindQuery = Callable[[AsyncSession, Flagged], Coroutine[Any, Any, list[Candidate]]]
 KIND_QUERIES: Final[dict[str, KindQuery]] = {
-    "status": _statuses,
-    "span_types": _span_types,
-    "tools": _tools,
     "tags": _tags,
     "assessments": _assessments,
 }
+SPAN_KINDS: Final = ("span_types", "tools")
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,24 +345,28 @@ async def correlations(
     min_count: int,
     include_system_tags: bool,
 ) -> CorrelationsResponse:
-    """The values most correlated with the slice. Round trips: one for the totals, one per kind
-    asked for, and one to type the feedback names when assessments are asked for; at most
-    seven, whatever the number of values."""
+    """The values most correlated with the slice. Round trips: one for the statuses (whose
+    sums are the totals), one for the spans (span types and tools), one per other kind asked
+    for, and one to type the feedback names when assessments are asked for; at most five,
+    whatever the number of values."""
+    asked = set(kinds)
     typings = (
         await feedback_typing(session, scope, match=NameMatch.COLLATION)
-        if "assessments" in kinds
+        if "assessments" in asked
         else {}
     )
     flagged = Flagged(flag_traces(scope, slice_predicates), include_system_tags, typings)
-    total, slice_count = (
-        await session.execute(
-            select(func.count(), _sum(flagged.in_slice)).select_from(flagged.traces)
+    statuses = await _statuses(session, flagged)
+    total = sum(c.count for c in statuses)
+    slice_count = sum(c.joint for c in statuses)
+    candidates: list[Candidate] = statuses if "status" in asked else []
+    if asked & set(SPAN_KINDS):
+        candidates += await _spans(
+            session, flagged, types="span_types" in asked, tools="tools" in asked
         )
-    ).one()
-    total, slice_count = int(total), int(slice_count)
-    candidates: list[Candidate] = []
-    for kind in kinds:
-        candidates += await KIND_QUERIES[kind](session, flagged)
+    for kind, query in KIND_QUERIES.items():
+        if kind in asked:
+            candidates += await query(session, flagged)
     pins = pinned_values(slice_filter, typings)
     rows = []
     for c in candidates:
