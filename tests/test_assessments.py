@@ -553,7 +553,45 @@ async def test_round_trips(backend: Backend) -> None:
     async with counting_client(backend.service_url) as (client, statements):
         # 1 to check the experiments, then counts, sources and types per name.
         assert await round_trips(client, statements, "assessments/discovery", body) == 4
-        # 1 + types + counts per bucket, then by type: boolean 0, numeric 3, string 2.
-        for name, expected in (("correctness", 3), ("quality_score", 6), ("tone", 5)):
+        # 1 + types, then by type: boolean 1 (counts per bucket); numeric 2 (distributions
+        # overall and per bucket; counts per bucket with the count below p50); string 3.
+        for name, expected in (("correctness", 3), ("quality_score", 4), ("tone", 5)):
             metrics = {**body, "assessment_name": name}
             assert await round_trips(client, statements, "assessments/metrics", metrics) == expected
+
+
+async def test_rows_without_the_denormalised_trace_timestamp(
+    client: InsightsClient, backend: Backend, tmp_path: Path
+) -> None:
+    """Rows are read by MLflow's ``assessments.trace_timestamp_ms``; a row without it (the
+    column is nullable) counts by its trace's ``timestamp_ms``: same answers either way."""
+    if backend.name != "sqlite":
+        pytest.skip("writes to a copy of the tracking DB: SQLite only")
+    copy = tmp_path / "nulled.db"
+    source = sa.create_engine(backend.sync_uri)
+    with source.connect() as conn:
+        conn.exec_driver_sql(f"VACUUM INTO '{copy}'")
+    source.dispose()
+    engine = sa.create_engine(f"sqlite:///{copy}")
+    with engine.begin() as conn:
+        nulled = conn.exec_driver_sql(
+            "UPDATE assessments SET trace_timestamp_ms = NULL WHERE rowid % 3 <> 0"
+        ).rowcount
+    engine.dispose()
+    assert nulled > 100
+    ids = both(backend)
+    bodies: list[dict[str, Any]] = [
+        {"experiment_ids": ids, **window(backend), "time_bucket": "day"},
+        {"experiment_ids": ids[:1], "start_time": backend.dataset.start_time_ms + 5 * 86_400_000},
+        {"experiment_ids": ids, "filter_string": "tags.persona = 'guest'", "time_bucket": "week"},
+    ]
+    async with counting_client(f"sqlite:///{copy}") as (nulled_client, _):
+        for body in bodies:
+            plain = {k: v for k, v in body.items() if k != "time_bucket"}
+            expected = await client.ok("assessments/discovery", plain)
+            assert expected["data"]
+            assert await nulled_client.ok("assessments/discovery", plain) == expected
+            for name in NAMES:
+                metrics = {**body, "assessment_name": name}
+                expected = await client.ok("assessments/metrics", metrics)
+                assert await nulled_client.ok("assessments/metrics", metrics) == expected

@@ -1,11 +1,10 @@
 """Assessments (API.md §4.2): valid feedback in scope, summarised by its type.
 
-Rows: valid feedback, joined to their trace, which must be in scope; they are bucketed by the
-trace's ``timestamp_ms``. What a judge failure, a value, a type, a pass and a failure are is
+Rows: valid feedback whose trace is in scope, bucketed by the trace's ``timestamp_ms``; they are
+read through MLflow's denormalised ``assessments.experiment_id`` / ``trace_timestamp_ms`` (see
+``_feedback_in_scope``). What a judge failure, a value, a type, a pass and a failure are is
 ``service.queries.assessment_types``; names are matched byte-wise (``NameMatch.EXACT``). Numeric
 statistics read MLflow's ``aggregate_value`` (the number as a double).
-``assessments.experiment_id`` (MLflow's denormalised copy of the trace's) lets the database use
-MLflow's index on (experiment, name).
 
 String values are shown as text: a JSON string's content, any other JSON as written; they are
 compared, counted and ordered by their code points, the same way on every database.
@@ -17,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlTraceInfo
-from sqlalchemy import and_, case, func
+from sqlalchemy import and_, case, func, null, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql import ColumnElement, Subquery
 
 from service.dialects import P50, P90, P99, exact_text, json_text_value
 from service.errors import does_not_exist
@@ -63,13 +62,63 @@ def _count_if(condition: ColumnElement[bool], label: str) -> ColumnElement[Any]:
     return func.sum(case((condition, 1), else_=0)).label(label)
 
 
-def _feedback_in_scope(scope: TraceScope, *columns: Any) -> Select[Any]:
-    """``SELECT columns`` over the valid feedback rows whose trace is in scope."""
-    return (
-        scope.traces(*columns)
-        .join(_fb, _fb.trace_id == SqlTraceInfo.request_id)
-        .where(_fb.experiment_id.in_(scope.experiment_ids), *is_feedback(_fb))
+def _window(ts: ColumnElement[Any], scope: TraceScope) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if scope.start_time is not None:
+        conditions.append(ts >= scope.start_time)
+    if scope.end_time is not None:
+        conditions.append(ts < scope.end_time)
+    return conditions
+
+
+def _feedback_in_scope(scope: TraceScope, *where: ColumnElement[bool]) -> Subquery:
+    """The valid feedback rows (of ``where``, conditions on ``_fb``) whose trace is in scope.
+
+    Columns: ``name``, ``trace_id``, ``source_type``, ``value``, ``error``,
+    ``aggregate_value``, ``is_numeric_value`` and ``ts``, the trace's ``timestamp_ms``.
+
+    The rows are selected by MLflow's denormalised copies of their trace's experiment and
+    timestamp, ``assessments.experiment_id`` and ``trace_timestamp_ms``, so that MLflow's index
+    ``(experiment_id, trace_timestamp_ms, name)`` reads the window's rows only (what MLflow's
+    own ``query_trace_metrics`` does): MLflow writes both columns from the trace with every
+    assessment, updates ``trace_timestamp_ms`` when the trace's ``timestamp_ms`` moves
+    (``log_spans``) and its migration ``75868b020152`` backfilled and validated them. Without a
+    ``filter_string`` the trace is not read at all. The columns are nullable, though: a row
+    without ``trace_timestamp_ms`` is read with its trace's ``timestamp_ms`` instead (a second,
+    index-driven branch that finds no rows in a database MLflow wrote), so the result is the
+    same as joining every row to its trace. With a ``filter_string`` the rows are joined to
+    their trace, which must be in scope, and bucketed by its ``timestamp_ms``.
+    """
+    columns = [
+        _fb.name.label("name"),
+        _fb.trace_id.label("trace_id"),
+        _fb.source_type.label("source_type"),
+        _fb.value.label("value"),
+        _fb.error.label("error"),
+        _fb.aggregate_value.label("aggregate_value"),
+        _fb.is_numeric_value.label("is_numeric_value"),
+    ]
+    rows = [_fb.experiment_id.in_(scope.experiment_ids), *is_feedback(_fb), *where]
+    stamp = _fb.trace_timestamp_ms
+    joined = SqlTraceInfo.request_id == _fb.trace_id
+    if scope.filters:
+        stamped = (
+            select(*columns, SqlTraceInfo.timestamp_ms.label("ts"))
+            .select_from(_fb)
+            .join(SqlTraceInfo, joined)
+            .where(*rows, stamp.is_not(None), *_window(stamp, scope), *scope.conditions())
+        )
+    else:
+        stamped = select(*columns, stamp.label("ts")).where(
+            *rows, stamp.is_not(None), *_window(stamp, scope)
+        )
+    unstamped = (
+        select(*columns, SqlTraceInfo.timestamp_ms.label("ts"))
+        .select_from(_fb)
+        .join(SqlTraceInfo, joined)
+        .where(*rows, stamp.is_(None), *scope.conditions())
     )
+    return union_all(stamped, unstamped).subquery("feedback_rows")
 
 
 # -- discovery -------------------------------------------------------------------------------
@@ -80,21 +129,24 @@ async def discovery(session: AsyncSession, scope: TraceScope) -> AssessmentsDisc
 
     Round trips: 3 (counts per name; distinct sources per name; the type of each name).
     """
-    name_col = NAMES.key(_fb.name).label("assessment_name")
-    counts = _feedback_in_scope(
-        scope,
-        name_col,
+    r = _feedback_in_scope(scope).c
+    name = NAMES.key(r.name).label("assessment_name")
+    counts = select(
+        name,
         func.count().label("assessment_count"),
-        _count_if(is_judge_failure(_fb), "error_count"),
-        func.count(func.distinct(_fb.trace_id)).label("trace_count"),
-    ).group_by(name_col)
+        _count_if(is_judge_failure(r), "error_count"),
+        # Byte-wise: the same traces, and PostgreSQL sorts them without its locale.
+        func.count(func.distinct(exact_text(r.trace_id))).label("trace_count"),
+    ).group_by(name)
     rows = (await session.execute(counts)).all()
     if not rows:
         return AssessmentsDiscoveryResponse(data=[])
 
-    source_col = exact_text(_fb.source_type).label("source_type")
+    r = _feedback_in_scope(scope).c
+    name = NAMES.key(r.name).label("assessment_name")
+    source = exact_text(r.source_type).label("source_type")
     sources: dict[str, set[str]] = {}
-    for row in await session.execute(_feedback_in_scope(scope, name_col, source_col).distinct()):
+    for row in await session.execute(select(name, source).distinct()):
         sources.setdefault(row.assessment_name, set()).add(row.source_type)
     types = await feedback_types(session, scope.experiment_ids, match=NAMES)
 
@@ -131,27 +183,35 @@ class BucketCounts:
 
 
 async def _counts_by_bucket(
-    session: AsyncSession, frame: SeriesFrame, name: str, *, with_sum: bool
-) -> tuple[dict[int, BucketCounts], list[str]]:
-    """Counts (and the exact sum of numeric values) per bucket, and the sources seen."""
-    bucket = frame.bucket_key(SqlTraceInfo.timestamp_ms).label("bucket")
-    source = exact_text(_fb.source_type).label("source_type")
-    sums = sum_columns(_fb.aggregate_value, "value_sum") if with_sum else []
-    stmt = (
-        _feedback_in_scope(
-            frame.scope,
-            bucket,
-            source,
-            _count_if(counts_as_value(_fb), "value_count"),
-            _count_if(is_judge_failure(_fb), "error_count"),
-            _count_if(and_(counts_as_value(_fb), is_false(_fb)), "failure_count"),
-            *sums,
-        )
-        .where(NAMES.equals(_fb.name, name))
-        .group_by(bucket, source)
-    )
+    session: AsyncSession,
+    frame: SeriesFrame,
+    name: str,
+    *,
+    with_sum: bool,
+    below: float | None = None,
+) -> tuple[dict[int, BucketCounts], list[str], int]:
+    """Counts (and the exact sum of numeric values) per bucket, the sources seen, and the
+    number of numeric values below ``below`` (0 when None)."""
+    r = _feedback_in_scope(frame.scope, NAMES.equals(_fb.name, name)).c
+    bucket = frame.bucket_key(r.ts).label("bucket")
+    source = exact_text(r.source_type).label("source_type")
+    sums = sum_columns(r.aggregate_value, "value_sum") if with_sum else []
+    extra = []
+    if below is not None:
+        numeric_value = and_(counts_as_value(r), is_numeric(r))
+        extra = [_count_if(and_(numeric_value, r.aggregate_value < below), "below")]
+    stmt = select(
+        bucket,
+        source,
+        _count_if(counts_as_value(r), "value_count"),
+        _count_if(is_judge_failure(r), "error_count"),
+        _count_if(and_(counts_as_value(r), is_false(r)), "failure_count"),
+        *sums,
+        *extra,
+    ).group_by(bucket, source)
     by_bucket: dict[int, BucketCounts] = {}
     sources: set[str] = set()
+    below_count = 0
     for row in (await session.execute(stmt)).mappings():
         sources.add(row["source_type"])
         by_bucket.setdefault(row["bucket"], BucketCounts()).add(
@@ -162,7 +222,9 @@ async def _counts_by_bucket(
                 read_sum(row, "value_sum") if with_sum else ExactSum(),
             )
         )
-    return by_bucket, sorted(sources)
+        if below is not None:
+            below_count += int(row["below"] or 0)
+    return by_bucket, sorted(sources), below_count
 
 
 def _total(by_bucket: dict[int, BucketCounts]) -> BucketCounts:
@@ -179,9 +241,10 @@ async def metrics(
     """Type-aware metrics of one feedback name.
 
     Round trips: 1 (the name's type, which also tells whether it exists), then, unless the
-    frame is empty, 1 (counts per bucket and source) plus, by type: boolean 0; numeric 3
-    (overall distribution, distribution per bucket, count below p50); string 2 (top values
-    with the number of distinct values, top-value counts per bucket).
+    frame is empty, by type: boolean 1 (counts per bucket and source); numeric 2 (the value
+    distribution overall and per bucket, in one statement; then counts per bucket and source
+    with the count below p50); string 3 (counts per bucket and source; top values with the
+    number of distinct values; top-value counts per bucket).
     """
     assessment_type = (
         await feedback_types(session, frame.scope.experiment_ids, [name], match=NAMES)
@@ -193,16 +256,14 @@ async def metrics(
             "the feedback names (expectations are not analysed)",
             assessment_name=name,
         )
+    if assessment_type == "numeric":
+        return await _numeric(session, frame, name)
     by_bucket: dict[int, BucketCounts] = {}
     sources: list[str] = []
     if frame.keys:
-        by_bucket, sources = await _counts_by_bucket(
-            session, frame, name, with_sum=assessment_type == "numeric"
-        )
+        by_bucket, sources, _ = await _counts_by_bucket(session, frame, name, with_sum=False)
     if assessment_type == "boolean":
         return _boolean(frame, name, sources, by_bucket)
-    if assessment_type == "numeric":
-        return await _numeric(session, frame, name, sources, by_bucket)
     return await _string(session, frame, name, sources, by_bucket, limit)
 
 
@@ -235,43 +296,41 @@ def _boolean(
     )
 
 
-async def _numeric(
-    session: AsyncSession,
-    frame: SeriesFrame,
-    name: str,
-    sources: list[str],
-    by_bucket: dict[int, BucketCounts],
-) -> NumericMetrics:
-    total = _total(by_bucket)
+async def _value_distributions(
+    session: AsyncSession, frame: SeriesFrame, name: str
+) -> tuple[Distribution, dict[int, Distribution]]:
+    """The distribution of the name's numeric values overall and per bucket, in one statement:
+    the values are listed twice, once with their bucket and once under a NULL bucket (the
+    overall group; no bucket key is NULL), from a CTE that reads the rows once."""
+    r = _feedback_in_scope(frame.scope, NAMES.equals(_fb.name, name)).c
+    values = (
+        select(frame.bucket_key(r.ts).label("bucket"), r.aggregate_value.label("v"))
+        .where(counts_as_value(r), is_numeric(r))
+        .cte("feedback_values")
+    )
+    overall_and_buckets = union_all(
+        select(values.c.bucket, values.c.v),
+        select(null().label("bucket"), values.c.v),
+    ).subquery("grouped_values")
+    grouped = await distributions(
+        session, overall_and_buckets, keys=["bucket"], quantiles=VALUE_QUANTILES
+    )
+    overall = grouped.pop((None,), empty_distribution(VALUE_QUANTILES))
+    return overall, {key[0]: dist for key, dist in grouped.items()}
+
+
+async def _numeric(session: AsyncSession, frame: SeriesFrame, name: str) -> NumericMetrics:
     overall = empty_distribution(VALUE_QUANTILES)
     dists: dict[int, Distribution] = {}
+    by_bucket: dict[int, BucketCounts] = {}
+    sources: list[str] = []
     below_p50 = 0
-    if by_bucket:
-        value: ColumnElement[Any] = _fb.aggregate_value
-
-        def values(*columns: Any) -> Select[Any]:
-            return _feedback_in_scope(frame.scope, *columns).where(
-                NAMES.equals(_fb.name, name), counts_as_value(_fb), is_numeric(_fb)
-            )
-
-        overall = (
-            await distributions(
-                session, values(value.label("v")).subquery(), quantiles=VALUE_QUANTILES
-            )
-        )[()]
-        bucket = frame.bucket_key(SqlTraceInfo.timestamp_ms).label("bucket")
-        grouped = await distributions(
-            session,
-            values(bucket, value.label("v")).subquery(),
-            keys=["bucket"],
-            quantiles=VALUE_QUANTILES,
+    if frame.keys:
+        overall, dists = await _value_distributions(session, frame, name)
+        by_bucket, sources, below_p50 = await _counts_by_bucket(
+            session, frame, name, with_sum=True, below=overall.p("p50")
         )
-        dists = {key[0]: dist for key, dist in grouped.items()}
-        p50 = overall.p("p50")
-        if p50 is not None:
-            below_p50 = int(
-                (await session.execute(values(func.count()).where(value < p50))).scalar() or 0
-            )
+    total = _total(by_bucket)
 
     def point(start: int, pair: tuple[BucketCounts, Distribution] | None) -> NumericPoint:
         c, d = pair or (BucketCounts(), empty_distribution(VALUE_QUANTILES))
@@ -318,11 +377,12 @@ async def _string(
     unique_values = 0
     top_by_bucket: dict[int, dict[str, int]] = {}
     if total.value_count:
-        display = exact_text(json_text_value(_fb.value)).label("display_value")
+        r = _feedback_in_scope(frame.scope, NAMES.equals(_fb.name, name)).c
+        display = exact_text(json_text_value(r.value)).label("display_value")
         n = func.count()
         stmt = (
-            _feedback_in_scope(frame.scope, display, n.label("n"), func.count().over().label("u"))
-            .where(NAMES.equals(_fb.name, name), counts_as_value(_fb))
+            select(display, n.label("n"), func.count().over().label("u"))
+            .where(counts_as_value(r))
             .group_by(display)
             .order_by(n.desc(), display)
             .limit(limit)
@@ -330,13 +390,14 @@ async def _string(
         rows = (await session.execute(stmt)).all()
         top = [(row.display_value, int(row.n)) for row in rows]
         unique_values = int(rows[0].u) if rows else 0
-        bucket = frame.bucket_key(SqlTraceInfo.timestamp_ms).label("bucket")
+        r = _feedback_in_scope(frame.scope, NAMES.equals(_fb.name, name)).c
+        display = exact_text(json_text_value(r.value)).label("display_value")
+        bucket = frame.bucket_key(r.ts).label("bucket")
         per_bucket = (
-            _feedback_in_scope(frame.scope, bucket, display, func.count().label("n"))
+            select(bucket, display, func.count().label("n"))
             .where(
-                NAMES.equals(_fb.name, name),
-                counts_as_value(_fb),
-                exact_text(json_text_value(_fb.value)).in_([value for value, _ in top]),
+                counts_as_value(r),
+                exact_text(json_text_value(r.value)).in_([value for value, _ in top]),
             )
             .group_by(bucket, display)
         )
