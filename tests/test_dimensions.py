@@ -540,6 +540,39 @@ async def test_npmi_equals_mlflow_for_every_pair(
     assert len(kinds_of_score) >= 2, kinds_of_score
 
 
+@pytest.mark.parametrize("days", [1, 2, 3])
+async def test_npmi_counts_the_same_in_short_and_long_windows(
+    client: InsightsClient, backend: Backend, raw: sa.Connection, days: int
+) -> None:
+    """Windows up to two days count by conditional sums, longer ones by grouping the traces
+    (``pair_counts``): both shapes give the oracle's counts."""
+    exp = backend.experiment_id()
+    start = backend.dataset.start_time_ms + 5 * DAY_MS
+    base: dict[str, Any] = {
+        "experiment_ids": [exp],
+        "start_time": start,
+        "end_time": start + days * DAY_MS,
+    }
+    rows = load_rows(backend, raw)
+    scope = rows.in_scope([exp], base["start_time"], base["end_time"])
+    types = feedback_types(rows, [exp])
+    half = len(PAIR_DIMENSIONS) // 2
+    pairs = list(zip(PAIR_DIMENSIONS[:half], reversed(PAIR_DIMENSIONS[half:]), strict=True))
+    pairs.append((("tools.search_orders", {"value": "success"}), ("span.type", {"value": "LLM"})))
+    for first, second in pairs:
+        result = await client.ok("dimensions/calculate-npmi", npmi_body(base, first, second))
+        a = dimension_traces(rows, *first, types) & scope
+        b = dimension_traces(rows, *second, types) & scope
+        counts = (
+            result["intersection"]["count"],
+            result["dimension1"]["count"],
+            result["dimension2"]["count"],
+            result["total_count"],
+        )
+        assert counts == (len(a & b), len(a), len(b), len(scope)), (days, first, second)
+    assert scope
+
+
 async def test_a_dimension_that_matches_nothing_gives_null_not_nan(
     client: InsightsClient, backend: Backend
 ) -> None:

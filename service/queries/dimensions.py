@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
-from sqlalchemy import and_, case, func, not_, select
+from sqlalchemy import and_, case, func, literal, not_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
@@ -99,33 +99,54 @@ async def _capped_values(
     }
 
 
+async def _span_vocabulary(
+    session: AsyncSession, scope: TraceScope
+) -> tuple[list[str], list[str], list[str]]:
+    """The span types, span names (at most ``ENUM_LIMIT + 1``) and tool names in scope, each
+    sorted by code point. One round trip and one pass over the spans: the distinct (type,
+    name) pairs, then the three lists from them."""
+    scoped = _scoped(scope)
+    span = aliased(SqlSpan)
+    # A span's experiment is its trace's: joining by trace alone gives the same rows.
+    pairs = (
+        select(exact_text(span.type).label("type"), exact_text(span.name).label("name"))
+        .select_from(scoped)
+        .join(span, span.trace_id == scoped.c.request_id)
+        .distinct()
+        .cte("span_pairs")
+    )
+    names = (
+        select(pairs.c.name)
+        .where(pairs.c.name.is_not(None))
+        .group_by(pairs.c.name)
+        .limit(dims.ENUM_LIMIT + 1)
+        .subquery("names")
+    )
+    stmt = union_all(
+        select(literal("type").label("kind"), pairs.c.type.label("value"))
+        .where(pairs.c.type.is_not(None))
+        .group_by(pairs.c.type),
+        select(literal("name"), names.c.name).select_from(names),
+        select(literal("tool"), pairs.c.name).where(
+            pairs.c.type == dims.TOOL_SPAN_TYPE, pairs.c.name.is_not(None)
+        ),
+    )
+    found: dict[str, set[str]] = {"type": set(), "name": set(), "tool": set()}
+    for kind, value in await session.execute(stmt):
+        found[kind.decode() if isinstance(kind, bytes) else str(kind)].add(str(value))
+    return sorted(found["type"]), sorted(found["name"]), sorted(found["tool"])
+
+
 async def discovery(
     session: AsyncSession, scope: TraceScope, *, include_system_tags: bool
 ) -> DimensionsDiscoveryResponse:
-    """Every dimension the data in scope offers. At most seven round trips, whatever the data:
-    statuses, span types, span names, tools, tag values, feedback types and (when there are
-    string feedback names) their values."""
+    """Every dimension the data in scope offers. At most five round trips, whatever the data:
+    statuses, span types/names/tools (one pass over the spans), tag values, feedback types and
+    (when there are string feedback names) their values."""
     scoped = _scoped(scope, exact_text(SqlTraceInfo.status).label("status"))
-    span = aliased(SqlSpan)
-    spans = select().select_from(scoped).join(span, span_join(scoped, span))
 
     statuses = await _distinct(session, select(scoped.c.status).distinct())
-    span_types = await _distinct(
-        session, spans.add_columns(exact_text(span.type)).where(span.type.is_not(None)).distinct()
-    )
-    span_names = await _distinct(
-        session,
-        spans.add_columns(exact_text(span.name))
-        .where(span.name.is_not(None))
-        .distinct()
-        .limit(dims.ENUM_LIMIT + 1),
-    )
-    tools = await _distinct(
-        session,
-        spans.add_columns(exact_text(span.name))
-        .where(text_equals(span.type, dims.TOOL_SPAN_TYPE), span.name.is_not(None))
-        .distinct(),
-    )
+    span_types, span_names, tools = await _span_vocabulary(session, scope)
     tag = aliased(SqlTraceTag)
     tag_pairs = (
         select(exact_text(tag.key).label("k"), exact_text(tag.value).label("v"))
@@ -351,28 +372,68 @@ class PairCounts:
     both: int
 
 
+SHORT_WINDOW_MS = 2 * 24 * 3600 * 1000
+"""Up to this window length ``pair_counts`` sums conditionally (see there)."""
+
+
 async def pair_counts(
     session: AsyncSession,
     scope: TraceScope,
     first: ColumnElement[bool],
     second: ColumnElement[bool],
 ) -> PairCounts:
-    """Traces in scope, with each property and with both: one round trip (conditional sums)."""
+    """Traces in scope, with each property and with both: one round trip.
 
-    def count_if(condition: ColumnElement[bool]) -> Any:
-        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+    Span, tag and assessment properties are correlated ``EXISTS``. PostgreSQL runs them
+    either once per trace (an index probe) or, as a hashed subplan, once for all traces (one
+    pass over the matching rows); it picks by its estimates, which overrate a probe ~100x.
+    Two shapes, by window length:
 
-    row = (
-        await session.execute(
-            scope.traces(
-                func.count().label("total"),
-                count_if(first).label("first"),
-                count_if(second).label("second"),
-                count_if(and_(first, second)).label("both"),
+    * short windows (at most ``SHORT_WINDOW_MS``): conditional sums in the select list, where
+      PostgreSQL probes trace by trace (1M traces over 30 days, tools.<name> x status, 24 h:
+      24k probes 1.6 s against 4 s for one pass over the spans);
+    * longer or open windows: the traces grouped by the two properties (at most four groups,
+      NULL counting as false), where it hashes the subplan when it fits in ``work_mem`` (else
+      it probes, as before); each property is evaluated once per trace (conditional sums
+      evaluate the second one again for "both"). 7 days: 3.7 s against 13 s for 262k probes;
+      30 days: 6.4 s.
+
+    The same counts either way (tests/test_dimensions.py checks both shapes).
+    """
+    short = (
+        scope.start_time is not None
+        and scope.end_time is not None
+        and scope.end_time - scope.start_time <= SHORT_WINDOW_MS
+    )
+    if short:
+
+        def count_if(condition: ColumnElement[bool]) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        row = (
+            await session.execute(
+                scope.traces(
+                    func.count().label("total"),
+                    count_if(first).label("first"),
+                    count_if(second).label("second"),
+                    count_if(and_(first, second)).label("both"),
+                )
             )
-        )
-    ).one()
-    return PairCounts(int(row.total), int(row.first), int(row.second), int(row.both))
+        ).one()
+        return PairCounts(int(row.total), int(row.first), int(row.second), int(row.both))
+
+    def flag(condition: ColumnElement[bool]) -> Any:
+        return case((condition, 1), else_=0)
+
+    flags = scope.traces(flag(first).label("f1"), flag(second).label("f2")).subquery("flags")
+    stmt = select(flags.c.f1, flags.c.f2, func.count().label("n")).group_by(flags.c.f1, flags.c.f2)
+    total = one = two = both = 0
+    for f1, f2, n in await session.execute(stmt):
+        total += int(n)
+        one += int(n) if f1 else 0
+        two += int(n) if f2 else 0
+        both += int(n) if f1 and f2 else 0
+    return PairCounts(total, one, two, both)
 
 
 async def calculate_npmi(
