@@ -61,10 +61,11 @@ clean:
 
 BENCH_DB_URL ?= postgresql://postgres@127.0.0.1:5432/insights_bench
 BENCH_TRACES ?= 1000000
+BENCH_REPEAT ?= 5
 
 bench: $(STAMP) ## Benchmark every endpoint against MLflow (builds the dataset first if missing)
 	$(BIN)/python -m bench.generate --db-url $(BENCH_DB_URL) --traces $(BENCH_TRACES) --if-missing
-	$(BIN)/python -m bench.run --db-url $(BENCH_DB_URL)
+	$(BIN)/python -m bench.run --db-url $(BENCH_DB_URL) --repeat $(BENCH_REPEAT)
 
 bench-load: $(STAMP) ## 32 clients for 60 s against the service on loopback: throughput, errors, RSS
 	$(BIN)/python -m bench.load --db-url $(BENCH_DB_URL)

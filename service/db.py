@@ -46,7 +46,11 @@ def create_engine(settings: Settings) -> tuple[AsyncEngine, DialectPolicy]:
     limits = ConnectionLimits(statement_timeout_seconds=settings.statement_timeout_seconds)
     options: dict[str, Any] = {"pool_pre_ping": True, **policy.engine_options(limits)}
     if url.get_backend_name() != "sqlite":
-        options |= {"pool_size": settings.pool_size, "max_overflow": settings.max_overflow}
+        options |= {
+            "pool_size": settings.pool_size,
+            "max_overflow": settings.max_overflow,
+            "pool_timeout": settings.pool_timeout_seconds,
+        }
     engine = create_async_engine(url, **options)
     policy.install(engine.sync_engine, limits)
     return engine, policy

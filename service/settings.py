@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     port: int = Field(default=5001, ge=1, le=65535)
     pool_size: int = Field(default=5, ge=1, le=100)
     max_overflow: int = Field(default=5, ge=0, le=100)
+    pool_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a request waits for a free database connection before a 503.",
+    )
     statement_timeout_seconds: float = Field(
         default=30.0, gt=0, description="Queries running longer are cancelled at the database."
     )

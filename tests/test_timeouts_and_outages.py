@@ -3,6 +3,7 @@ answered 503 and the service recovers without a restart — all tested for real.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -84,6 +85,36 @@ async def test_statement_timeout_is_enforced_by_the_database(backend: Backend) -
         assert response.status_code == 200, response.text
         assert response.json()["summary"]["count"] > 0
         assert (await http.get("/ready")).status_code == 200
+
+
+async def test_busy_connection_pool_is_503_with_retry_after(backend: Backend) -> None:
+    """When every pooled connection stays busy past the pool timeout, the waiting request is
+    told to come back (503 + Retry-After), never a 500; the service serves again afterwards."""
+    if backend.name == "sqlite":
+        pytest.skip("SQLite opens a connection per request: there is no pool to exhaust")
+    body = {"experiment_ids": [backend.experiment_id()]}
+    settings = Settings(
+        database_url=backend.service_url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout_seconds=0.5,
+        statement_timeout_seconds=20,
+    )
+    async with service_client(settings) as http:
+        assert (await http.post(VOLUME, json=body)).status_code == 200
+        with table_locked(backend):
+            # The first request takes the only connection and waits for the lock.
+            first = asyncio.create_task(http.post(VOLUME, json=body))
+            await asyncio.sleep(0.2)
+            second = await http.post(VOLUME, json=body)
+            assert second.status_code == 503, second.text
+            assert second.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+            assert "INSIGHTS_POOL_SIZE" in second.json()["message"]
+            assert int(second.headers["Retry-After"]) > 0
+        assert (await first).status_code == 200
+        again = await http.post(VOLUME, json=body)
+        assert again.status_code == 200, again.text
+        assert again.json() == (await first).json()
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ErrorCode, InsightsError
@@ -116,6 +117,20 @@ def install_error_handlers(app: FastAPI) -> None:
         code = request.app.state.database.policy.classify_error(exc) or ErrorCode.INTERNAL_ERROR
         logger.error("database error on %s (%s)", request.url.path, code.value, exc_info=exc)
         return error_response(InsightsError(code, _CLIENT_MESSAGES[code]))
+
+    @app.exception_handler(PoolTimeoutError)
+    async def _pool_exhausted(request: Request, exc: PoolTimeoutError) -> JSONResponse:
+        # Every pooled connection stayed busy for the pool timeout: the service is saturated,
+        # not broken. The client should come back, as for a rate limit.
+        logger.warning("connection pool exhausted on %s: %s", request.url.path, exc)
+        message = (
+            "Every database connection of the service stayed busy with other requests; retry "
+            "shortly. Operators: INSIGHTS_POOL_SIZE and INSIGHTS_MAX_OVERFLOW set how many "
+            "queries run at once."
+        )
+        return error_response(
+            InsightsError(ErrorCode.TEMPORARILY_UNAVAILABLE, message, headers={"Retry-After": "5"})
+        )
 
     @app.exception_handler(OSError)
     async def _connection_error(request: Request, exc: OSError) -> JSONResponse:
