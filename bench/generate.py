@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from bench.dataset import DEFAULT_END_MS, EXPERIMENT_NAME, DatasetSpec, Timeline, build_chunk
 from bench.writers import backend_of, encode_chunk, open_writer, sync_url
+from service.demo.generate import recreate_server_database
 
 BENCH_DIR = Path(__file__).resolve().parent
 DATA_DIR = BENCH_DIR / "data"
@@ -51,15 +52,7 @@ def recreate_database(url: str) -> None:
             Path(name + suffix).unlink(missing_ok=True)
         return
     admin = parsed._replace(database="postgres" if backend == "postgresql" else None)
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        if backend == "postgresql":
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        else:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    engine.dispose()
+    recreate_server_database(admin, name)
 
 
 def existing_traces(url: str) -> int | None:

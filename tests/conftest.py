@@ -25,6 +25,7 @@ from fastapi import FastAPI
 
 from migrations_readonly import render_readonly_role_sql
 from service.app import create_app
+from service.demo import generate as demo_generate
 from service.demo.generate import GeneratedDataset, build_tracking_db
 from service.settings import Settings
 
@@ -55,18 +56,8 @@ def enabled_backends() -> list[str]:
 def recreate_server_database(backend: str, name: str) -> str:
     """Drop and create an empty database on the PostgreSQL/MariaDB server; return its sync URI."""
     admin_url = PG_ADMIN_URL if backend == "postgresql" else MYSQL_ADMIN_URL
-    engine = sa.create_engine(
-        f"{admin_url}/postgres" if backend == "postgresql" else admin_url,
-        isolation_level="AUTOCOMMIT",
-    )
-    with engine.connect() as conn:
-        if backend == "postgresql":
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        else:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    engine.dispose()
+    server_db = f"{admin_url}/postgres" if backend == "postgresql" else admin_url
+    demo_generate.recreate_server_database(server_db, name)
     return f"{admin_url}/{name}"
 
 

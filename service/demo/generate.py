@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import mlflow
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.entities import (
     AssessmentError,
@@ -591,6 +592,20 @@ def _plan_expectations(rng: random.Random, answer: str) -> tuple[tuple[str, str]
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def recreate_server_database(admin_url: str | sa.URL, name: str) -> None:
+    """Drop and create the empty database ``name`` on a PostgreSQL or MySQL/MariaDB server,
+    through ``admin_url`` (a sync URL of a database that stays: ``postgres`` on PostgreSQL)."""
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        else:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    engine.dispose()
 
 
 def build_tracking_db(

@@ -7,14 +7,14 @@ same digits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import Subquery
 
-from service.dialects import P50, P90, P95, P99, Quantile, policy_for
+from service.dialects import P50, P90, P95, P99, PercentileStrategy, Quantile, policy_for
 
 DEFAULT_QUANTILES: tuple[Quantile, ...] = (P50, P90, P95, P99)
 
@@ -45,7 +45,10 @@ def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _distribution(strategy: Any, row: Any, quantiles: Sequence[Quantile]) -> Distribution:
+def distribution_of_row(
+    strategy: PercentileStrategy, row: Mapping[str, Any], quantiles: Sequence[Quantile]
+) -> Distribution:
+    """The ``Distribution`` in one result row of ``strategy.summarize``."""
     return Distribution(
         count=int(row["n"] or 0),
         total=_number(row["total"]),
@@ -71,7 +74,7 @@ async def distributions(
     stmt = strategy.summarize(source, value=value, keys=keys, quantiles=quantiles)
     result: dict[tuple[Any, ...], Distribution] = {}
     for row in (await session.execute(stmt)).mappings():
-        result[tuple(row[k] for k in keys)] = _distribution(strategy, row, quantiles)
+        result[tuple(row[k] for k in keys)] = distribution_of_row(strategy, row, quantiles)
     if not keys and () not in result:
         result[()] = empty_distribution(quantiles)
     return result
@@ -99,7 +102,7 @@ async def distributions_by_level(
         for row in (await session.execute(leveled.statement)).mappings():
             at = leveled.level_of(row)
             key = tuple(row[k] for k in levels[at])
-            results[at][key] = _distribution(strategy, row, quantiles)
+            results[at][key] = distribution_of_row(strategy, row, quantiles)
     for keys, result in zip(levels, results, strict=True):
         if not keys and () not in result:
             result[()] = empty_distribution(quantiles)

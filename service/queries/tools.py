@@ -40,7 +40,7 @@ from service.models.tools import (
     ToolSeries,
     ToolVolumePoint,
 )
-from service.queries.stats import Distribution, empty_distribution, rate
+from service.queries.stats import Distribution, distribution_of_row, empty_distribution, rate
 from service.scope import SeriesFrame
 
 TOOL = "TOOL"
@@ -85,10 +85,6 @@ class _Summary:
     counts: dict[str | None, dict[int, CallCounts]]
     overall: dict[str | None, Distribution]
     by_bucket: dict[str | None, dict[int, Distribution]]
-
-
-def _number(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 class _ToolCalls:
@@ -178,13 +174,7 @@ class _ToolCalls:
                 )
                 result.counts.setdefault(tool, {})[row["bucket"]] = counts
                 continue
-            dist = Distribution(
-                count=int(row["n"] or 0),
-                total=_number(row["total"]),
-                minimum=_number(row["minimum"]),
-                maximum=_number(row["maximum"]),
-                percentiles={q.name: strategy.read(row, q) for q in LATENCY_QUANTILES},
-            )
+            dist = distribution_of_row(strategy, row, LATENCY_QUANTILES)
             if row["part"] == _OVERALL:
                 result.overall[tool] = dist
             else:
