@@ -105,7 +105,15 @@ async def test_busy_connection_pool_is_503_with_retry_after(backend: Backend) ->
         with table_locked(backend):
             # The first request takes the only connection and waits for the lock.
             first = asyncio.create_task(http.post(VOLUME, json=body))
-            await asyncio.sleep(0.2)
+            # Wait until it holds the connection, however slow the machine is.
+            transport = http._transport
+            assert isinstance(transport, httpx.ASGITransport)
+            pool = transport.app.state.database.engine.sync_engine.pool  # type: ignore[attr-defined]
+            for _ in range(1000):
+                if pool.checkedout() == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert pool.checkedout() == 1
             second = await http.post(VOLUME, json=body)
             assert second.status_code == 503, second.text
             assert second.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
