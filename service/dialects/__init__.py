@@ -5,9 +5,9 @@ The only package that knows dialect names. Query builders and the engine factory
 * ``expressions``: SQL expressions compiled per dialect with ``@compiles`` (``int_div``,
   ``exact_text``, ``text_equals``, ``json_text_value``, ``floor_float``);
 * ``percentiles``: exact percentile strategies, native or with window functions;
-* ``connections``: a per-dialect ``DialectPolicy`` (looked up with ``policy_for``) that makes
-  each connection read-only with a statement timeout, picks the percentile strategy and
-  recognises the dialect's timeout and connection-loss errors.
+* ``connections``: a per-dialect ``DialectPolicy`` (looked up with ``policy_for``) that sizes the
+  pool, makes each connection read-only with a statement timeout, picks the percentile strategy
+  and recognises the dialect's timeout and connection-loss errors.
 
 The names below are what the rest of the service imports: ``from service.dialects import X``.
 """

@@ -1,7 +1,7 @@
-"""Per-dialect connection policy: read-only sessions, statement timeout, error meaning.
+"""Per-dialect connection policy: pool, read-only sessions, statement timeout, error meaning.
 
-``policy_for`` is the one place that maps a database (its SQLAlchemy dialect) to the policy
-that knows it; the engine factory (``service.db``) and the error handler only ask it.
+``policy_for`` is the one place that maps a database (its SQLAlchemy dialect or URL) to the
+policy that knows it; the engine factory (``service.db``) and the error handler only ask it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine import URL, Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util import await_only
 
@@ -21,13 +21,24 @@ from service.errors import ErrorCode
 
 @dataclass(frozen=True)
 class ConnectionLimits:
+    """The settings' limits on one engine: each statement's run time, the pool's size and wait."""
+
     statement_timeout_seconds: float
+    pool_size: int
+    max_overflow: int
+    pool_timeout_seconds: float
 
 
 class DialectPolicy(Protocol):
     percentiles: PercentileStrategy
 
-    def engine_options(self, limits: ConnectionLimits) -> dict[str, Any]: ...
+    def pool_options(self, limits: ConnectionLimits) -> dict[str, Any]:
+        """``create_async_engine`` pool arguments: how many connections, how long to wait."""
+        ...
+
+    def engine_options(self, limits: ConnectionLimits) -> dict[str, Any]:
+        """The other ``create_async_engine`` arguments (driver connect arguments)."""
+        ...
 
     def install(self, engine: Engine, limits: ConnectionLimits) -> None:
         """Register the event hooks that make each new connection read-only and time-limited."""
@@ -50,6 +61,14 @@ def _run(dbapi_connection: Any, *statements: str) -> list[Any]:
         cursor.close()
 
 
+def _server_pool(limits: ConnectionLimits) -> dict[str, Any]:
+    return {
+        "pool_size": limits.pool_size,
+        "max_overflow": limits.max_overflow,
+        "pool_timeout": limits.pool_timeout_seconds,
+    }
+
+
 def _looks_like_lost_connection(exc: DBAPIError) -> bool:
     return bool(exc.connection_invalidated) or isinstance(
         exc.orig, (ConnectionError, OSError, TimeoutError)
@@ -64,6 +83,9 @@ POSTGRES_WORK_MEM = "32MB"
 
 class PostgresPolicy:
     percentiles: PercentileStrategy = NativePercentiles()
+
+    def pool_options(self, limits: ConnectionLimits) -> dict[str, Any]:
+        return _server_pool(limits)
 
     def engine_options(self, limits: ConnectionLimits) -> dict[str, Any]:
         timeout_ms = max(1, round(limits.statement_timeout_seconds * 1000))
@@ -108,6 +130,9 @@ _MYSQL_CONNECTION_CODES = {2002, 2003, 2006, 2013, 2055, 1053}
 class MySQLPolicy:
     percentiles: PercentileStrategy = WindowPercentiles()
 
+    def pool_options(self, limits: ConnectionLimits) -> dict[str, Any]:
+        return _server_pool(limits)
+
     def engine_options(self, limits: ConnectionLimits) -> dict[str, Any]:
         return {"connect_args": {"connect_timeout": 10}}
 
@@ -137,6 +162,11 @@ _SQLITE_DEADLINE = "insights_statement_deadline"
 
 class SQLitePolicy:
     percentiles: PercentileStrategy = WindowPercentiles()
+
+    def pool_options(self, limits: ConnectionLimits) -> dict[str, Any]:
+        # The pool settings share out a database server's connections; a SQLite file keeps
+        # SQLAlchemy's default pool, as it always has.
+        return {}
 
     def engine_options(self, limits: ConnectionLimits) -> dict[str, Any]:
         return {}
@@ -186,8 +216,12 @@ _POLICIES: dict[str, DialectPolicy] = {
 }
 
 
-def policy_for(dialect: Dialect | str) -> DialectPolicy:
-    name = dialect if isinstance(dialect, str) else dialect.name
+def policy_for(database: Dialect | URL | str) -> DialectPolicy:
+    """The policy of a connected database (its ``Dialect``), of a URL, or of a dialect name."""
+    if isinstance(database, URL):
+        name = database.get_backend_name()
+    else:
+        name = database if isinstance(database, str) else database.name
     try:
         return _POLICIES[name]
     except KeyError:
