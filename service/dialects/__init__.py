@@ -7,7 +7,8 @@ The only package that knows dialect names. Query builders and the engine factory
 * ``percentiles``: exact percentile strategies, native or with window functions;
 * ``connections``: a per-dialect ``DialectPolicy`` (looked up with ``policy_for``) that sizes the
   pool, makes each connection read-only with a statement timeout, picks the percentile strategy
-  and recognises the dialect's timeout and connection-loss errors.
+  and recognises the dialect's timeout and connection-loss errors;
+* ``urls``: MLflow backend-store URLs mapped to the async drivers.
 
 The names below are what the rest of the service imports: ``from service.dialects import X``.
 """
@@ -33,6 +34,7 @@ from service.dialects.percentiles import (
     Quantile,
     WindowPercentiles,
 )
+from service.dialects.urls import to_async_url
 
 __all__ = [
     "P50",
@@ -54,4 +56,5 @@ __all__ = [
     "policy_for",
     "starts_with",
     "text_equals",
+    "to_async_url",
 ]
