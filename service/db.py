@@ -42,15 +42,18 @@ class SchemaStatus:
 
 def create_engine(settings: Settings) -> tuple[AsyncEngine, DialectPolicy]:
     url = settings.async_database_url
-    policy = policy_for(url.get_backend_name())
-    limits = ConnectionLimits(statement_timeout_seconds=settings.statement_timeout_seconds)
-    options: dict[str, Any] = {"pool_pre_ping": True, **policy.engine_options(limits)}
-    if url.get_backend_name() != "sqlite":
-        options |= {
-            "pool_size": settings.pool_size,
-            "max_overflow": settings.max_overflow,
-            "pool_timeout": settings.pool_timeout_seconds,
-        }
+    policy = policy_for(url)
+    limits = ConnectionLimits(
+        statement_timeout_seconds=settings.statement_timeout_seconds,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout_seconds=settings.pool_timeout_seconds,
+    )
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        **policy.pool_options(limits),
+        **policy.engine_options(limits),
+    }
     engine = create_async_engine(url, **options)
     policy.install(engine.sync_engine, limits)
     return engine, policy

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from service.settings import Settings, to_async_url
+from service.dialects import to_async_url
+from service.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -41,3 +43,11 @@ def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.async_database_url.drivername == "postgresql+asyncpg"
     assert settings.statement_timeout_seconds == 2.5
+
+
+def test_settings_refuse_an_unsupported_url_with_the_supported_forms() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(database_url="mssql://u@h/db")
+    message = str(refused.value)
+    assert "Unsupported database URL scheme 'mssql'" in message
+    assert "sqlite:///path, postgresql://..., mysql://..., mysql+pymysql://..." in message

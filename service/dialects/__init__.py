@@ -1,0 +1,60 @@
+"""Everything that differs between SQLite, PostgreSQL and MySQL/MariaDB, and nothing else.
+
+The only package that knows dialect names. Query builders and the engine factory use:
+
+* ``expressions``: SQL expressions compiled per dialect with ``@compiles`` (``int_div``,
+  ``exact_text``, ``text_equals``, ``json_text_value``, ``floor_float``);
+* ``percentiles``: exact percentile strategies, native or with window functions;
+* ``connections``: a per-dialect ``DialectPolicy`` (looked up with ``policy_for``) that sizes the
+  pool, makes each connection read-only with a statement timeout, picks the percentile strategy
+  and recognises the dialect's timeout and connection-loss errors;
+* ``urls``: MLflow backend-store URLs mapped to the async drivers.
+
+The names below are what the rest of the service imports: ``from service.dialects import X``.
+"""
+
+from service.dialects.connections import ConnectionLimits, DialectPolicy, policy_for
+from service.dialects.expressions import (
+    exact_text,
+    floor_float,
+    int_div,
+    json_text_value,
+    starts_with,
+    text_equals,
+)
+from service.dialects.percentiles import (
+    P50,
+    P90,
+    P95,
+    P99,
+    STAT_COLUMNS,
+    LeveledSelect,
+    NativePercentiles,
+    PercentileStrategy,
+    Quantile,
+    WindowPercentiles,
+)
+from service.dialects.urls import to_async_url
+
+__all__ = [
+    "P50",
+    "P90",
+    "P95",
+    "P99",
+    "STAT_COLUMNS",
+    "ConnectionLimits",
+    "DialectPolicy",
+    "LeveledSelect",
+    "NativePercentiles",
+    "PercentileStrategy",
+    "Quantile",
+    "WindowPercentiles",
+    "exact_text",
+    "floor_float",
+    "int_div",
+    "json_text_value",
+    "policy_for",
+    "starts_with",
+    "text_equals",
+    "to_async_url",
+]

@@ -1,0 +1,197 @@
+"""SQL expressions compiled per dialect with ``@compiles``: one name, one meaning everywhere.
+
+Query builders write ``int_div(a, b)`` or ``exact_text(column)`` and never ask which database
+runs the statement; each expression's spelling per dialect lives next to it, here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Float, String, func, literal
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.types import TypeDecorator
+
+# --------------------------------------------------------------------------------------------
+# Integer arithmetic (time buckets, percentile ranks)
+# --------------------------------------------------------------------------------------------
+
+
+class int_div(FunctionElement[int]):
+    """Integer division of two non-negative integers, truncating (``a DIV b`` on MySQL).
+
+    SQLAlchemy's ``//`` renders ``FLOOR(a / b)`` on MySQL, where ``/`` is a DECIMAL division
+    rounded to a few digits: exact in practice, but not by construction.
+    """
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(int_div)
+def _int_div_default(element: int_div, compiler: Any, **kw: Any) -> str:
+    left, right = list(element.clauses)
+    return f"({compiler.process(left, **kw)}) / ({compiler.process(right, **kw)})"
+
+
+@compiles(int_div, "mysql")
+def _int_div_mysql(element: int_div, compiler: Any, **kw: Any) -> str:
+    left, right = list(element.clauses)
+    return f"({compiler.process(left, **kw)}) DIV ({compiler.process(right, **kw)})"
+
+
+# --------------------------------------------------------------------------------------------
+# Exact text, JSON scalars and exact floors (assessments, tools, tags, tokens and cost)
+#
+# MySQL/MariaDB compare strings under the column's collation, usually case- and
+# trailing-space-insensitive, and PostgreSQL orders them by locale: ``exact_text`` makes
+# equality, grouping and ordering bytewise (code-point order for UTF-8) on every database, so
+# 'Friendly' and 'friendly' stay two values everywhere and ties sort the same way.
+# --------------------------------------------------------------------------------------------
+
+
+class _Utf8Text(TypeDecorator[str]):
+    """Text that MySQL may return as bytes (the result of ``CAST(... AS BINARY)``)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value).decode("utf-8")
+        return None if value is None else str(value)
+
+
+class exact_text(FunctionElement[str]):
+    """A text expression compared, grouped and ordered by its bytes (code points)."""
+
+    type = _Utf8Text()
+    inherit_cache = True
+
+
+@compiles(exact_text)
+def _exact_text_default(element: exact_text, compiler: Any, **kw: Any) -> str:
+    # SQLite's default collation is BINARY already.
+    (value,) = list(element.clauses)
+    return str(compiler.process(value, **kw))
+
+
+@compiles(exact_text, "postgresql")
+def _exact_text_postgresql(element: exact_text, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f'(({compiler.process(value, **kw)}) COLLATE "C")'
+
+
+@compiles(exact_text, "mysql")
+def _exact_text_mysql(element: exact_text, compiler: Any, **kw: Any) -> str:
+    # CONVERT first: the bytes are UTF-8 whatever the column's character set is.
+    (value,) = list(element.clauses)
+    return f"CAST(CONVERT(({compiler.process(value, **kw)}) USING utf8mb4) AS BINARY)"
+
+
+class text_equals(FunctionElement[bool]):
+    """``column = value``, exactly (code point for code point).
+
+    PostgreSQL's deterministic collations and SQLite's BINARY already compare that way, so
+    there it is the plain ``=``: one predicate, which the planner estimates right. MySQL's
+    default collations are case- and accent-insensitive: the plain comparison keeps indexes
+    usable, the bytewise one drops what the collation would let through.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any], value: str) -> None:
+        super().__init__(column, literal(value, type_=String()))
+
+
+@compiles(text_equals)
+def _text_equals_default(element: text_equals, compiler: Any, **kw: Any) -> str:
+    column, value = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(({column}) = ({value}))"
+
+
+@compiles(text_equals, "mysql")
+def _text_equals_mysql(element: text_equals, compiler: Any, **kw: Any) -> str:
+    column, value = list(element.clauses)
+    plain = f"({compiler.process(column, **kw)}) = ({compiler.process(value, **kw)})"
+    exact = compiler.process(exact_text(column) == value, **kw)
+    return f"({plain} AND {exact})"
+
+
+def starts_with(column: ColumnElement[Any], prefix: str) -> ColumnElement[bool]:
+    """``column`` starts with ``prefix``, exactly (no LIKE: keys may hold ``%`` and ``_``)."""
+    return exact_text(func.substr(column, 1, len(prefix))) == prefix
+
+
+class json_text_value(FunctionElement[str]):
+    """The text of a JSON document stored as text: a JSON string's content, decoded; any other
+    JSON (``true``, ``3.5``, ``[1, 2]``) as written."""
+
+    type = String()
+    inherit_cache = True
+
+
+def _json_text_value(
+    element: json_text_value, compiler: Any, first: str, decode: str, **kw: Any
+) -> str:
+    (value,) = list(element.clauses)
+    v = compiler.process(value, **kw)
+    decoded = decode.format(v=v)
+    return f"(CASE WHEN {first.format(v=v)} = '\"' THEN {decoded} ELSE ({v}) END)"
+
+
+@compiles(json_text_value)
+def _json_text_value_sqlite(element: json_text_value, compiler: Any, **kw: Any) -> str:
+    return _json_text_value(
+        element, compiler, "substr(({v}), 1, 1)", "json_extract(({v}), '$')", **kw
+    )
+
+
+@compiles(json_text_value, "postgresql")
+def _json_text_value_postgresql(element: json_text_value, compiler: Any, **kw: Any) -> str:
+    # Only strings are cast to json: stored NaN/Infinity are not valid PostgreSQL json.
+    return _json_text_value(element, compiler, "left(({v}), 1)", "((({v})::json) #>> '{{}}')", **kw)
+
+
+@compiles(json_text_value, "mysql")
+def _json_text_value_mysql(element: json_text_value, compiler: Any, **kw: Any) -> str:
+    return _json_text_value(element, compiler, "LEFT(({v}), 1)", "JSON_UNQUOTE(({v}))", **kw)
+
+
+class floor_float(FunctionElement[float]):
+    """``floor`` of a double, as a double; exact for every magnitude.
+
+    SQLite has ``floor`` only when built with its math functions; there it is computed from
+    ``CAST(... AS INTEGER)`` (which truncates) below 2^52, where doubles still have a fraction.
+    """
+
+    type = Float(precision=53)
+    inherit_cache = True
+
+
+@compiles(floor_float)
+def _floor_float_default(element: floor_float, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f"FLOOR({compiler.process(value, **kw)})"
+
+
+@compiles(floor_float, "sqlite")
+def _floor_float_sqlite(element: floor_float, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    v = compiler.process(value, **kw)
+    return (
+        f"(CASE WHEN abs({v}) >= 4503599627370496.0 THEN ({v}) * 1.0 "
+        f"ELSE CAST(CAST(({v}) AS INTEGER) - (({v}) < CAST(({v}) AS INTEGER)) AS REAL) END)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Case-sensitive string comparison as MLflow's filter strings mean it (=, !=, IN, LIKE)
+#
+# Still ``_PerDatabase`` in service/filters.py (service/filters/text_compare.py on the filters
+# branch): it belongs here, beside ``text_equals``, and moves here when the branches meet.
+# --------------------------------------------------------------------------------------------

@@ -1,0 +1,225 @@
+"""Exact percentiles, one strategy per kind of database, the same numbers on every one.
+
+A percentile is linear interpolation between closest ranks (PostgreSQL's ``percentile_cont``).
+PostgreSQL computes it natively; SQLite and MySQL/MariaDB rank rows with window functions and
+Python interpolates. Which strategy a database uses is its connection policy's choice
+(``DialectPolicy.percentiles``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Double, case, func, literal, literal_column, tuple_, type_coerce
+from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
+from sqlalchemy.dialects.postgresql import array as pg_array
+from sqlalchemy.sql import ColumnElement, Select, select
+from sqlalchemy.sql.elements import Grouping
+from sqlalchemy.sql.selectable import Subquery
+
+from service.dialects.expressions import int_div
+
+
+@dataclass(frozen=True)
+class Quantile:
+    """A percentile as an exact fraction ``num/den``, so row ranks are computed exactly."""
+
+    name: str
+    num: int
+    den: int = 100
+
+    @property
+    def fraction(self) -> float:
+        return self.num / self.den
+
+
+P50, P90, P95, P99 = (
+    Quantile("p50", 50),
+    Quantile("p90", 90),
+    Quantile("p95", 95),
+    Quantile("p99", 99),
+)
+
+# Columns every percentile summary select carries besides the grouping keys and percentiles.
+STAT_COLUMNS = ("n", "total", "minimum", "maximum")
+
+
+class PercentileStrategy(Protocol):
+    def summarize(
+        self, source: Subquery, *, value: str, keys: Sequence[str], quantiles: Sequence[Quantile]
+    ) -> Select[Any]:
+        """Group ``source`` by ``keys``; select the keys, ``STAT_COLUMNS`` over the non-null
+        ``value``s and whatever ``read`` needs for each quantile."""
+        ...
+
+    def read(self, row: Mapping[str, Any], quantile: Quantile) -> float | None:
+        """The quantile's value from one result row of ``summarize`` (None without values)."""
+        ...
+
+    def summarize_levels(
+        self,
+        source: Subquery,
+        *,
+        value: str,
+        levels: Sequence[Sequence[str]],
+        quantiles: Sequence[Quantile],
+    ) -> list[LeveledSelect]:
+        """``summarize`` at several grouping levels (e.g. per bucket, and overall): statements
+        whose rows each carry the level they belong to (``LeveledSelect.level_of``)."""
+        ...
+
+
+def _constant_level(level: int, _row: Mapping[str, Any]) -> int:
+    return level
+
+
+@dataclass(frozen=True)
+class LeveledSelect:
+    """A statement of ``summarize_levels`` and how to tell which level one of its rows is of."""
+
+    statement: Select[Any]
+    level_of: Callable[[Mapping[str, Any]], int]
+
+
+def _stat_columns(value: ColumnElement[Any]) -> list[ColumnElement[Any]]:
+    return [
+        func.count(value).label("n"),
+        func.sum(value).label("total"),
+        func.min(value).label("minimum"),
+        func.max(value).label("maximum"),
+    ]
+
+
+class NativePercentiles:
+    """PostgreSQL: ``percentile_cont``, linear interpolation between closest ranks."""
+
+    def summarize(
+        self, source: Subquery, *, value: str, keys: Sequence[str], quantiles: Sequence[Quantile]
+    ) -> Select[Any]:
+        v = source.c[value]
+        key_cols = [source.c[k] for k in keys]
+        percentiles: list[ColumnElement[Any]] = []
+        if quantiles:
+            # One ordered-set aggregate for all fractions: one sort, read once per fraction.
+            # PostgreSQL computes identical aggregates of a query once, so each [i] reuses it;
+            # separate percentile_cont calls re-read the sort per fraction (once it spills to
+            # disk, several times the I/O). Same interpolation, same numbers.
+            fractions: ColumnElement[Any] = pg_array(
+                [literal(q.fraction, Double()) for q in quantiles]
+            )
+            combined: ColumnElement[Any] = type_coerce(
+                Grouping(func.percentile_cont(fractions).within_group(v)), PG_ARRAY(Double())
+            )
+            percentiles = [
+                combined[literal_column(str(i))].label(q.name)
+                for i, q in enumerate(quantiles, start=1)
+            ]
+        return select(*key_cols, *_stat_columns(v), *percentiles).group_by(*key_cols)
+
+    def read(self, row: Mapping[str, Any], quantile: Quantile) -> float | None:
+        value = row[quantile.name]
+        return None if value is None else float(value)
+
+    def summarize_levels(
+        self,
+        source: Subquery,
+        *,
+        value: str,
+        levels: Sequence[Sequence[str]],
+        quantiles: Sequence[Quantile],
+    ) -> list[LeveledSelect]:
+        # One statement, one read of the rows: GROUP BY GROUPING SETS, each row tagged with
+        # GROUPING(all keys), a bit mask of the keys its level does not group by.
+        all_keys = list(dict.fromkeys(k for level in levels for k in level))
+        if not all_keys:
+            return [
+                LeveledSelect(
+                    self.summarize(source, value=value, keys=(), quantiles=quantiles),
+                    lambda _row: 0,
+                )
+            ]
+        plain = self.summarize(source, value=value, keys=all_keys, quantiles=quantiles)
+        columns = [source.c[k] for k in all_keys]
+        sets = [tuple_(*[source.c[k] for k in level]) for level in levels]
+        statement = (
+            plain.add_columns(func.grouping(*columns).label("grouping_level"))
+            .group_by(None)
+            .group_by(func.grouping_sets(*sets))
+        )
+
+        def mask(level: Sequence[str]) -> int:
+            width = len(all_keys)
+            return sum(1 << (width - 1 - i) for i, k in enumerate(all_keys) if k not in level)
+
+        index = {mask(level): i for i, level in enumerate(levels)}
+        return [LeveledSelect(statement, lambda row: index[int(row["grouping_level"])])]
+
+
+class WindowPercentiles:
+    """SQLite and MySQL/MariaDB: rank rows with window functions, pick the two closest ranks.
+
+    SQL returns the values at ranks ``floor(q*(n-1))+1`` and the next one (computed with exact
+    integer arithmetic); Python interpolates exactly as PostgreSQL's ``percentile_cont`` does, so
+    every database gives the same number.
+    """
+
+    def summarize(
+        self, source: Subquery, *, value: str, keys: Sequence[str], quantiles: Sequence[Quantile]
+    ) -> Select[Any]:
+        v = source.c[value]
+        partition = [source.c[k] for k in keys] or None
+        ranked = (
+            select(
+                *[source.c[k] for k in keys],
+                v.label("v"),
+                func.row_number().over(partition_by=partition, order_by=v).label("rn"),
+                func.count().over(partition_by=partition).label("cnt"),
+            )
+            .where(v.is_not(None))
+            .subquery("ranked")
+        )
+        key_cols = [ranked.c[k] for k in keys]
+        picks: list[ColumnElement[Any]] = []
+        for q in quantiles:
+            low_rank = int_div(q.num * (ranked.c.cnt - 1), q.den) + 1
+            picks.append(
+                func.max(case((ranked.c.rn == low_rank, ranked.c.v))).label(f"{q.name}_lo")
+            )
+            picks.append(
+                func.max(case((ranked.c.rn == low_rank + 1, ranked.c.v))).label(f"{q.name}_hi")
+            )
+        return select(*key_cols, *_stat_columns(ranked.c.v), *picks).group_by(*key_cols)
+
+    def read(self, row: Mapping[str, Any], quantile: Quantile) -> float | None:
+        low = row[f"{quantile.name}_lo"]
+        if low is None:
+            return None
+        high = row[f"{quantile.name}_hi"]
+        position = quantile.fraction * (row["n"] - 1)
+        proportion = position - math.floor(position)
+        low_f = float(low)
+        high_f = low_f if high is None else float(high)
+        # Same expression as PostgreSQL's float8 lerp, for bit-identical results.
+        return low_f + (high_f - low_f) * proportion
+
+    def summarize_levels(
+        self,
+        source: Subquery,
+        *,
+        value: str,
+        levels: Sequence[Sequence[str]],
+        quantiles: Sequence[Quantile],
+    ) -> list[LeveledSelect]:
+        # No GROUPING SETS on SQLite (MySQL's WITH ROLLUP cannot carry the window ranks):
+        # one statement per level.
+        return [
+            LeveledSelect(
+                self.summarize(source, value=value, keys=level, quantiles=quantiles),
+                functools.partial(_constant_level, i),
+            )
+            for i, level in enumerate(levels)
+        ]
