@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5001
 DEMO_DB ?= .demo/mlflow.db
 STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
 
 .PHONY: install demo serve test test-sqlite lint format typecheck check clean bench bench-load
 
@@ -29,8 +30,8 @@ demo: $(STAMP) ## Build a demo SQLite DB of realistic traces (once) and serve it
 serve: $(STAMP) ## Serve $$INSIGHTS_DATABASE_URL (an existing MLflow tracking DB)
 	$(BIN)/insights-server --port $(PORT)
 
-test: $(STAMP) ## Run the whole suite (SQLite, PostgreSQL and MariaDB on 127.0.0.1)
-	$(BIN)/python -m pytest
+test: $(STAMP) ## Run the whole suite (SQLite, PostgreSQL and MariaDB on 127.0.0.1); extra flags in PYTEST_ARGS
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-sqlite: $(STAMP) ## Run the suite on SQLite only (no database servers needed)
 	INSIGHTS_TEST_BACKENDS=sqlite $(BIN)/python -m pytest
@@ -46,7 +47,10 @@ format: $(STAMP)
 typecheck: $(STAMP) ## mypy over the service package
 	$(BIN)/mypy
 
-check: lint typecheck test ## Everything CI runs
+check: lint typecheck test ## Lint, typecheck and the suite
+
+ci: ## What CI runs (as root): databases, e2e deps, then lint, typecheck, the suite with CI=true
+	bash .ci/run
 
 e2e-deps: ## Install nginx and Chromium (Debian, as root) for tests/test_e2e_deploy.py
 	bash deploy/install-e2e-deps.sh
@@ -54,7 +58,7 @@ e2e-deps: ## Install nginx and Chromium (Debian, as root) for tests/test_e2e_dep
 runtime-check: ## Fresh venv + `pip install .` (the Docker image's install): the service imports and starts
 	bash deploy/check-runtime-install.sh
 
-.PHONY: e2e-deps runtime-check
+.PHONY: e2e-deps runtime-check ci
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info

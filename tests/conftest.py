@@ -29,6 +29,9 @@ from service.demo import generate as demo_generate
 from service.demo.generate import GeneratedDataset, build_tracking_db
 from service.settings import Settings
 
+# In CI (CI=true): every skip is listed, and one not in tests/skips_allowed.toml fails the run.
+pytest_plugins = ["tests.skip_policy"]
+
 ALL_BACKENDS = ("sqlite", "postgresql", "mysql")
 TEST_DB_NAME = os.environ.get("INSIGHTS_TEST_DB_NAME", "insights_test")
 PG_ADMIN_URL = os.environ.get(

@@ -18,7 +18,7 @@ from mlflow.entities.trace_metrics import AggregationType, MetricAggregation, Me
 from service.dialects import exact_text, json_text_value
 from tests import oracle
 from tests import oracle_issue3 as edge
-from tests.conftest import Backend, InsightsClient
+from tests.conftest import Backend, InsightsClient, enabled_backends
 from tests.oracle_issue3 import (
     EDGE_END_MS,
     EDGE_START_MS,
@@ -560,13 +560,15 @@ async def test_round_trips(backend: Backend) -> None:
             assert await round_trips(client, statements, "assessments/metrics", metrics) == expected
 
 
+# Writes to a file copy of the tracking DB: collected on SQLite only.
+@pytest.mark.parametrize(
+    "backend", [b for b in enabled_backends() if b == "sqlite"], indirect=True, scope="session"
+)
 async def test_rows_without_the_denormalised_trace_timestamp(
     client: InsightsClient, backend: Backend, tmp_path: Path
 ) -> None:
     """Rows are read by MLflow's ``assessments.trace_timestamp_ms``; a row without it (the
     column is nullable) counts by its trace's ``timestamp_ms``: same answers either way."""
-    if backend.name != "sqlite":
-        pytest.skip("writes to a copy of the tracking DB: SQLite only")
     copy = tmp_path / "nulled.db"
     source = sa.create_engine(backend.sync_uri)
     with source.connect() as conn:

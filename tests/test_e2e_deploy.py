@@ -432,6 +432,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             # doubles the server's start and stop times.
             child_env(
                 MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+                # Price LLM spans from MLflow's bundled catalog, the copy check_cost reads.
+                MLFLOW_MODEL_CATALOG_URI="",
                 # As docker-compose.yml passes them when unset: MLflow's defaults apply.
                 MLFLOW_SERVER_ALLOWED_HOSTS="",
                 MLFLOW_SERVER_CORS_ALLOWED_ORIGINS="",
@@ -668,25 +670,47 @@ def check_tokens(stack: Stack, got: dict[str, Any]) -> None:
         }
 
 
+def catalog_prices(model: str, provider: str) -> tuple[float, float]:
+    """USD per input and per output token of ``model`` in MLflow's model catalog, the table
+    MLflow's server prices each LLM span from when it stores it (both sides read the bundled
+    copy: MLFLOW_MODEL_CATALOG_URI is empty here and for the server)."""
+    from mlflow.utils.providers import get_models
+
+    [entry] = [m for m in get_models(provider) if m["model"] == model]
+    input_price, output_price = entry["input_cost_per_token"], entry["output_cost_per_token"]
+    assert input_price and output_price, entry
+    return float(input_price), float(output_price)
+
+
 def check_cost(stack: Stack, got: dict[str, Any]) -> None:
-    # MLflow prices each LLM span from its bundled catalog: one model, so cost is linear in
-    # the tokens with one price per token kind, in the summary and in every bucket alike.
+    # Expected cost = the tokens this test logged x the catalog's prices, never the service's
+    # own numbers: a service that priced every token alike, or summed the wrong spans, fails.
+    with mlflow_client_env(stack.nginx_url):
+        input_price, output_price = catalog_prices(LLM_MODEL, LLM_PROVIDER)
+
+    def costs(traces: list[PlannedTrace]) -> dict[str, Any]:
+        input_cost = sum(t.input_tokens * input_price for t in traces)
+        output_cost = sum(t.output_tokens * output_price for t in traces)
+        return {
+            "total_cost": approx(input_cost + output_cost),
+            "input_cost": approx(input_cost),
+            "output_cost": approx(output_cost),
+        }
+
     traces = stack.in_window
-    summary = got["summary"]
-    assert summary["trace_count"] == 12
-    assert summary["input_cost"] > 0 and summary["output_cost"] > 0
-    assert summary["total_cost"] == approx(summary["input_cost"] + summary["output_cost"])
-    input_price = summary["input_cost"] / sum(t.input_tokens for t in traces)
-    output_price = summary["output_cost"] / sum(t.output_tokens for t in traces)
-    for point, bucket in zip(got["time_series"], BUCKETS, strict=True):
-        mine = [t for t in traces if t.bucket == bucket]
-        assert point["time_bucket"] == bucket
-        assert point["input_cost"] == approx(input_price * sum(t.input_tokens for t in mine))
-        assert point["output_cost"] == approx(output_price * sum(t.output_tokens for t in mine))
-    assert [
-        {k: m[k] for k in ("model_name", "model_provider", "span_count")} for m in got["by_model"]
-    ] == [{"model_name": LLM_MODEL, "model_provider": LLM_PROVIDER, "span_count": 12}]
-    assert got["by_model"][0]["total_cost"] == approx(summary["total_cost"])
+    assert got["summary"] == {**costs(traces), "trace_count": 12}
+    assert got["time_series"] == [
+        {"time_bucket": bucket, **costs([t for t in traces if t.bucket == bucket])}
+        for bucket in BUCKETS
+    ]
+    assert got["by_model"] == [
+        {
+            "model_name": LLM_MODEL,
+            "model_provider": LLM_PROVIDER,
+            "span_count": 12,
+            **costs(traces),
+        }
+    ]
 
 
 def check_assessments_discovery(stack: Stack, got: dict[str, Any]) -> None:

@@ -1,19 +1,13 @@
-"""Statement timeouts are enforced by the database and answered 504; a database outage is
-answered 503 and the service recovers without a restart — all tested for real."""
+"""Statement timeouts are enforced by the database and answered 504; a database outage
+(PostgreSQL or MariaDB) is answered 503 and the service recovers without a restart — all tested
+for real, the outages on servers of the test's own (tests/disposable_servers.py, as root)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,9 +16,11 @@ import sqlalchemy as sa
 from service.app import create_app
 from service.demo.generate import build_tracking_db
 from service.settings import Settings
-from tests.conftest import API, Backend
+from tests.conftest import API, Backend, enabled_backends
+from tests.disposable_servers import DisposableMariaDB, DisposablePostgres, DisposableServer
 
 VOLUME = f"{API}/traffic-cost/volume"
+SERVER_BACKENDS = [name for name in enabled_backends() if name != "sqlite"]
 
 
 @contextlib.asynccontextmanager
@@ -87,11 +83,11 @@ async def test_statement_timeout_is_enforced_by_the_database(backend: Backend) -
         assert (await http.get("/ready")).status_code == 200
 
 
+# SQLite opens a connection per request: there is no pool to exhaust, so no SQLite case.
+@pytest.mark.parametrize("backend", SERVER_BACKENDS, indirect=True, scope="session")
 async def test_busy_connection_pool_is_503_with_retry_after(backend: Backend) -> None:
     """When every pooled connection stays busy past the pool timeout, the waiting request is
     told to come back (503 + Retry-After), never a 500; the service serves again afterwards."""
-    if backend.name == "sqlite":
-        pytest.skip("SQLite opens a connection per request: there is no pool to exhaust")
     body = {"experiment_ids": [backend.experiment_id()]}
     settings = Settings(
         database_url=backend.service_url,
@@ -126,55 +122,8 @@ async def test_busy_connection_pool_is_503_with_retry_after(backend: Backend) ->
 
 
 # --------------------------------------------------------------------------------------------
-# A PostgreSQL server of the test's own, so stopping it disturbs nothing else.
+# Outages of a server of the test's own (tests/disposable_servers.py): nothing else is stopped.
 # --------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class DisposablePostgres:
-    def __init__(self) -> None:
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-        if not bins or os.geteuid() != 0 or not shutil.which("runuser"):
-            pytest.skip("needs PostgreSQL server binaries and root (to run them as 'postgres')")
-        self.bin = Path(bins[-1]).parent
-        self.dir = Path(tempfile.mkdtemp(prefix="insights-pg-"))
-        self.port = _free_port()
-        shutil.chown(self.dir, "postgres", "postgres")
-        self._as_postgres("initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres")
-
-    def _as_postgres(self, tool: str, *args: str) -> None:
-        command = ["runuser", "-u", "postgres", "--", str(self.bin / tool), *args]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir}"
-        self._as_postgres(
-            "pg_ctl",
-            "-D",
-            str(self.dir / "data"),
-            "-o",
-            options,
-            "-l",
-            str(self.dir / "log"),
-            "-w",
-            "start",
-        )
-
-    def stop(self) -> None:
-        self._as_postgres("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
-
-    def url(self, database: str, driver: str = "postgresql") -> str:
-        return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
-
-    def remove(self) -> None:
-        with contextlib.suppress(subprocess.SubprocessError):
-            self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -187,21 +136,30 @@ def disposable_postgres() -> Iterator[DisposablePostgres]:
         server.remove()
 
 
+@pytest.fixture(params=["postgresql", "mysql"])
+def disposable_server(request: pytest.FixtureRequest) -> Iterator[DisposableServer]:
+    server: DisposableServer = (
+        DisposablePostgres() if request.param == "postgresql" else DisposableMariaDB()
+    )
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
 async def test_database_outage_is_503_and_the_service_recovers_without_restart(
-    disposable_postgres: DisposablePostgres,
+    disposable_server: DisposableServer,
 ) -> None:
-    server = disposable_postgres
-    admin_url = server.url("postgres", "postgresql+psycopg2")
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql("CREATE DATABASE outage")
-    admin.dispose()
-    dataset = build_tracking_db(server.url("outage", "postgresql+psycopg2"), n_traces=12, days=1)
+    server = disposable_server
+    dataset = build_tracking_db(server.create_database("outage"), n_traces=12, days=1)
     body = {"experiment_ids": [dataset.experiment_ids["support-agent"]]}
 
     async with service_client(Settings(database_url=server.url("outage"))) as http:
         before = await http.post(VOLUME, json=body)
         assert before.status_code == 200, before.text
+        assert before.json()["summary"]["count"] > 0
+        assert (await http.get("/ready")).status_code == 200
 
         # Stop the server in another thread, as an operator or a crash would.
         stopper = threading.Thread(target=server.stop)
@@ -231,9 +189,8 @@ async def test_too_many_connections_is_503_and_clears_when_connections_free_up(
         server.url("postgres", "postgresql+psycopg2"), isolation_level="AUTOCOMMIT"
     )
     with admin.connect() as conn:
-        conn.exec_driver_sql("CREATE DATABASE crowded")
         conn.exec_driver_sql("CREATE ROLE crowd LOGIN CONNECTION LIMIT 0")
-    dataset = build_tracking_db(server.url("crowded", "postgresql+psycopg2"), n_traces=6, days=1)
+    dataset = build_tracking_db(server.create_database("crowded"), n_traces=6, days=1)
     body = {"experiment_ids": [dataset.experiment_ids["support-agent"]]}
     crowd_url = f"postgresql://crowd@127.0.0.1:{server.port}/crowded"
     try:
