@@ -26,9 +26,9 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from service.access import AccessChecker, requested_experiment_ids
 from service.app import create_app
 from service.demo.generate import build_tracking_db
+from service.http.access import AccessChecker, requested_experiment_ids
 from service.settings import Settings
 from tests.conftest import AJAX_API, API
 

@@ -23,9 +23,9 @@ from typing import Any, Generic, TypeVar
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.handlers import error_response
-from service.credentials import Credentials, is_insights_request
 from service.errors import ErrorCode, InsightsError
+from service.http.credentials import Credentials, is_insights_request
+from service.http.error_responses import error_response
 from service.models.common import MAX_EXPERIMENT_IDS
 from service.settings import Settings
 

@@ -15,9 +15,9 @@ from typing import Final
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.access import MAX_BODY_BYTES
-from service.api.handlers import error_response
 from service.errors import invalid_parameter
+from service.http.access import MAX_BODY_BYTES
+from service.http.error_responses import error_response
 
 # The same limit and status as access control's (service.access), which reads bodies first
 # when it is on.
