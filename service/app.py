@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.exc import DBAPIError
 
-from service.access import AccessChecker, AccessControlMiddleware
 from service.api import (
     assessments,
     correlations,
@@ -21,11 +20,12 @@ from service.api import (
     traffic,
 )
 from service.api.docs import install_docs
-from service.api.handlers import ERROR_RESPONSES, install_error_handlers
-from service.api.json_body import JSONBodyMiddleware
-from service.api.request_log import RequestLogMiddleware
 from service.db import Database, UnsupportedSchemaError
-from service.ratelimit import RateLimiter, RateLimitMiddleware
+from service.http.access import AccessChecker, AccessControlMiddleware
+from service.http.body import JSONBodyMiddleware
+from service.http.error_responses import ERROR_RESPONSES, install_error_handlers
+from service.http.rate_limit import RateLimiter, RateLimitMiddleware
+from service.http.request_log import RequestLogMiddleware
 from service.settings import Settings, get_settings
 
 logger = logging.getLogger("service")

@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         sys.exit(f"insights-server: invalid configuration:\n{exc}")
-    from service.api.request_log import configure_logging
     from service.app import create_app  # imported late so --help stays fast
+    from service.http.request_log import configure_logging
 
     configure_logging(settings.log_level)
 

@@ -1,7 +1,8 @@
 """One exception type carrying an MLflow error code, one table from code to HTTP status.
 
 Every error the service returns has MLflow's shape: ``{"error_code": ..., "message": ...}``
-(plus an optional ``details`` object). Handlers that render it live in ``service.api.handlers``.
+(plus an optional ``details`` object). Handlers that render it live in
+``service.http.error_responses``.
 """
 
 from __future__ import annotations

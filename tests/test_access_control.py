@@ -26,9 +26,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from service.access import AccessChecker, requested_experiment_ids
 from service.app import create_app
 from service.demo.generate import build_tracking_db
+from service.http.access import AccessChecker, requested_experiment_ids
+from service.http.body import TOO_LARGE_MESSAGE
 from service.settings import Settings
 from tests.conftest import AJAX_API, API
 
@@ -447,9 +448,25 @@ def test_request_bodies_name_the_experiments_the_route_reads() -> None:
     assert requested_experiment_ids(b'{"experiment_ids": ["99999999999999999999"]}') is None
 
 
-async def test_oversized_body_is_refused_before_buffering_it(service: httpx.AsyncClient) -> None:
+async def test_oversized_body_is_refused_before_buffering_it(
+    service: httpx.AsyncClient, app_checker: AccessChecker
+) -> None:
+    sent = app_checker.stats.sent
+    # By its Content-Length, before a byte is read.
     response = await service.post(VOLUME, content=b" " * (1024 * 1024 + 1))
-    assert_error(response, 400, "INVALID_PARAMETER_VALUE")
+    message = assert_error(response, 400, "INVALID_PARAMETER_VALUE")
+    # The body reader's one message, the same as without access control (test_hostile_input).
+    assert message == TOO_LARGE_MESSAGE and "1 MiB" in message
+
+    # Chunked, without a Content-Length: refused once the bytes received pass the limit.
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b" " * (512 * 1024)
+        yield json.dumps({"experiment_ids": ["1"]}).encode()
+
+    response = await service.post(VOLUME, content=chunks())
+    assert assert_error(response, 400, "INVALID_PARAMETER_VALUE") == TOO_LARGE_MESSAGE
+    assert app_checker.stats.sent == sent  # nobody asked MLflow about an unread body
 
 
 # ----------------------------------------------------------------------------- unreachable

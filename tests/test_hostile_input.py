@@ -20,8 +20,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service.api.json_body import MAX_BODY_BYTES
 from service.app import create_app
+from service.http.body import MAX_BODY_BYTES
 from service.models.common import MAX_EPOCH_MS
 from service.settings import Settings
 from tests.conftest import AJAX_API, API, Backend, InsightsClient

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.demo.generate import build_tracking_db
-from service.ratelimit import RateLimiter
+from service.http.rate_limit import RateLimiter
 from service.settings import Settings
 from tests.conftest import AJAX_API, API
 

@@ -1,1 +1,1 @@
-"""Thin FastAPI routers, one per analytics area, plus error handlers and dependencies."""
+"""Thin FastAPI routers, one per analytics area, plus their dependencies and the docs pages."""

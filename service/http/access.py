@@ -21,11 +21,12 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 import httpx
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.handlers import error_response
-from service.credentials import Credentials, is_insights_request
 from service.errors import ErrorCode, InsightsError
+from service.http.body import BodyTooLarge, LimitedBody, replay, too_large_response
+from service.http.credentials import Credentials, is_insights_request
+from service.http.error_responses import error_response
 from service.models.common import MAX_EXPERIMENT_IDS
 from service.settings import Settings
 
@@ -33,8 +34,6 @@ logger = logging.getLogger("service.access")
 
 GET_EXPERIMENT_PATH = "/api/2.0/mlflow/experiments/get"
 WWW_AUTHENTICATE = 'Basic realm="mlflow"'  # what MLflow's basic-auth app sends with a 401
-# Insights request bodies are a few hundred bytes; refuse to buffer more before anyone is known.
-MAX_BODY_BYTES = 1024 * 1024
 # Checks of one request run side by side, but never more than this many at once.
 MAX_CONCURRENT_CHECKS = 8
 MAX_SQL_ID = 2**63 - 1
@@ -274,7 +273,7 @@ def requested_experiment_ids(body: bytes) -> list[str] | None:
 
 
 class AccessControlMiddleware:
-    """Pure ASGI: buffer the body, check the experiments it names, replay it to the app."""
+    """Pure ASGI: buffer the body (with the edge's one limit), check its experiments, replay it."""
 
     def __init__(self, app: ASGIApp, checker: AccessChecker, prefixes: Sequence[str]) -> None:
         self.app = app
@@ -286,14 +285,9 @@ class AccessControlMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            body = await _read_body(receive)
-        except _BodyTooLarge:
-            error = InsightsError(
-                ErrorCode.INVALID_PARAMETER_VALUE,
-                f"The request body is larger than {MAX_BODY_BYTES} bytes; insights requests "
-                "are small JSON objects.",
-            )
-            await error_response(error)(scope, receive, send)
+            body = await LimitedBody(scope, receive).read()
+        except BodyTooLarge:
+            await too_large_response()(scope, receive, send)
             return
         if body is None:
             return  # the client went away
@@ -304,38 +298,4 @@ class AccessControlMiddleware:
             except InsightsError as error:
                 await error_response(error)(scope, receive, send)
                 return
-        await self.app(scope, _replay(body, receive), send)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole body, or None if the client disconnected; stops reading past the cap."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # later reads wait for the disconnect, as the server's would
-
-    return replay
+        await self.app(scope, replay(body, receive), send)

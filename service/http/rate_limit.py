@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.handlers import error_response
-from service.credentials import Credentials, is_insights_request
 from service.errors import ErrorCode, InsightsError
+from service.http.credentials import Credentials, is_insights_request
+from service.http.error_responses import error_response
 from service.settings import Settings
 
 # Float refills land a hair under a whole token; this much short of one still counts as one.
