@@ -37,11 +37,9 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.selectable import Subquery
 
-from service import dimensions as dims
+from service import dimension_catalog as catalog
 from service.dialects import exact_text, json_text_value, text_equals
-from service.models.correlations import CorrelationRow, CorrelationsResponse, RowDimension
-from service.npmi import npmi
-from service.queries.assessment_types import (
+from service.feedback_types import (
     FeedbackTyping,
     NameMatch,
     feedback_typing,
@@ -50,9 +48,17 @@ from service.queries.assessment_types import (
     is_feedback,
     is_true,
 )
-from service.queries.dimensions import not_system_tag
+from service.models.correlations import CorrelationRow, CorrelationsResponse, RowDimension
+from service.npmi import npmi
 from service.queries.stats import rate
 from service.scope import TraceScope
+from service.traces import (
+    SPAN_ERROR,
+    TOOL_SPAN_TYPE,
+    is_session_assessment,
+    not_system_tag,
+    same_session,
+)
 
 TRUE, FALSE = "true", "false"
 
@@ -122,7 +128,7 @@ async def _spans(
     (trace, type): the rows of a trace's TOOL spans are one per tool.
     """
     t, span = flagged.traces, aliased(SqlSpan)
-    is_tool = text_equals(span.type, dims.TOOL_SPAN_TYPE)
+    is_tool = text_equals(span.type, TOOL_SPAN_TYPE)
     # A span's experiment is its trace's (MLflow writes it from the trace): joining by trace
     # alone selects the same spans, and leaves the planner free to choose its access path.
     level = select().select_from(t).join(span, span.trace_id == t.c.request_id)
@@ -134,7 +140,7 @@ async def _spans(
     tool: ColumnElement[Any] = case((is_tool, exact_text(span.name)), else_=None).label("tool")
     if not tools:
         tool = null().label("tool")
-    failed = case((text_equals(span.status, dims.ERROR), 1), else_=0)
+    failed = case((text_equals(span.status, SPAN_ERROR), 1), else_=0)
     first = case((func.row_number().over(partition_by=[t.c.request_id, v]) == 1, 1), else_=0)
     per_trace = (
         level.add_columns(
@@ -232,19 +238,9 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
         # A feedback logged for a whole session counts for each trace of the session.
         pairs(
             shared,
-            (
-                sibling,
-                and_(
-                    sibling.session_id == t.c.session_id,
-                    sibling.experiment_id == t.c.experiment_id,
-                ),
-            ),
+            (sibling, same_session(sibling, t.c.session_id, t.c.experiment_id)),
             (shared, shared.trace_id == sibling.request_id),
-            where=(
-                t.c.session_id.is_not(None),
-                shared.assessment_metadata.is_not(None),
-                shared.assessment_metadata.contains(dims.SESSION_MARKER),
-            ),
+            where=(t.c.session_id.is_not(None), *is_session_assessment(shared)),
         ),
     ).subquery("per_row")
     # Once per trace: a grouping by (trace, name, value), which the planner may hash, rather
@@ -267,7 +263,7 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
 
 
 def _boolean_label(typing: FeedbackTyping | None, truth: str) -> str:
-    yes, no = dims.boolean_values(typing) if typing else (TRUE, FALSE)
+    yes, no = catalog.boolean_values(typing) if typing else (TRUE, FALSE)
     return yes if truth == TRUE else no
 
 
@@ -314,7 +310,7 @@ def pinned_values(slice_filter: str, typings: Mapping[str, FeedbackTyping]) -> s
         elif kind == "feedback":
             typing = typings.get(key)
             if typing is not None and typing.type == "boolean":
-                truth = dims.BOOLEAN_VALUES.get(value.lower())
+                truth = catalog.BOOLEAN_VALUES.get(value.lower())
                 if truth is not None:
                     label = _boolean_label(typing, TRUE if truth else FALSE)
                     pins.add(("assessment", f"{key}={label}"))
@@ -322,9 +318,9 @@ def pinned_values(slice_filter: str, typings: Mapping[str, FeedbackTyping]) -> s
                 pins.add(("assessment", f"{key}={value}"))
     if "type" in span:
         pins.add(("span_type", span["type"]))
-        if span["type"] == dims.TOOL_SPAN_TYPE and "name" in span:
+        if span["type"] == TOOL_SPAN_TYPE and "name" in span:
             pins.add(("tool", span["name"]))
-            if span.get("status") == dims.ERROR:
+            if span.get("status") == SPAN_ERROR:
                 pins.add(("tool_error", span["name"]))
     return pins
 
