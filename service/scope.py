@@ -8,7 +8,7 @@ different screens agree.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlTraceInfo
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement, Select
 
 from service.errors import does_not_exist, invalid_parameter
-from service.filters import parse_filter_string
+from service.filters import Clause, parse, predicates
 from service.models.common import InsightsRequest, SeriesRequest
 from service.timebuckets import DAY_MS, HOUR_MS, TimeBuckets, load_timezone
 
@@ -30,10 +30,14 @@ NOMINAL_BUCKET_MS = {"hour": HOUR_MS, "day": DAY_MS, "week": 7 * DAY_MS}
 
 @dataclass(frozen=True)
 class TraceScope:
+    """Experiments, window and filter; ``clauses`` is the filter as parsed (read it rather than
+    parsing the text again), ``filters`` the predicates built from it."""
+
     experiment_ids: tuple[int, ...]
     start_time: int | None
     end_time: int | None
     filters: tuple[ColumnElement[bool], ...] = ()
+    clauses: tuple[Clause, ...] = ()
 
     def conditions(self) -> list[ColumnElement[bool]]:
         """Predicates on ``SqlTraceInfo`` selecting the traces in scope."""
@@ -51,12 +55,17 @@ class TraceScope:
         """``SELECT columns FROM trace_info WHERE <in scope>``."""
         return select(*columns).select_from(SqlTraceInfo).where(*self.conditions())
 
+    def unfiltered(self) -> TraceScope:
+        """The same experiments and window, every trace in them."""
+        return replace(self, filters=(), clauses=())
+
 
 async def resolve_scope(session: AsyncSession, request: InsightsRequest) -> TraceScope:
     """Validate the request's experiments and filter, before any analytics SQL runs."""
     ids = tuple(int(i) for i in request.experiment_ids)
+    clauses = parse(request.filter_string)
     # The ids let session-scoped feedback count across the listed experiments, as in MLflow.
-    filters = tuple(parse_filter_string(request.filter_string, experiment_ids=ids))
+    filters = tuple(predicates(clauses, experiment_ids=ids))
     # Ids beyond the column's range cannot exist, and PostgreSQL's driver refuses to bind them.
     storable = [i for i in ids if i <= MAX_EXPERIMENT_ID]
     found: set[int] = set()
@@ -77,7 +86,7 @@ async def resolve_scope(session: AsyncSession, request: InsightsRequest) -> Trac
             "tracking database",
             experiment_ids=missing,
         )
-    return TraceScope(ids, request.start_time, request.end_time, filters)
+    return TraceScope(ids, request.start_time, request.end_time, filters, clauses)
 
 
 @dataclass(frozen=True)

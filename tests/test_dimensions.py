@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from mlflow.store.analytics.trace_correlation import calculate_npmi_from_counts
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-from service import dimensions as dims
+from service import dimension_catalog as dims
 from service.app import create_app
 from service.demo.generate import mlflow_tracking
 from service.settings import Settings

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import Session
-from service.filters import parse_filter_string
 from service.models.correlations import CorrelationsRequest, CorrelationsResponse
 from service.queries import correlations as queries
 from service.scope import resolve_scope
@@ -20,13 +19,9 @@ async def correlations(body: CorrelationsRequest, session: Session) -> Correlati
     NPMI against "in the slice", and the most positively correlated come first, with their
     support. Values the slice itself pins (its `=` clauses) are left out; values seen in fewer
     than min_count slice traces too. The window and experiments set the traces compared."""
-    slice_predicates = parse_filter_string(body.filter_string)
-    scope = await resolve_scope(session, body.population())
     return await queries.correlations(
         session,
-        scope,
-        slice_predicates,
-        slice_filter=body.filter_string,
+        await resolve_scope(session, body),
         kinds=body.correlation_dimensions,
         limit=body.limit,
         min_count=body.min_count,

@@ -1,4 +1,4 @@
-"""Routes for API.md §4.5: dimensions/discovery and dimensions/calculate-npmi."""
+"""Routes of the dimensions endpoints (API.md §4.5): dimensions/discovery and calculate-npmi."""
 
 from __future__ import annotations
 

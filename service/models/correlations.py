@@ -43,12 +43,6 @@ class CorrelationsRequest(InsightsRequest):
         examples=[5],
     )
 
-    def population(self) -> InsightsRequest:
-        """The traces the slice is compared with: the experiments and window, no filter."""
-        return InsightsRequest(
-            experiment_ids=self.experiment_ids, start_time=self.start_time, end_time=self.end_time
-        )
-
     @field_validator("filter_string")
     @classmethod
     def _not_blank(cls, value: str) -> str:

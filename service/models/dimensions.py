@@ -1,4 +1,8 @@
-"""Dimensions and NPMI (API.md §4.5): ``dimensions/discovery`` and ``dimensions/calculate-npmi``."""
+"""Request and response models of the dimensions endpoints (API.md §4.5).
+
+``dimensions/discovery`` and ``dimensions/calculate-npmi``; the dimension kinds themselves are
+in ``service.dimension_catalog``.
+"""
 
 from __future__ import annotations
 

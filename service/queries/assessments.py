@@ -3,7 +3,7 @@
 Rows: valid feedback whose trace is in scope, bucketed by the trace's ``timestamp_ms``; they are
 read through MLflow's denormalised ``assessments.experiment_id`` / ``trace_timestamp_ms`` (see
 ``_feedback_in_scope``). What a judge failure, a value, a type, a pass and a failure are is
-``service.queries.assessment_types``; names are matched byte-wise (``NameMatch.EXACT``). Numeric
+``service.feedback_types``; names are matched byte-wise (``NameMatch.EXACT``). Numeric
 statistics read MLflow's ``aggregate_value`` (the number as a double).
 
 String values are shown as text: a JSON string's content, any other JSON as written; they are
@@ -23,6 +23,15 @@ from sqlalchemy.sql import ColumnElement, Subquery
 
 from service.dialects import P50, P90, P99, exact_text, json_text_value
 from service.errors import does_not_exist
+from service.feedback_types import (
+    NameMatch,
+    counts_as_value,
+    feedback_types,
+    is_false,
+    is_feedback,
+    is_judge_failure,
+    is_numeric,
+)
 from service.models.assessments import (
     AssessmentInfo,
     AssessmentsDiscoveryResponse,
@@ -37,15 +46,6 @@ from service.models.assessments import (
     StringSummary,
 )
 from service.models.tags import ValueCount
-from service.queries.assessment_types import (
-    NameMatch,
-    counts_as_value,
-    feedback_types,
-    is_false,
-    is_feedback,
-    is_judge_failure,
-    is_numeric,
-)
 from service.queries.exact_sums import ExactSum, read_sum, sum_columns
 from service.queries.stats import Distribution, distributions, empty_distribution, rate
 from service.scope import SeriesFrame, TraceScope

@@ -28,20 +28,17 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
-from mlflow.utils.search_utils import SearchTraceUtils
 from sqlalchemy import and_, case, func, null, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.selectable import Subquery
 
-from service import dimensions as dims
+from service import dimension_catalog as catalog
 from service.dialects import exact_text, json_text_value, text_equals
-from service.models.correlations import CorrelationRow, CorrelationsResponse, RowDimension
-from service.npmi import npmi
-from service.queries.assessment_types import (
+from service.feedback_types import (
+    FEEDBACK,
     FeedbackTyping,
     NameMatch,
     feedback_typing,
@@ -50,9 +47,20 @@ from service.queries.assessment_types import (
     is_feedback,
     is_true,
 )
-from service.queries.dimensions import not_system_tag
+from service.filters import Clause, predicates
+from service.filters.keys import STATUS, TRACE_NAME, Assessment, SpanColumn, TraceTag
+from service.models.correlations import CorrelationRow, CorrelationsResponse, RowDimension
+from service.npmi import npmi
 from service.queries.stats import rate
 from service.scope import TraceScope
+from service.traces import (
+    SPAN_ERROR,
+    TOOL_SPAN_TYPE,
+    TRACE_NAME_TAG,
+    is_session_assessment,
+    not_system_tag,
+    same_session,
+)
 
 TRUE, FALSE = "true", "false"
 
@@ -122,7 +130,7 @@ async def _spans(
     (trace, type): the rows of a trace's TOOL spans are one per tool.
     """
     t, span = flagged.traces, aliased(SqlSpan)
-    is_tool = text_equals(span.type, dims.TOOL_SPAN_TYPE)
+    is_tool = text_equals(span.type, TOOL_SPAN_TYPE)
     # A span's experiment is its trace's (MLflow writes it from the trace): joining by trace
     # alone selects the same spans, and leaves the planner free to choose its access path.
     level = select().select_from(t).join(span, span.trace_id == t.c.request_id)
@@ -134,7 +142,7 @@ async def _spans(
     tool: ColumnElement[Any] = case((is_tool, exact_text(span.name)), else_=None).label("tool")
     if not tools:
         tool = null().label("tool")
-    failed = case((text_equals(span.status, dims.ERROR), 1), else_=0)
+    failed = case((text_equals(span.status, SPAN_ERROR), 1), else_=0)
     first = case((func.row_number().over(partition_by=[t.c.request_id, v]) == 1, 1), else_=0)
     per_trace = (
         level.add_columns(
@@ -232,19 +240,9 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
         # A feedback logged for a whole session counts for each trace of the session.
         pairs(
             shared,
-            (
-                sibling,
-                and_(
-                    sibling.session_id == t.c.session_id,
-                    sibling.experiment_id == t.c.experiment_id,
-                ),
-            ),
+            (sibling, same_session(sibling, t.c.session_id, t.c.experiment_id)),
             (shared, shared.trace_id == sibling.request_id),
-            where=(
-                t.c.session_id.is_not(None),
-                shared.assessment_metadata.is_not(None),
-                shared.assessment_metadata.contains(dims.SESSION_MARKER),
-            ),
+            where=(t.c.session_id.is_not(None), *is_session_assessment(shared)),
         ),
     ).subquery("per_row")
     # Once per trace: a grouping by (trace, name, value), which the planner may hash, rather
@@ -267,7 +265,7 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
 
 
 def _boolean_label(typing: FeedbackTyping | None, truth: str) -> str:
-    yes, no = dims.boolean_values(typing) if typing else (TRUE, FALSE)
+    yes, no = catalog.boolean_values(typing) if typing else (TRUE, FALSE)
     return yes if truth == TRUE else no
 
 
@@ -284,49 +282,44 @@ SPAN_KINDS: Final = ("span_types", "tools")
 # --------------------------------------------------------------------------------------------
 
 
-def _single_value(clause: Mapping[str, Any]) -> str | None:
-    comparator, value = str(clause.get("comparator", "")).upper(), clause.get("value")
-    if comparator == "=" and isinstance(value, str):
-        return value
-    if comparator == "IN" and isinstance(value, (list, tuple)) and len(value) == 1:
-        return str(value[0])
-    return None
-
-
-def pinned_values(slice_filter: str, typings: Mapping[str, FeedbackTyping]) -> set[tuple[str, str]]:
+def pinned_values(
+    clauses: Sequence[Clause], typings: Mapping[str, FeedbackTyping]
+) -> set[tuple[str, str]]:
     """(dimension, value) pairs every slice trace has by construction (see the docstring)."""
-    try:
-        clauses = SearchTraceUtils.parse_search_filter_for_search_traces(slice_filter)
-    except (MlflowException, ValueError):
-        return set()  # accepted by our parser, read differently by MLflow's: pin nothing
     pins: set[tuple[str, str]] = set()
     span: dict[str, str] = {}
     for clause in clauses:
-        kind, key, value = clause.get("type"), str(clause.get("key")), _single_value(clause)
+        target, value = clause.key.target, clause.pinned_value()
         if value is None:
             continue
-        if kind == "attribute" and key == "status":
+        if target == STATUS:
             pins.add(("status", value))
-        elif kind == "tag":
-            pins.add(("tag", f"{key}={value}"))
-        elif kind == "span":
-            span[key] = value
-        elif kind == "feedback":
-            typing = typings.get(key)
-            if typing is not None and typing.type == "boolean":
-                truth = dims.BOOLEAN_VALUES.get(value.lower())
-                if truth is not None:
-                    label = _boolean_label(typing, TRUE if truth else FALSE)
-                    pins.add(("assessment", f"{key}={label}"))
-            else:
-                pins.add(("assessment", f"{key}={value}"))
+        elif target == TRACE_NAME:
+            # `name`, `tags.mlflow.traceName`, ...: MLflow reads them as this tag.
+            pins.add(("tag", f"{TRACE_NAME_TAG}={value}"))
+        elif isinstance(target, TraceTag):
+            pins.add(("tag", f"{target.key}={value}"))
+        elif isinstance(target, SpanColumn):
+            span[target.column] = value
+        elif isinstance(target, Assessment) and target.assessment_type == FEEDBACK:
+            pins |= _feedback_pin(target.name, value, typings.get(target.name))
     if "type" in span:
         pins.add(("span_type", span["type"]))
-        if span["type"] == dims.TOOL_SPAN_TYPE and "name" in span:
+        if span["type"] == TOOL_SPAN_TYPE and "name" in span:
             pins.add(("tool", span["name"]))
-            if span.get("status") == dims.ERROR:
+            if span.get("status") == SPAN_ERROR:
                 pins.add(("tool_error", span["name"]))
     return pins
+
+
+def _feedback_pin(name: str, value: str, typing: FeedbackTyping | None) -> set[tuple[str, str]]:
+    """A boolean name's value pins the value of the same truth; any other name's, itself."""
+    if typing is None or typing.type != "boolean":
+        return {("assessment", f"{name}={value}")}
+    truth = catalog.BOOLEAN_VALUES.get(value.lower())
+    if truth is None:
+        return set()
+    return {("assessment", f"{name}={_boolean_label(typing, TRUE if truth else FALSE)}")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,18 +330,20 @@ def pinned_values(slice_filter: str, typings: Mapping[str, FeedbackTyping]) -> s
 async def correlations(
     session: AsyncSession,
     scope: TraceScope,
-    slice_predicates: Sequence[ColumnElement[bool]],
     *,
-    slice_filter: str,
     kinds: Sequence[str],
     limit: int,
     min_count: int,
     include_system_tags: bool,
 ) -> CorrelationsResponse:
-    """The values most correlated with the slice. Round trips: one for the statuses (whose
+    """The values most correlated with the slice: ``scope``'s filter is the slice, its
+    experiments and window the traces compared. Round trips: one for the statuses (whose
     sums are the totals), one for the spans (span types and tools), one per other kind asked
     for, and one to type the feedback names when assessments are asked for; at most five,
     whatever the number of values."""
+    slice_clauses, scope = scope.clauses, scope.unfiltered()
+    # Session feedback counts within one experiment in the slice, as this endpoint always did.
+    slice_predicates = predicates(slice_clauses)
     asked = set(kinds)
     typings = (
         await feedback_typing(session, scope, match=NameMatch.COLLATION)
@@ -367,7 +362,7 @@ async def correlations(
     for kind, query in KIND_QUERIES.items():
         if kind in asked:
             candidates += await query(session, flagged)
-    pins = pinned_values(slice_filter, typings)
+    pins = pinned_values(slice_clauses, typings)
     rows = []
     for c in candidates:
         if (c.dimension, c.value) in pins or c.joint < min_count:

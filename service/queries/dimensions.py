@@ -1,4 +1,5 @@
-"""Dimensions (API.md §4.5): discovery from the data in scope, and NPMI between two of them.
+"""Queries of the dimensions endpoints (API.md §4.5): discovery from the data in scope, and
+NPMI between two of them. The dimension kinds themselves are in ``service.dimension_catalog``.
 
 Every query reads the traces in scope through a subquery (``_scoped``) and joins span, tag and
 assessment rows through aliases, so the ``EXISTS`` clauses of a filter_string never correlate
@@ -12,16 +13,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
-from sqlalchemy import and_, case, func, literal, not_, select, union_all
+from sqlalchemy import and_, case, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import Subquery
 
-from service import dimensions as dims
-from service.dialects import exact_text, json_text_value, starts_with, text_equals
-from service.dimensions import Dimension, DimensionRef, Kind, ParameterSpec
+from service import dimension_catalog as catalog
+from service.dialects import exact_text, json_text_value, text_equals
+from service.dimension_catalog import Dimension, DimensionRef, Kind, ParameterSpec
 from service.errors import does_not_exist
+from service.feedback_types import (
+    FeedbackTyping,
+    NameMatch,
+    feedback_typing,
+    has_value,
+    is_feedback,
+)
 from service.models.dimensions import (
     CalculateNpmiResponse,
     Correlation,
@@ -32,16 +40,8 @@ from service.models.dimensions import (
     IntersectionCount,
 )
 from service.npmi import npmi
-from service.queries.assessment_types import (
-    FeedbackTyping,
-    NameMatch,
-    feedback_typing,
-    has_value,
-    is_feedback,
-)
 from service.scope import TraceScope
-
-SYSTEM_TAG_PREFIX = "mlflow."
+from service.traces import TOOL_SPAN_TYPE, not_system_tag
 
 
 def _scoped(scope: TraceScope, *columns: Any) -> Subquery:
@@ -57,10 +57,6 @@ def span_join(scoped: Subquery, span: Any) -> ColumnElement[bool]:
     return and_(span.trace_id == scoped.c.request_id, span.experiment_id == scoped.c.experiment_id)
 
 
-def not_system_tag(tag: Any) -> ColumnElement[bool]:
-    return not_(starts_with(tag.key, SYSTEM_TAG_PREFIX))
-
-
 # --------------------------------------------------------------------------------------------
 # Discovery
 # --------------------------------------------------------------------------------------------
@@ -72,7 +68,7 @@ async def _distinct(session: AsyncSession, stmt: Select[Any]) -> list[str]:
 
 
 async def _capped_values(
-    session: AsyncSession, pairs: Select[Any], *, limit: int = dims.ENUM_LIMIT
+    session: AsyncSession, pairs: Select[Any], *, limit: int = catalog.ENUM_LIMIT
 ) -> dict[str, list[str] | None]:
     """``{key: sorted values}`` from a select of distinct (key, value) pairs; None for keys
     with more than ``limit`` values, whose values are not read. One round trip."""
@@ -119,7 +115,7 @@ async def _span_vocabulary(
         select(pairs.c.name)
         .where(pairs.c.name.is_not(None))
         .group_by(pairs.c.name)
-        .limit(dims.ENUM_LIMIT + 1)
+        .limit(catalog.ENUM_LIMIT + 1)
         .subquery("names")
     )
     stmt = union_all(
@@ -128,7 +124,7 @@ async def _span_vocabulary(
         .group_by(pairs.c.type),
         select(literal("name"), names.c.name).select_from(names),
         select(literal("tool"), pairs.c.name).where(
-            pairs.c.type == dims.TOOL_SPAN_TYPE, pairs.c.name.is_not(None)
+            pairs.c.type == TOOL_SPAN_TYPE, pairs.c.name.is_not(None)
         ),
     )
     found: dict[str, set[str]] = {"type": set(), "name": set(), "tool": set()}
@@ -165,22 +161,22 @@ async def discovery(
             "status",
             "Trace status",
             "The trace's status equals value.",
-            [dims.value_parameter("The trace status.", statuses, enum=True)],
+            [catalog.value_parameter("The trace status.", statuses, enum=True)],
         ),
         _info(
             "span.type",
             "Span type",
             "The trace has a span of this type.",
-            [dims.value_parameter("The span type.", span_types, enum=True)],
+            [catalog.value_parameter("The span type.", span_types, enum=True)],
         ),
         _info(
             "span.name",
             "Span name",
             "The trace has a span with this name.",
             [
-                dims.value_parameter(
+                catalog.value_parameter(
                     "The span name.",
-                    span_names if len(span_names) <= dims.ENUM_LIMIT else None,
+                    span_names if len(span_names) <= catalog.ENUM_LIMIT else None,
                     enum=False,
                 )
             ],
@@ -190,7 +186,7 @@ async def discovery(
             "Trace latency",
             "The trace's latency (execution_time_ms) compares true with threshold; traces "
             "still in progress have no latency and never match.",
-            dims.threshold_parameters(" (milliseconds)"),
+            catalog.threshold_parameters(" (milliseconds)"),
         ),
     ]
     for tool in tools:
@@ -202,7 +198,11 @@ async def discovery(
                 f"the trace called {tool} and no call failed.",
                 [
                     ParameterSpec(
-                        "value", "enum", True, "What the trace did with the tool.", dims.TOOL_VALUES
+                        "value",
+                        "enum",
+                        True,
+                        "What the trace did with the tool.",
+                        catalog.TOOL_VALUES,
                     )
                 ],
             )
@@ -213,7 +213,7 @@ async def discovery(
                 f"tags.{key}",
                 f"Tag {key}",
                 f"The trace's tag {key} has this value.",
-                [dims.value_parameter(f"A value of tag {key}.", values, enum=False)],
+                [catalog.value_parameter(f"A value of tag {key}.", values, enum=False)],
             )
         )
     for typing in sorted(typings.values(), key=lambda t: t.name):
@@ -250,10 +250,10 @@ def _assessment_info(typing: FeedbackTyping, values: list[str] | None) -> Dimens
             f"assessment.{name}",
             title,
             f"A valid feedback {name} of the trace compares true with threshold.",
-            dims.threshold_parameters(""),
+            catalog.threshold_parameters(""),
         )
     if kind == "boolean":
-        yes, no = dims.boolean_values(typing)
+        yes, no = catalog.boolean_values(typing)
         parameter = ParameterSpec(
             "value", "enum", True, f"{yes}: passed; {no}: failed (any case).", (yes, no)
         )
@@ -267,7 +267,7 @@ def _assessment_info(typing: FeedbackTyping, values: list[str] | None) -> Dimens
         f"assessment.{name}",
         title,
         f"A valid feedback {name} of the trace has this value.",
-        [dims.value_parameter(f"A value of {name}.", values, enum=values is not None)],
+        [catalog.value_parameter(f"A value of {name}.", values, enum=values is not None)],
     )
 
 
@@ -303,8 +303,8 @@ class RequestedDimension:
 
 def prepare(name: str, parameters: Mapping[str, Any]) -> RequestedDimension:
     """Check a requested dimension as far as possible without the database (400 if wrong)."""
-    ref = dims.parse_dimension_name(name)
-    dims.check_parameters(ref, parameters)
+    ref = catalog.parse_dimension_name(name)
+    catalog.check_parameters(ref, parameters)
     return RequestedDimension(ref, parameters)
 
 
@@ -322,7 +322,7 @@ async def resolve(
         typing = _merge(ref.subject, found.values())
     elif ref.kind in (Kind.TOOL, Kind.TAG) and not await _appears(session, scope, ref):
         raise _nowhere(scope, ref, "tool" if ref.kind is Kind.TOOL else "tag key")
-    return dims.bind(ref, requested.parameters, typing)
+    return catalog.bind(ref, requested.parameters, typing)
 
 
 def _merge(name: str, typings: Any) -> FeedbackTyping:
@@ -339,7 +339,7 @@ async def _appears(session: AsyncSession, scope: TraceScope, ref: DimensionRef) 
         span = aliased(SqlSpan)
         stmt = select(span.trace_id).where(
             span.experiment_id.in_(scope.experiment_ids),
-            text_equals(span.type, dims.TOOL_SPAN_TYPE),
+            text_equals(span.type, TOOL_SPAN_TYPE),
             text_equals(span.name, ref.subject),
         )
     else:
@@ -475,7 +475,6 @@ __all__ = [
     "RequestedDimension",
     "calculate_npmi",
     "discovery",
-    "not_system_tag",
     "pair_counts",
     "prepare",
     "resolve",

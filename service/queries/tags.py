@@ -22,7 +22,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.selectable import Subquery
 
-from service.dialects import exact_text, starts_with, text_equals
+from service.dialects import exact_text, text_equals
 from service.errors import does_not_exist
 from service.models.tags import (
     TagInfo,
@@ -33,16 +33,10 @@ from service.models.tags import (
 )
 from service.queries.stats import rate
 from service.scope import TraceScope
-
-SYSTEM_PREFIX = "mlflow."
-TRACE_NAME_TAG = "mlflow.traceName"
+from service.traces import SYSTEM_TAG_PREFIX, TRACE_NAME_TAG, is_system_tag, not_system_tag
 
 # An alias, so that filter_string subqueries over ``trace_tags`` never correlate with it.
 _tag = aliased(SqlTraceTag, name="tag")
-
-
-def is_system_tag(key: str) -> bool:
-    return key.startswith(SYSTEM_PREFIX)
 
 
 def _tags_in_scope(scope: TraceScope, *, include_system: bool, key: str | None = None) -> Subquery:
@@ -59,7 +53,7 @@ def _tags_in_scope(scope: TraceScope, *, include_system: bool, key: str | None =
     if key is not None:
         rows = rows.where(text_equals(_tag.key, key))
     if not include_system:
-        rows = rows.where(not_(starts_with(_tag.key, SYSTEM_PREFIX)))
+        rows = rows.where(not_system_tag(_tag))
     if not include_system or (key is not None and key != TRACE_NAME_TAG):
         return rows.subquery("tags")
     names = scope.traces(
@@ -118,7 +112,7 @@ async def metrics(
     """
     if is_system_tag(tag_key) and not include_system:
         raise does_not_exist(
-            f"{tag_key!r} is a system tag (its key starts with {SYSTEM_PREFIX!r}); set "
+            f"{tag_key!r} is a system tag (its key starts with {SYSTEM_TAG_PREFIX!r}); set "
             "include_system_tags: true to analyse it",
             tag_key=tag_key,
         )

@@ -42,9 +42,8 @@ from service.models.tools import (
 )
 from service.queries.stats import Distribution, distribution_of_row, empty_distribution, rate
 from service.scope import SeriesFrame
+from service.traces import SPAN_ERROR, TOOL_SPAN_TYPE
 
-TOOL = "TOOL"
-ERROR = "ERROR"
 LATENCY_QUANTILES = (P50, P90, P99)
 NS_PER_MS = 1_000_000
 
@@ -53,7 +52,7 @@ _span = aliased(SqlSpan, name="tool_span")
 
 
 def _is_tool_call() -> ColumnElement[bool]:
-    return text_equals(_span.type, TOOL)
+    return text_equals(_span.type, TOOL_SPAN_TYPE)
 
 
 def _ms(ns: float | None) -> float | None:
@@ -109,7 +108,7 @@ class _ToolCalls:
                 *tool,
                 self.frame.bucket_key(SqlTraceInfo.timestamp_ms).label("bucket"),
                 _span.trace_id.label("trace_id"),
-                case((text_equals(_span.status, ERROR), 1), else_=0).label("is_error"),
+                case((text_equals(_span.status, SPAN_ERROR), 1), else_=0).label("is_error"),
                 _span.duration_ns.label("v"),
             )
             .join(_span, _span.trace_id == SqlTraceInfo.request_id)

@@ -29,8 +29,7 @@ from service.queries.stats import (
     rate,
 )
 from service.scope import SeriesFrame
-
-OK, ERROR = "OK", "ERROR"
+from service.traces import TRACE_ERROR, TRACE_OK
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,8 @@ async def _status_counts_by_bucket(
     stmt = frame.scope.traces(
         bucket,
         func.count().label("count"),
-        func.sum(case((SqlTraceInfo.status == OK, 1), else_=0)).label("ok_count"),
-        func.sum(case((SqlTraceInfo.status == ERROR, 1), else_=0)).label("error_count"),
+        func.sum(case((SqlTraceInfo.status == TRACE_OK, 1), else_=0)).label("ok_count"),
+        func.sum(case((SqlTraceInfo.status == TRACE_ERROR, 1), else_=0)).label("error_count"),
     ).group_by(bucket)
     return {
         row.bucket: StatusCounts(int(row.count), int(row.ok_count), int(row.error_count))

@@ -1,4 +1,4 @@
-"""Dimensions (API.md §4.5): named yes/no properties of a trace, with parameters.
+"""The catalog of dimension kinds (API.md §4.5): named yes/no properties of a trace.
 
 The registry of dimension kinds: their names, parameter specs, the predicate each builds on
 ``SqlTraceInfo`` (correlated ``EXISTS`` for spans, tags and assessments, so no trace row is ever
@@ -11,7 +11,7 @@ filter string on the same database (tests/test_dimensions.py checks this on ever
 string comparisons are exact (byte-wise, also on MySQL/MariaDB), except feedback names, which
 MLflow compares with the database's collation; a feedback logged for a whole session
 (``mlflow.trace.session`` in its metadata) counts for every trace of that session in the same
-experiment, as in ``service.filters``.
+experiment, as in ``service.filters`` (one predicate: ``service.traces.session_assessment``).
 """
 
 from __future__ import annotations
@@ -24,16 +24,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from mlflow.entities import SpanType, TraceState
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
-from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
 from sqlalchemy import and_, exists, not_, or_
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 
 from service.dialects import text_equals
 from service.errors import invalid_parameter
-from service.queries.assessment_types import (
+from service.feedback_types import (
     AssessmentType,
     FeedbackTyping,
     NameMatch,
@@ -44,6 +41,8 @@ from service.queries.assessment_types import (
     is_numeric,
     is_true,
 )
+from service.filters.render import backticked, quote, span_filter
+from service.traces import SPAN_ERROR, TOOL_SPAN_TYPE, TRACE_STATES, session_assessment
 
 __all__ = [
     "ENUM_LIMIT",
@@ -59,11 +58,6 @@ __all__ = [
 
 ENUM_LIMIT: Final = 50
 """A string parameter lists the values in scope when there are at most this many."""
-
-TOOL_SPAN_TYPE: Final = SpanType.TOOL
-ERROR: Final = "ERROR"
-TRACE_STATES: Final = tuple(state.value for state in TraceState)
-SESSION_MARKER: Final = f'"{TraceMetadataKey.TRACE_SESSION}":'
 
 Operator = Literal[">", ">=", "<", "<="]
 OPERATORS: Final[dict[str, Callable[[Any, Any], ColumnElement[bool]]]] = {
@@ -252,13 +246,13 @@ def bind(
     kind = ref.kind
     if kind is Kind.STATUS:
         status = _text(ref, parameters, TRACE_STATES)
-        return Dimension(ref, status, status_is(status), f"status = {_quote(status)}")
+        return Dimension(ref, status, status_is(status), f"status = {quote(status)}")
     if kind is Kind.SPAN_TYPE:
         span_type = _text(ref, parameters)
-        return Dimension(ref, span_type, has_span(type_=span_type), _span_filter(type_=span_type))
+        return Dimension(ref, span_type, has_span(type_=span_type), span_filter(type_=span_type))
     if kind is Kind.SPAN_NAME:
         name = _text(ref, parameters)
-        return Dimension(ref, name, has_span(name=name), _span_filter(name=name))
+        return Dimension(ref, name, has_span(name=name), span_filter(name=name))
     if kind is Kind.LATENCY:
         op, threshold = _threshold(ref, parameters)
         predicate = OPERATORS[op](SqlTraceInfo.execution_time_ms, threshold)
@@ -269,8 +263,8 @@ def bind(
         return _tool(ref, _text(ref, parameters, TOOL_VALUES))
     if kind is Kind.TAG:
         value = _text(ref, parameters)
-        key = _backticked(ref.subject, tag=True)
-        quoted = _quote(value)
+        key = backticked(ref.subject, tag=True)
+        quoted = quote(value)
         text = None if key is None or quoted is None else f"tags.{key} = {quoted}"
         return Dimension(ref, value, has_tag(ref.subject, value), text)
     assert typing is not None, "assessment dimensions are bound with their typing"
@@ -280,11 +274,11 @@ def bind(
 def _tool(ref: DimensionRef, value: str) -> Dimension:
     name = ref.subject
     used = has_span(type_=TOOL_SPAN_TYPE, name=name)
-    failed = has_span(type_=TOOL_SPAN_TYPE, name=name, status=ERROR)
+    failed = has_span(type_=TOOL_SPAN_TYPE, name=name, status=SPAN_ERROR)
     if value == "used":
-        return Dimension(ref, value, used, _span_filter(type_=TOOL_SPAN_TYPE, name=name))
+        return Dimension(ref, value, used, span_filter(type_=TOOL_SPAN_TYPE, name=name))
     if value == "error":
-        text = _span_filter(type_=TOOL_SPAN_TYPE, name=name, status=ERROR)
+        text = span_filter(type_=TOOL_SPAN_TYPE, name=name, status=SPAN_ERROR)
         return Dimension(ref, value, failed, text)
     # "called it and no call failed": MLflow's span clauses all hold on one span, so its
     # syntax cannot say "no span" of a kind.
@@ -294,7 +288,7 @@ def _tool(ref: DimensionRef, value: str) -> Dimension:
 def _assessment(
     ref: DimensionRef, parameters: Mapping[str, Any], typing: FeedbackTyping
 ) -> Dimension:
-    name = _backticked(ref.subject, tag=False)
+    name = backticked(ref.subject, tag=False)
     prefix = None if name is None else f"feedback.{name}"
     kind: AssessmentType = typing.type
     if kind == "numeric":
@@ -321,7 +315,7 @@ def _assessment(
         text_equals(SqlAssessments.value, value),
         text_equals(SqlAssessments.value, json.dumps(value)),
     )
-    quoted = _quote(value)
+    quoted = quote(value)
     text = None if prefix is None or quoted is None else f"{prefix} = {quoted}"
     return Dimension(ref, value, has_feedback(ref.subject, condition), text)
 
@@ -392,58 +386,4 @@ def has_feedback(name: str, condition: ColumnElement[bool]) -> ColumnElement[boo
         condition,
     ]
     direct = exists().where(SqlAssessments.trace_id == SqlTraceInfo.request_id, *conditions)
-    sibling = aliased(SqlTraceInfo)
-    for_session = and_(
-        SqlTraceInfo.session_id.is_not(None),
-        exists().where(
-            sibling.session_id == SqlTraceInfo.session_id,
-            sibling.experiment_id == SqlTraceInfo.experiment_id,
-            SqlAssessments.trace_id == sibling.request_id,
-            *conditions,
-            SqlAssessments.assessment_metadata.is_not(None),
-            SqlAssessments.assessment_metadata.contains(SESSION_MARKER),
-        ),
-    )
-    return or_(direct, for_session)
-
-
-# --------------------------------------------------------------------------------------------
-# Filter strings
-# --------------------------------------------------------------------------------------------
-
-# MLflow reads these keys (compared lower-cased) as something else under tags. and feedback.:
-# `name` is the trace name, `timestamp` the trace timestamp, and so on.
-_REWRITTEN_KEYS: Final = frozenset(
-    {"name", "prompt", "run_id", "text", "timestamp", "execution_time", "end_time"}
-)
-# Tags MLflow does not look up in the tags table.
-_SPECIAL_TAGS: Final = frozenset({TraceTagKey.TRACE_NAME, TraceTagKey.LINKED_PROMPTS})
-
-
-def _quote(value: str) -> str | None:
-    """A string literal for a filter: MLflow's syntax has no escapes, so a value holding both
-    quote characters cannot be written (None)."""
-    if "'" not in value:
-        return f"'{value}'"
-    if '"' not in value:
-        return f'"{value}"'
-    return None
-
-
-def _backticked(key: str, *, tag: bool) -> str | None:
-    if "`" in key or key.lower() in _REWRITTEN_KEYS or (tag and key in _SPECIAL_TAGS):
-        return None
-    return f"`{key}`"
-
-
-def _span_filter(
-    *, type_: str | None = None, name: str | None = None, status: str | None = None
-) -> str | None:
-    clauses = []
-    for key, value in (("type", type_), ("name", name), ("status", status)):
-        if value is not None:
-            quoted = _quote(value)
-            if quoted is None:
-                return None
-            clauses.append(f"span.{key} = {quoted}")
-    return " AND ".join(clauses)
+    return or_(direct, session_assessment(conditions))
