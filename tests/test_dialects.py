@@ -27,6 +27,7 @@ from service.dialects import (
     text_equals,
     to_async_url,
 )
+from service.dialects.case_sensitive import text_eq, text_in, text_like, text_ne
 from service.settings import Settings
 
 DIALECTS = {
@@ -67,6 +68,27 @@ EXPRESSIONS: dict[str, tuple[sa.ColumnElement[object], tuple[str, str, str]]] = 
             "(CASE WHEN substr((x), 1, 1) = '\"' THEN json_extract((x), '$') ELSE (x) END)",
             "(CASE WHEN left((x), 1) = '\"' THEN (((x)::json) #>> '{}') ELSE (x) END)",
             "(CASE WHEN LEFT((x), 1) = '\"' THEN JSON_UNQUOTE((x)) ELSE (x) END)",
+        ),
+    ),
+    # MLflow's case-sensitive filter comparisons: bytes on MySQL, GLOB for LIKE on SQLite.
+    "text_eq": (
+        text_eq(text, "Ab"),
+        ("(x = 'Ab')", "(x = 'Ab')", "(x = 'Ab' AND CAST(x AS BINARY) = 'Ab')"),
+    ),
+    "text_ne": (
+        text_ne(text, "Ab"),
+        ("(x != 'Ab')", "(x != 'Ab')", "(x != 'Ab' OR CAST(x AS BINARY) != 'Ab')"),
+    ),
+    "text_in": (
+        text_in(text, ("a", "B")),
+        ("(x IN ('a', 'B'))", "(x IN ('a', 'B'))", "(CAST(x AS BINARY) IN ('a', 'B'))"),
+    ),
+    "text_like": (
+        text_like(text, "a_%*"),
+        (
+            "(x GLOB 'a?*[*]')",
+            "(x LIKE 'a_%%*')",
+            "(x LIKE 'a_%%*' AND CAST(x AS BINARY) LIKE 'a_%%*')",
         ),
     ),
     "floor_float": (
@@ -176,13 +198,7 @@ DIALECT_ATTRIBUTES = {"dialect", "is_mariadb", "get_backend_name", "get_driver_n
 
 # Files allowed to name dialects, each with why and until when. Remove an entry when its code
 # moves into service/dialects/; an entry whose file no longer names a dialect fails the test.
-ALLOWED = {
-    # filters.py's _PerDatabase (MLflow's case-sensitive =, !=, IN, LIKE per database) is being
-    # isolated into service/filters/text_compare.py on the filters branch; the integrator moves
-    # it into service/dialects/expressions.py and then deletes both entries.
-    "service/filters.py": "_PerDatabase, until it moves into service/dialects/expressions.py",
-    "service/filters/text_compare.py": "_PerDatabase, until it moves into service/dialects/",
-}
+ALLOWED: dict[str, str] = {}
 
 
 def _is_policy_lookup(call: ast.Call) -> bool:

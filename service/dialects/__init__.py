@@ -4,6 +4,7 @@ The only package that knows dialect names. Query builders and the engine factory
 
 * ``expressions``: SQL expressions compiled per dialect with ``@compiles`` (``int_div``,
   ``exact_text``, ``text_equals``, ``json_text_value``, ``floor_float``);
+* ``case_sensitive``: MLflow's case-sensitive =, !=, IN, NOT IN and LIKE of filter strings;
 * ``percentiles``: exact percentile strategies, native or with window functions;
 * ``connections``: a per-dialect ``DialectPolicy`` (looked up with ``policy_for``) that sizes the
   pool, makes each connection read-only with a statement timeout, picks the percentile strategy

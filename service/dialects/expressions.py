@@ -187,11 +187,3 @@ def _floor_float_sqlite(element: floor_float, compiler: Any, **kw: Any) -> str:
         f"(CASE WHEN abs({v}) >= 4503599627370496.0 THEN ({v}) * 1.0 "
         f"ELSE CAST(CAST(({v}) AS INTEGER) - (({v}) < CAST(({v}) AS INTEGER)) AS REAL) END)"
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Case-sensitive string comparison as MLflow's filter strings mean it (=, !=, IN, LIKE)
-#
-# Still ``_PerDatabase`` in service/filters.py (service/filters/text_compare.py on the filters
-# branch): it belongs here, beside ``text_equals``, and moves here when the branches meet.
-# --------------------------------------------------------------------------------------------

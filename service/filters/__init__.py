@@ -12,7 +12,7 @@ same filter on the same database, including where MLflow's behaviour is surprisi
 * String comparisons (``=``, ``!=``, ``LIKE``, ``IN``) are case-sensitive on every database,
   ``ILIKE`` is ``lower(x) LIKE lower(y)`` (ASCII-only folding on SQLite). MLflow gets there with
   a byte-wise comparison on MySQL/MariaDB and ``PRAGMA case_sensitive_like`` on SQLite; we use
-  the same byte-wise comparison and, on SQLite, ``GLOB`` (see ``text_compare``).
+  the same byte-wise comparison and, on SQLite, ``GLOB`` (see ``service.dialects.case_sensitive``).
 * ``tags.k != 'v'`` (and ``LIKE``) only matches traces that carry the tag; ``IS NULL`` is the
   way to ask for traces without it. The same holds for metadata, spans and assessments.
 * ``IS NULL``/``IS NOT NULL`` on tags and metadata match the key with the database's collation

@@ -27,20 +27,17 @@ from mlflow.store.tracking.utils.trace_analytics import TRACE_ANALYTICS_COLUMNS_
 from mlflow.tracing.constant import TraceMetadataKey
 from sqlalchemy import (
     Float,
-    LargeBinary,
-    String,
     and_,
-    cast,
     exists,
     false,
     literal,
     not_,
     or_,
     true,
-    type_coerce,
 )
 from sqlalchemy.sql import ColumnElement
 
+from service.dialects.case_sensitive import text_eq, text_in, text_like, text_ne, text_not_in
 from service.errors import invalid_parameter
 from service.filters.keys import (
     INT64,
@@ -55,7 +52,6 @@ from service.filters.keys import (
     UsageMetadata,
 )
 from service.filters.parser import Clause, Value
-from service.filters.text_compare import PerDatabase
 from service.traces import session_assessment
 
 C = Comparator
@@ -84,31 +80,18 @@ def predicates(
 def compare_strings(
     column: ColumnElement[Any], comparator: Comparator, value: str | tuple[str, ...]
 ) -> ColumnElement[bool]:
-    """``column <comparator> value`` with MLflow's case rules (see ``PerDatabase``)."""
+    """``column <comparator> value`` with MLflow's case rules (dialects.case_sensitive)."""
     if comparator is C.ILIKE:
         return column.ilike(value)  # lower(x) LIKE lower(y), or ILIKE: the same everywhere
-    # MySQL: CAST(x AS BINARY), compared byte by byte; typed as a string for the operators.
-    raw = type_coerce(cast(column, LargeBinary), String())
     if isinstance(value, tuple):
-        if comparator is C.IN:
-            return PerDatabase(column.in_(value), mysql=raw.in_(value))
-        return PerDatabase(column.not_in(value), mysql=raw.not_in(value))
+        return text_in(column, value) if comparator is C.IN else text_not_in(column, value)
     if comparator is C.EQ:
-        return PerDatabase(column == value, mysql=and_(column == value, raw == value))
+        return text_eq(column, value)
     if comparator is C.NE:
-        return PerDatabase(column != value, mysql=or_(column != value, raw != value))
+        return text_ne(column, value)
     if comparator is C.LIKE:
-        glob = column.op("GLOB", is_comparison=True)(literal(like_to_glob(value), String()))
-        return PerDatabase(
-            column.like(value), mysql=and_(column.like(value), raw.like(value)), sqlite=glob
-        )
+        return text_like(column, value)
     raise AssertionError(f"not a string comparator: {comparator}")  # the parser prevents it
-
-
-def like_to_glob(pattern: str) -> str:
-    """The GLOB pattern matching what ``LIKE pattern`` (no ESCAPE) matches, case-sensitively."""
-    special = {"%": "*", "_": "?", "*": "[*]", "?": "[?]", "[": "[[]"}
-    return "".join(special.get(char, char) for char in pattern)
 
 
 _NUMBER_OPERATORS = {
