@@ -442,25 +442,6 @@ async def test_same_numbers_as_mlflow(
     assert "tone" not in mlflow_values  # MLflow has no aggregate for strings
 
 
-@pytest.mark.parametrize(
-    ("endpoint", "extra"),
-    [
-        ("assessments/discovery", {}),
-        ("assessments/metrics", {"assessment_name": "correctness", "time_bucket": "day"}),
-        ("assessments/metrics", {"assessment_name": "relevance", "timezone": "Asia/Kolkata"}),
-        ("assessments/metrics", {"assessment_name": "quality_score", "time_bucket": "day"}),
-        ("assessments/metrics", {"assessment_name": "tone", "limit": 4, "time_bucket": "week"}),
-    ],
-)
-async def test_identical_json_on_every_database(
-    clients: dict[str, InsightsClient], endpoint: str, extra: dict[str, Any]
-) -> None:
-    answer = await same_json_everywhere(
-        clients, endpoint, lambda name: {"experiment_ids": both(clients[name].backend), **extra}
-    )
-    assert answer.get("data") or answer.get("time_series")
-
-
 async def test_edge_types_values_and_exact_means(
     edge_clients: dict[str, InsightsClient], edge_dbs: list[Any], edge_raw: dict[str, Raw]
 ) -> None:

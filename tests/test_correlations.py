@@ -380,23 +380,3 @@ async def test_empty_slice_and_empty_scope(client: InsightsClient, backend: Back
         "total_count": 0,
         "data": [],
     }
-
-
-async def test_identical_json_on_every_database(clients: dict[str, InsightsClient]) -> None:
-    for extra in (
-        {"filter_string": "status = 'ERROR'", "limit": ALL, "min_count": 0},
-        {"filter_string": "feedback.relevance = 'no'", "limit": 20},
-        {"filter_string": 'tags.`team%_name` = "o\'brien"', "correlation_dimensions": ["tags"]},
-    ):
-        answers = {}
-        for name, c in clients.items():
-            body = {
-                "experiment_ids": [
-                    c.backend.experiment_id(),
-                    c.backend.experiment_id("sql-copilot"),
-                ],
-                **window(c.backend),
-                **extra,
-            }
-            answers[name] = (await c.post("correlations", body)).text
-        assert len(set(answers.values())) == 1, {k: v[:300] for k, v in answers.items()}

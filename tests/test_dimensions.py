@@ -741,43 +741,8 @@ async def test_other_request_errors(client: InsightsClient, backend: Backend) ->
 
 
 # --------------------------------------------------------------------------------------------
-# The same JSON on every database, under both prefixes
+# Both prefixes answer the same
 # --------------------------------------------------------------------------------------------
-
-
-async def test_identical_json_on_every_database(clients: dict[str, InsightsClient]) -> None:
-    for endpoint, make in [
-        ("dimensions/discovery", lambda c: {}),
-        (
-            "dimensions/calculate-npmi",
-            lambda c: {
-                "dimension1": {"name": "tags.team%_name", "parameters": {"value": "zürich"}},
-                "dimension2": {"name": "assessment.relevance", "parameters": {"value": "no"}},
-            },
-        ),
-        (
-            "dimensions/calculate-npmi",
-            lambda c: {
-                "dimension1": {"name": "tools.fetch_docs", "parameters": {"value": "success"}},
-                "dimension2": {
-                    "name": "latency",
-                    "parameters": {"threshold": 800, "operator": ">="},
-                },
-            },
-        ),
-    ]:
-        answers = {}
-        for name, c in clients.items():
-            body = {
-                "experiment_ids": [
-                    c.backend.experiment_id(),
-                    c.backend.experiment_id("sql-copilot"),
-                ],
-                **window(c.backend),
-                **make(c),
-            }
-            answers[name] = (await c.post(endpoint, body)).text
-        assert len(set(answers.values())) == 1, {k: v[:300] for k, v in answers.items()}
 
 
 async def test_ajax_prefix_answers_the_same(client: InsightsClient, backend: Backend) -> None:

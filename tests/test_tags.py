@@ -206,26 +206,6 @@ async def test_request_errors(client: InsightsClient, backend: Backend) -> None:
         assert word in message, (body, message)
 
 
-@pytest.mark.parametrize(
-    ("endpoint", "extra"),
-    [
-        ("tags/discovery", {"include_system_tags": True}),
-        ("tags/metrics", {"tag_key": "customer_id", "limit": 7}),
-        ("tags/metrics", {"tag_key": "team%_name", "filter_string": "tags.env = 'prod'"}),
-        ("tags/metrics", {"tag_key": TRACE_NAME, "include_system_tags": True}),
-    ],
-)
-async def test_identical_json_on_every_database(
-    clients: dict[str, InsightsClient], endpoint: str, extra: dict[str, Any]
-) -> None:
-    def body(name: str) -> dict[str, Any]:
-        b = clients[name].backend
-        return {"experiment_ids": [b.experiment_id(), b.experiment_id("sql-copilot")], **extra}
-
-    answer = await same_json_everywhere(clients, endpoint, body)
-    assert answer["data"]
-
-
 async def test_edge_values_differing_in_case_spaces_and_accents(
     edge_clients: dict[str, InsightsClient], edge_dbs: list[Any], edge_raw: dict[str, Raw]
 ) -> None:

@@ -302,29 +302,6 @@ async def test_same_numbers_as_mlflow(
             assert oracle.close(model[kind], expected, rel=1e-12), (model, kind)
 
 
-ENDPOINT_BODIES: list[tuple[str, dict[str, Any]]] = [
-    ("traffic-cost/tokens", {"time_bucket": "day", "timezone": "Europe/Berlin"}),
-    ("traffic-cost/tokens", {"time_bucket": "hour"}),
-    ("traffic-cost/cost", {"time_bucket": "day", "timezone": "America/New_York"}),
-    ("traffic-cost/cost", {"time_bucket": "week", "filter_string": "status = 'ERROR'"}),
-]
-
-
-@pytest.mark.parametrize(("endpoint", "extra"), ENDPOINT_BODIES)
-async def test_identical_json_on_every_database(
-    clients: dict[str, InsightsClient], endpoint: str, extra: dict[str, Any]
-) -> None:
-    answers = {}
-    for name, c in clients.items():
-        b = c.backend
-        ids = [b.experiment_id(), b.experiment_id("sql-copilot")]
-        answers[name] = await c.ok(endpoint, {"experiment_ids": ids, **extra})
-    first = next(iter(answers.values()))
-    assert first["time_series"], "the comparison must cover data"
-    for name, answer in answers.items():
-        assert answer == first, name
-
-
 @pytest.mark.parametrize("endpoint", ["traffic-cost/tokens", "traffic-cost/cost"])
 async def test_request_errors(client: InsightsClient, backend: Backend, endpoint: str) -> None:
     exp = backend.experiment_id()

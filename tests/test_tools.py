@@ -279,25 +279,6 @@ async def test_span_counts_equal_mlflows(
         assert info["error_count"] == by_status.get("ERROR", 0)
 
 
-@pytest.mark.parametrize(
-    ("endpoint", "extra"),
-    [
-        ("tools/discovery", {"time_bucket": "day", "timezone": "Europe/Berlin"}),
-        ("tools/metrics", {"time_bucket": "hour"}),
-        ("tools/metrics", {"tool_name": "fetch_docs", "time_bucket": "week"}),
-    ],
-)
-async def test_identical_json_on_every_database(
-    clients: dict[str, InsightsClient], endpoint: str, extra: dict[str, Any]
-) -> None:
-    def body(name: str) -> dict[str, Any]:
-        b = clients[name].backend
-        return {"experiment_ids": [b.experiment_id(), b.experiment_id("sql-copilot")], **extra}
-
-    answer = await same_json_everywhere(clients, endpoint, body)
-    assert answer["data"]
-
-
 async def test_edge_names_differing_in_case_or_spaces_are_distinct_tools(
     edge_clients: dict[str, InsightsClient], edge_dbs: list[Any], edge_raw: dict[str, Raw]
 ) -> None:

@@ -243,22 +243,3 @@ async def test_ajax_prefix_answers_the_same(client: InsightsClient, backend: Bac
     ajax = await client.post("traffic-cost/latency", body, prefix=AJAX_API)
     assert api.status_code == ajax.status_code == 200
     assert api.json() == ajax.json()
-
-
-@pytest.mark.parametrize("endpoint", ["volume", "latency", "errors"])
-@pytest.mark.parametrize(("size", "tz"), [("hour", "UTC"), ("day", "Europe/Berlin")])
-async def test_identical_json_on_every_database(
-    clients: dict[str, InsightsClient], endpoint: str, size: str, tz: str
-) -> None:
-    answers = {}
-    for name, c in clients.items():
-        ds = c.backend.dataset
-        body = {
-            "experiment_ids": [c.backend.experiment_id(), c.backend.experiment_id("sql-copilot")],
-            "start_time": ds.start_time_ms,
-            "end_time": ds.end_time_ms,
-            "time_bucket": size,
-            "timezone": tz,
-        }
-        answers[name] = (await c.post(f"traffic-cost/{endpoint}", body)).text
-    assert len(set(answers.values())) == 1, {k: v[:300] for k, v in answers.items()}
