@@ -9,23 +9,20 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests import oracle_issue3 as edge
 from tests.conftest import Backend, InsightsClient
-from tests.oracle_issue3 import (
+from tests.oracle import (
     EDGE_END_MS,
     EDGE_START_MS,
     Raw,
     Trace,
     assert_close_json,
-    counting_client,
     load_raw,
-    round_trips,
     same_json_everywhere,
     top_values,
 )
+from tests.round_trips import counting_client, round_trips
 
 # The edge-case DB fixtures, shared with the other issue-3 test modules.
-edge_dbs, edge_clients, edge_raw = edge.edge_dbs, edge.edge_clients, edge.edge_raw
 
 TRACE_NAME = "mlflow.traceName"
 

@@ -15,21 +15,20 @@ from mlflow.entities.trace_metrics import AggregationType, MetricAggregation, Me
 from service.queries.exact_sums import read_sum, sum_columns
 from tests import oracle
 from tests.conftest import Backend, InsightsClient
-from tests.oracle_issue3 import (
+from tests.oracle import (
     COST_KEYS,
     Raw,
     Trace,
     assert_close_json,
-    counting_client,
     exact_mean,
     expected_starts,
     load_raw,
     mlflow_points,
     mlflow_store,
-    pct,
-    round_trips,
+    percentile,
     series,
 )
+from tests.round_trips import counting_client, round_trips
 
 BUCKETINGS = [("day", "UTC"), ("hour", "Europe/Berlin"), ("week", "America/New_York")]
 SUMMED_TOKENS = (
@@ -74,9 +73,9 @@ def expected_tokens(
         "trace_count": len(using),
         **sums,
         "avg_total_tokens": sums["total_tokens"] / len(totals) if totals else None,
-        "p50_total_tokens": pct(totals, 50),
-        "p90_total_tokens": pct(totals, 90),
-        "p99_total_tokens": pct(totals, 99),
+        "p50_total_tokens": percentile(totals, 50),
+        "p90_total_tokens": percentile(totals, 90),
+        "p99_total_tokens": percentile(totals, 99),
     }
     starts = expected_starts(traces.values(), body, size, tz)
     points = series(

@@ -34,21 +34,7 @@ def window(backend: Backend, *, pad_days: int = 0) -> dict[str, int]:
     }
 
 
-def expected_range(
-    traces: list[oracle.TraceRow], body: dict[str, Any], size: str, tz: str
-) -> list[int]:
-    first = body.get("start_time", min((t.timestamp_ms for t in traces), default=None))
-    last = (
-        body["end_time"] - 1
-        if "end_time" in body
-        else max((t.timestamp_ms for t in traces), default=None)
-    )
-    if first is None or last is None:
-        return []
-    return oracle.bucket_starts(first, last, size, tz)
-
-
-def assert_latency_stats(actual: dict[str, Any], traces: list[oracle.TraceRow]) -> None:
+def assert_latency_stats(actual: dict[str, Any], traces: list[oracle.Trace]) -> None:
     values = [t.execution_time_ms for t in traces if t.execution_time_ms is not None]
     assert actual["count"] == len(values)
     for q in (50, 90, 95, 99):
@@ -73,7 +59,7 @@ async def test_volume_matches_raw_traces(
         "error_count": statuses.count("ERROR"),
     }
     groups = oracle.group_by_bucket(traces, size, tz)
-    starts = expected_range(traces, body, size, tz)
+    starts = oracle.expected_starts(traces, body, size, tz)
     assert [p["time_bucket"] for p in result["time_series"]] == starts
     for point in result["time_series"]:
         bucket = groups.get(point["time_bucket"], [])
@@ -98,7 +84,7 @@ async def test_latency_matches_numpy(
     assert summary["max_latency"] == max(finished)
 
     groups = oracle.group_by_bucket(traces, size, tz)
-    assert [p["time_bucket"] for p in result["time_series"]] == expected_range(
+    assert [p["time_bucket"] for p in result["time_series"]] == oracle.expected_starts(
         traces, body, size, tz
     )
     for point in result["time_series"]:
@@ -148,7 +134,7 @@ async def test_open_window_spans_earliest_to_latest_trace(
     result = await client.ok("traffic-cost/volume", body)
     traces = oracle.load_traces(raw, [exp])
     assert result["summary"]["count"] == len(traces) > 0
-    assert [p["time_bucket"] for p in result["time_series"]] == expected_range(
+    assert [p["time_bucket"] for p in result["time_series"]] == oracle.expected_starts(
         traces, body, "day", "America/New_York"
     )
     assert sum(p["count"] for p in result["time_series"]) == len(traces)
@@ -164,7 +150,7 @@ async def test_half_open_windows(client: InsightsClient, backend: Backend, raw: 
         result = await client.ok("traffic-cost/volume", body)
         traces = oracle.load_traces(raw, [exp], body.get("start_time"), body.get("end_time"))
         assert result["summary"]["count"] == len(traces) > 0
-        assert [p["time_bucket"] for p in result["time_series"]] == expected_range(
+        assert [p["time_bucket"] for p in result["time_series"]] == oracle.expected_starts(
             traces, body, "day", "UTC"
         )
 
