@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import mlflow
 import pytest
+from mlflow import MlflowClient
 
+from service.app import create_app
+from service.demo.generate import mlflow_tracking
+from service.settings import Settings
 from tests import oracle
-from tests.conftest import AJAX_API, Backend, InsightsClient
+from tests.conftest import (
+    AJAX_API,
+    TEST_DB_NAME,
+    Backend,
+    InsightsClient,
+    recreate_server_database,
+    serve,
+)
 
 DAY_MS = 86_400_000
 
@@ -115,7 +131,7 @@ async def test_errors_match_raw_traces(
         assert oracle.close(point["error_rate"], expected_rate)
 
 
-async def test_dst_day_buckets_are_25_and_23_hours_long(
+async def test_dst_fall_back_day_bucket_is_25_hours_long(
     client: InsightsClient, backend: Backend
 ) -> None:
     """Berlin's day buckets follow local midnight across the 2026-10-25 change (a 25 h day)."""
@@ -124,6 +140,107 @@ async def test_dst_day_buckets_are_25_and_23_hours_long(
     series = (await client.ok("traffic-cost/volume", {**body, **window(backend)}))["time_series"]
     lengths = {b["time_bucket"] - a["time_bucket"] for a, b in itertools.pairwise(series)}
     assert lengths == {DAY_MS, DAY_MS + 3_600_000}
+
+
+# --------------------------------------------------------------------------------------------
+# The spring change (a 23 h day), on a small DB with one trace at hh:30 UTC of every hour
+# --------------------------------------------------------------------------------------------
+
+HOUR_MS = 3_600_000
+# Zone -> its spring change: the local date, and the first of the 48 hourly traces (UTC).
+SPRING: dict[str, tuple[date, datetime]] = {
+    "Europe/Berlin": (date(2026, 3, 29), datetime(2026, 3, 28, 12, 30, tzinfo=UTC)),
+    "America/New_York": (date(2026, 3, 8), datetime(2026, 3, 7, 12, 30, tzinfo=UTC)),
+}
+SPRING_TRACES = 48
+# Traces per local day (the day before, the 23 h day, the day after), counted by hand from the
+# UTC offsets: Berlin +01:00 -> +02:00 at 01:00 UTC, New York -05:00 -> -04:00 at 07:00 UTC.
+SPRING_DAY_COUNTS = {"Europe/Berlin": [11, 23, 14], "America/New_York": [17, 23, 8]}
+
+_spring_built: dict[str, tuple[str, str]] = {}
+
+
+def build_spring_db(uri: str) -> str:
+    """The hourly traces of ``SPRING`` through MLflow's tracing API; returns the experiment."""
+    with mlflow_tracking(uri):
+        experiment_id = str(MlflowClient(uri).create_experiment("dst-spring"))
+        for _, first in SPRING.values():
+            for i in range(SPRING_TRACES):
+                start_ns = (int(first.timestamp() * 1000) + i * HOUR_MS) * 1_000_000
+                root = mlflow.start_span_no_context(
+                    "spring", experiment_id=experiment_id, start_time_ns=start_ns
+                )
+                root.end(end_time_ns=start_ns + 5_000_000)
+    return experiment_id
+
+
+@pytest.fixture(scope="session")
+async def spring(backend: Backend, data_dir: Path) -> AsyncIterator[tuple[InsightsClient, str]]:
+    """A client over this backend's spring-change DB, and its experiment id."""
+    if backend.name not in _spring_built:
+        if backend.name == "sqlite":
+            uri = f"sqlite:///{data_dir / 'spring.db'}"
+        else:
+            uri = recreate_server_database(backend.name, f"{TEST_DB_NAME}_spring")
+        _spring_built[backend.name] = (uri, build_spring_db(uri))
+    uri, experiment_id = _spring_built[backend.name]
+    url = uri.replace("+psycopg2", "").replace("+pymysql", "")
+    async with serve(create_app(Settings(database_url=url))) as http:
+        yield InsightsClient(http, backend), experiment_id
+
+
+def local_midnight(day: date, tz: str) -> int:
+    return int(datetime.combine(day, time(), ZoneInfo(tz)).timestamp() * 1000)
+
+
+@pytest.mark.parametrize("tz", sorted(SPRING))
+async def test_dst_spring_forward_day_bucket_is_23_hours_long(
+    spring: tuple[InsightsClient, str], tz: str
+) -> None:
+    client, experiment_id = spring
+    change_day, _ = SPRING[tz]
+    days = [change_day + timedelta(days=d) for d in (-1, 0, 1, 2)]
+    body = {
+        "experiment_ids": [experiment_id],
+        "start_time": local_midnight(days[0], tz),
+        "end_time": local_midnight(days[3], tz),
+        "time_bucket": "day",
+        "timezone": tz,
+    }
+    result = await client.ok("traffic-cost/volume", body)
+    starts = [p["time_bucket"] for p in result["time_series"]]
+    assert starts == [local_midnight(d, tz) for d in days[:3]]
+    # The change day is 23 h long; the days around it 24 h.
+    assert [b - a for a, b in itertools.pairwise([*starts, body["end_time"]])] == [
+        DAY_MS,
+        23 * HOUR_MS,
+        DAY_MS,
+    ]
+    assert [p["count"] for p in result["time_series"]] == SPRING_DAY_COUNTS[tz]
+    assert result["summary"]["count"] == sum(SPRING_DAY_COUNTS[tz])
+
+
+@pytest.mark.parametrize("tz", sorted(SPRING))
+async def test_dst_spring_forward_hour_buckets_skip_the_missing_hour(
+    spring: tuple[InsightsClient, str], tz: str
+) -> None:
+    client, experiment_id = spring
+    change_day, _ = SPRING[tz]
+    start = local_midnight(change_day, tz)
+    end = local_midnight(change_day + timedelta(days=1), tz)
+    body = {
+        "experiment_ids": [experiment_id],
+        "start_time": start,
+        "end_time": end,
+        "time_bucket": "hour",
+        "timezone": tz,
+    }
+    series = (await client.ok("traffic-cost/volume", body))["time_series"]
+    starts = [p["time_bucket"] for p in series]
+    assert starts == list(range(start, end, HOUR_MS)) and len(starts) == 23
+    local_hours = [datetime.fromtimestamp(s / 1000, ZoneInfo(tz)).hour for s in starts]
+    assert local_hours == [0, 1, *range(3, 24)]  # 02:00 does not exist that night
+    assert [p["count"] for p in series] == [1] * 23
 
 
 async def test_open_window_spans_earliest_to_latest_trace(
