@@ -16,6 +16,8 @@ class Case:
 
     ``trivial`` marks filters allowed to select nothing or everything (on some database):
     case-folding and escape rules that differ per database, or semantics that match nothing.
+    None may select everything on every database at once: counted through HTTP, it would then
+    pass even if the endpoint ignored the filter (``test_endpoint_counts_what_mlflow_selects``).
     """
 
     filter: str
