@@ -64,6 +64,14 @@ def recreate_server_database(backend: str, name: str) -> str:
     return f"{admin_url}/{name}"
 
 
+def empty_tracking_uri(backend: str, data_dir: Path, suffix: str = "") -> str:
+    """The sync URI of a new, empty tracking DB: a file under ``data_dir`` on SQLite, the
+    database ``<INSIGHTS_TEST_DB_NAME><suffix>`` (dropped and re-created) on a server."""
+    if backend == "sqlite":
+        return f"sqlite:///{data_dir / f'mlflow{suffix}.db'}"
+    return recreate_server_database(backend, f"{TEST_DB_NAME}{suffix}")
+
+
 def create_reader(backend: str, sync_uri: str) -> str:
     """Create the read-only role of ``migrations_readonly/`` on a server database and return an
     MLflow-style URL that logs in with it (the service's tests run as that role)."""
@@ -115,10 +123,7 @@ _built: dict[str, Backend] = {}
 
 def build_backend(name: str, data_dir: Path) -> Backend:
     if name not in _built:
-        if name == "sqlite":
-            uri = f"sqlite:///{data_dir / 'mlflow.db'}"
-        else:
-            uri = recreate_server_database(name, TEST_DB_NAME)
+        uri = empty_tracking_uri(name, data_dir)
         dataset = build_tracking_db(uri, n_traces=N_TRACES, days=14, seed=SEED)
         service_url = uri if name == "sqlite" else create_reader(name, dataset.tracking_uri)
         _built[name] = Backend(name, dataset.tracking_uri, dataset, service_url)
@@ -201,9 +206,7 @@ async def clients(all_backends: list[Backend]) -> AsyncIterator[dict[str, Insigh
         result: dict[str, InsightsClient] = {}
         for b in all_backends:
             app = create_app(Settings(database_url=b.service_url))
-            gen = open_client(app, b)
-            result[b.name] = await gen.__anext__()
-            stack.push_async_callback(gen.aclose)
+            result[b.name] = InsightsClient(await stack.enter_async_context(serve(app)), b)
         yield result
 
 
@@ -215,10 +218,7 @@ _edge_built: dict[str, EdgeDB] = {}
 def edge_db(name: str, data_dir: Path) -> EdgeDB:
     """The edge-case tracking DB of ``tests/oracle/edge_data.py`` on one backend, built once."""
     if name not in _edge_built:
-        if name == "sqlite":
-            uri = f"sqlite:///{data_dir / 'edge.db'}"
-        else:
-            uri = recreate_server_database(name, f"{TEST_DB_NAME}_edge")
+        uri = empty_tracking_uri(name, data_dir, "_edge")
         _edge_built[name] = EdgeDB(name, uri, build_edge_db(uri))
     return _edge_built[name]
 

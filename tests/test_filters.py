@@ -37,10 +37,9 @@ from service.demo.generate import SUPPORT_AGENT, build_tracking_db, mlflow_track
 from service.errors import ErrorCode, InsightsError
 from service.filters import MAX_FILTER_LENGTH, parse_filter_string
 from service.settings import Settings
-from tests.conftest import API, TEST_DB_NAME, enabled_backends, recreate_server_database
+from tests.conftest import API, empty_tracking_uri, enabled_backends, serve
 from tests.filter_cases import COMPOSED, EQUIVALENT, ERRORS, Case, ComposedCase
 
-DB_NAME = f"{TEST_DB_NAME}_filters"
 N_TRACES = 150
 EDGE_EXPERIMENT = "filters-edge"
 EDGE_SESSION = "edge-session"
@@ -114,12 +113,6 @@ class FilterDB:
         return self.our_ids(" ")
 
 
-def recreate_database(backend: str, data_dir: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{data_dir / 'filters.db'}"
-    return recreate_server_database(backend, DB_NAME)
-
-
 _filter_dbs: dict[str, FilterDB] = {}
 
 
@@ -127,7 +120,7 @@ def filter_db(backend: str, tmp_path_factory: pytest.TempPathFactory) -> FilterD
     """One tracking DB per backend, built once per session (logging through MLflow is slow)."""
     if backend not in _filter_dbs:
         data_dir = tmp_path_factory.mktemp(f"filters-{backend}")
-        uri = recreate_database(backend, data_dir)
+        uri = empty_tracking_uri(backend, data_dir, "_filters")
         dataset = build_tracking_db(uri, n_traces=N_TRACES, seed=11)
         with logging_to(uri, data_dir):
             edge = add_edge_traces(
@@ -157,11 +150,8 @@ async def filter_clients(
             built = filter_db(backend, tmp_path_factory)
             # The service takes MLflow-style URLs; the sync driver names are the test's own.
             url = built.uri.replace("+psycopg2", "").replace("+pymysql", "")
-            app = create_app(Settings(database_url=url))
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            transport = httpx.ASGITransport(app=app)
-            http = httpx.AsyncClient(transport=transport, base_url="http://insights")
-            result[backend] = (built, await stack.enter_async_context(http))
+            http = await stack.enter_async_context(serve(create_app(Settings(database_url=url))))
+            result[backend] = (built, http)
             # Without a filter every trace counts: a case that selects nothing is then a check.
             everything = len(built.mlflow_ids(""))
             assert await volume_count(http, built, None) == everything > 0

@@ -7,7 +7,6 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
@@ -17,7 +16,7 @@ from service.app import create_app
 from service.db import Database, UnsupportedSchemaError
 from service.settings import Settings
 from tests import oracle
-from tests.conftest import API, Backend
+from tests.conftest import API, Backend, serve
 
 WRITES = [
     "INSERT INTO experiments (name, lifecycle_stage) VALUES ('intruder', 'active')",
@@ -100,13 +99,11 @@ def test_supported_revisions_include_mlflow_3_17_and_3_18() -> None:
 
 async def test_unreachable_database_answers_503_and_not_ready() -> None:
     app = create_app(Settings(database_url="postgresql://postgres@127.0.0.1:1/nothing"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://insights") as http:
-            ready = await http.get("/ready")
-            assert ready.status_code == 503
-            assert "reach" in ready.json()["reason"]
-            response = await http.post(f"{API}/traffic-cost/volume", json={"experiment_ids": ["1"]})
-            assert response.status_code == 503, response.text
-            assert response.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
-            assert (await http.get("/health")).status_code == 200
+    async with serve(app) as http:
+        ready = await http.get("/ready")
+        assert ready.status_code == 503
+        assert "reach" in ready.json()["reason"]
+        response = await http.post(f"{API}/traffic-cost/volume", json={"experiment_ids": ["1"]})
+        assert response.status_code == 503, response.text
+        assert response.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+        assert (await http.get("/health")).status_code == 200

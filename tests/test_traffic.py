@@ -19,10 +19,9 @@ from service.settings import Settings
 from tests import oracle
 from tests.conftest import (
     AJAX_API,
-    TEST_DB_NAME,
     Backend,
     InsightsClient,
-    recreate_server_database,
+    empty_tracking_uri,
     serve,
 )
 
@@ -178,10 +177,7 @@ def build_spring_db(uri: str) -> str:
 async def spring(backend: Backend, data_dir: Path) -> AsyncIterator[tuple[InsightsClient, str]]:
     """A client over this backend's spring-change DB, and its experiment id."""
     if backend.name not in _spring_built:
-        if backend.name == "sqlite":
-            uri = f"sqlite:///{data_dir / 'spring.db'}"
-        else:
-            uri = recreate_server_database(backend.name, f"{TEST_DB_NAME}_spring")
+        uri = empty_tracking_uri(backend.name, data_dir, "_spring")
         _spring_built[backend.name] = (uri, build_spring_db(uri))
     uri, experiment_id = _spring_built[backend.name]
     url = uri.replace("+psycopg2", "").replace("+pymysql", "")
