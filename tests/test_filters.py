@@ -39,6 +39,7 @@ from service.filters import MAX_FILTER_LENGTH, parse_filter_string
 from service.settings import Settings
 from tests.conftest import API, empty_tracking_uri, enabled_backends, serve
 from tests.filter_cases import COMPOSED, EQUIVALENT, ERRORS, Case, ComposedCase
+from tests.oracle.database import mlflow_style_url
 
 N_TRACES = 150
 EDGE_EXPERIMENT = "filters-edge"
@@ -148,9 +149,8 @@ async def filter_clients(
         result: dict[str, tuple[FilterDB, httpx.AsyncClient]] = {}
         for backend in enabled_backends():
             built = filter_db(backend, tmp_path_factory)
-            # The service takes MLflow-style URLs; the sync driver names are the test's own.
-            url = built.uri.replace("+psycopg2", "").replace("+pymysql", "")
-            http = await stack.enter_async_context(serve(create_app(Settings(database_url=url))))
+            app = create_app(Settings(database_url=mlflow_style_url(built.uri)))
+            http = await stack.enter_async_context(serve(app))
             result[backend] = (built, http)
             # Without a filter every trace counts: a case that selects nothing is then a check.
             everything = len(built.mlflow_ids(""))

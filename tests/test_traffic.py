@@ -180,8 +180,7 @@ async def spring(backend: Backend, data_dir: Path) -> AsyncIterator[tuple[Insigh
         uri = empty_tracking_uri(backend.name, data_dir, "_spring")
         _spring_built[backend.name] = (uri, build_spring_db(uri))
     uri, experiment_id = _spring_built[backend.name]
-    url = uri.replace("+psycopg2", "").replace("+pymysql", "")
-    async with serve(create_app(Settings(database_url=url))) as http:
+    async with serve(create_app(Settings(database_url=oracle.mlflow_style_url(uri)))) as http:
         yield InsightsClient(http, backend), experiment_id
 
 

@@ -18,7 +18,7 @@ from tests.oracle.buckets import (
     series,
 )
 from tests.oracle.compare import assert_close_json, same_json_everywhere
-from tests.oracle.database import table_checksums
+from tests.oracle.database import mlflow_style_url, table_checksums
 from tests.oracle.edge_data import (
     EDGE_END_MS,
     EDGE_START_MS,
@@ -72,6 +72,7 @@ __all__ = [
     "mean",
     "mlflow_points",
     "mlflow_store",
+    "mlflow_style_url",
     "name_type",
     "percentile",
     "rate",

@@ -1,11 +1,18 @@
-"""A fingerprint of everything stored: to show that nothing was written, not just that no row
-was added or removed."""
+"""The test databases themselves: the URL the service takes for one, and a fingerprint of
+everything stored (to show that nothing was written, not just that no row was added or
+removed)."""
 
 from __future__ import annotations
 
 import hashlib
 
 import sqlalchemy as sa
+
+
+def mlflow_style_url(sync_uri: str) -> str:
+    """The URL the service is started with for a test's sync SQLAlchemy URI (it picks the
+    async driver itself)."""
+    return sync_uri.replace("+psycopg2", "").replace("+pymysql", "")
 
 
 def table_checksums(conn: sa.Connection) -> dict[str, str]:

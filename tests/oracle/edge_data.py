@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from mlflow.entities import AssessmentError, AssessmentSource, SpanStatus, SpanStatusCode
 
 from service.demo.generate import mlflow_tracking
+from tests.oracle.database import mlflow_style_url
 
 EDGE_START_MS = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp() * 1000)  # a Monday
 EDGE_STEP_MS = 3 * 3_600_000
@@ -61,7 +62,7 @@ class EdgeDB:
 
     @property
     def service_url(self) -> str:
-        return self.sync_uri.replace("+psycopg2", "").replace("+pymysql", "")
+        return mlflow_style_url(self.sync_uri)
 
 
 def build_edge_db(uri: str) -> str:
