@@ -20,6 +20,7 @@ from sqlalchemy import event
 
 from service.app import create_app
 from service.settings import Settings
+from tests import oracle
 from tests.conftest import Backend, InsightsClient, open_client
 from tests.test_dimensions import (
     Rows,
@@ -29,7 +30,6 @@ from tests.test_dimensions import (
     mlflow_search,
     mlflow_store,
     nan_to_none,
-    text_of,
     thorough,
     window,
     window_filter,
@@ -78,7 +78,7 @@ def oracle_candidates(
             words = ("yes", "no") if f.name in as_strings else ("true", "false")
             found.add(("assessment", f"{f.name}={words[0] if passed else words[1]}"))
         else:
-            found.add(("assessment", f"{f.name}={text_of(f.value, f.raw)}"))
+            found.add(("assessment", f"{f.name}={oracle.display(f.raw)}"))
     return found
 
 
