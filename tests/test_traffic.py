@@ -188,29 +188,35 @@ def local_midnight(day: date, tz: str) -> int:
     return int(datetime.combine(day, time(), ZoneInfo(tz)).timestamp() * 1000)
 
 
+async def spring_volume(
+    spring: tuple[InsightsClient, str], tz: str, days: tuple[int, int], size: str
+) -> dict[str, Any]:
+    """Volume from local midnight ``days[0]`` days after the change day to ``days[1]``."""
+    client, experiment_id = spring
+    change_day, _ = SPRING[tz]
+    start, end = (local_midnight(change_day + timedelta(days=d), tz) for d in days)
+    body = {
+        "experiment_ids": [experiment_id],
+        "start_time": start,
+        "end_time": end,
+        "time_bucket": size,
+        "timezone": tz,
+    }
+    return await client.ok("traffic-cost/volume", body)
+
+
 @pytest.mark.parametrize("tz", sorted(SPRING))
 async def test_dst_spring_forward_day_bucket_is_23_hours_long(
     spring: tuple[InsightsClient, str], tz: str
 ) -> None:
-    client, experiment_id = spring
+    result = await spring_volume(spring, tz, (-1, 2), "day")
     change_day, _ = SPRING[tz]
     days = [change_day + timedelta(days=d) for d in (-1, 0, 1, 2)]
-    body = {
-        "experiment_ids": [experiment_id],
-        "start_time": local_midnight(days[0], tz),
-        "end_time": local_midnight(days[3], tz),
-        "time_bucket": "day",
-        "timezone": tz,
-    }
-    result = await client.ok("traffic-cost/volume", body)
     starts = [p["time_bucket"] for p in result["time_series"]]
     assert starts == [local_midnight(d, tz) for d in days[:3]]
     # The change day is 23 h long; the days around it 24 h.
-    assert [b - a for a, b in itertools.pairwise([*starts, body["end_time"]])] == [
-        DAY_MS,
-        23 * HOUR_MS,
-        DAY_MS,
-    ]
+    ends = [*starts[1:], local_midnight(days[3], tz)]
+    assert [b - a for a, b in zip(starts, ends, strict=True)] == [DAY_MS, 23 * HOUR_MS, DAY_MS]
     assert [p["count"] for p in result["time_series"]] == SPRING_DAY_COUNTS[tz]
     assert result["summary"]["count"] == sum(SPRING_DAY_COUNTS[tz])
 
@@ -219,20 +225,11 @@ async def test_dst_spring_forward_day_bucket_is_23_hours_long(
 async def test_dst_spring_forward_hour_buckets_skip_the_missing_hour(
     spring: tuple[InsightsClient, str], tz: str
 ) -> None:
-    client, experiment_id = spring
+    series = (await spring_volume(spring, tz, (0, 1), "hour"))["time_series"]
     change_day, _ = SPRING[tz]
     start = local_midnight(change_day, tz)
-    end = local_midnight(change_day + timedelta(days=1), tz)
-    body = {
-        "experiment_ids": [experiment_id],
-        "start_time": start,
-        "end_time": end,
-        "time_bucket": "hour",
-        "timezone": tz,
-    }
-    series = (await client.ok("traffic-cost/volume", body))["time_series"]
     starts = [p["time_bucket"] for p in series]
-    assert starts == list(range(start, end, HOUR_MS)) and len(starts) == 23
+    assert starts == [start + i * HOUR_MS for i in range(23)]
     local_hours = [datetime.fromtimestamp(s / 1000, ZoneInfo(tz)).hour for s in starts]
     assert local_hours == [0, 1, *range(3, 24)]  # 02:00 does not exist that night
     assert [p["count"] for p in series] == [1] * 23
