@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from service.app import create_app
 from service.demo import generate as demo_generate
 from service.demo.generate import GeneratedDataset, build_tracking_db
 from service.settings import Settings
+from tests.oracle.edge_data import EdgeDB, build_edge_db
+from tests.oracle.rows import Raw, load_raw
 
 # In CI (CI=true): every skip is listed, and one not in tests/skips_allowed.toml fails the run.
 pytest_plugins = ["tests.skip_policy"]
@@ -62,6 +65,14 @@ def recreate_server_database(backend: str, name: str) -> str:
     server_db = f"{admin_url}/postgres" if backend == "postgresql" else admin_url
     demo_generate.recreate_server_database(server_db, name)
     return f"{admin_url}/{name}"
+
+
+def empty_tracking_uri(backend: str, data_dir: Path, suffix: str = "") -> str:
+    """The sync URI of a new, empty tracking DB: a file under ``data_dir`` on SQLite, the
+    database ``<INSIGHTS_TEST_DB_NAME><suffix>`` (dropped and re-created) on a server."""
+    if backend == "sqlite":
+        return f"sqlite:///{data_dir / f'mlflow{suffix}.db'}"
+    return recreate_server_database(backend, f"{TEST_DB_NAME}{suffix}")
 
 
 def create_reader(backend: str, sync_uri: str) -> str:
@@ -115,10 +126,7 @@ _built: dict[str, Backend] = {}
 
 def build_backend(name: str, data_dir: Path) -> Backend:
     if name not in _built:
-        if name == "sqlite":
-            uri = f"sqlite:///{data_dir / 'mlflow.db'}"
-        else:
-            uri = recreate_server_database(name, TEST_DB_NAME)
+        uri = empty_tracking_uri(name, data_dir)
         dataset = build_tracking_db(uri, n_traces=N_TRACES, days=14, seed=SEED)
         service_url = uri if name == "sqlite" else create_reader(name, dataset.tracking_uri)
         _built[name] = Backend(name, dataset.tracking_uri, dataset, service_url)
@@ -173,11 +181,18 @@ class InsightsClient:
         return message
 
 
-async def open_client(app: FastAPI, backend: Backend) -> AsyncIterator[InsightsClient]:
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app started (lifespan) and an HTTP client calling it in-process."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://insights") as http:
-            yield InsightsClient(http, backend)
+            yield http
+
+
+async def open_client(app: FastAPI, backend: Backend) -> AsyncIterator[InsightsClient]:
+    async with serve(app) as http:
+        yield InsightsClient(http, backend)
 
 
 @pytest.fixture(scope="session")
@@ -190,13 +205,51 @@ async def client(backend: Backend) -> AsyncIterator[InsightsClient]:
 @pytest.fixture(scope="session")
 async def clients(all_backends: list[Backend]) -> AsyncIterator[dict[str, InsightsClient]]:
     """A client per enabled backend, to assert identical JSON across databases."""
-    from contextlib import AsyncExitStack
-
     async with AsyncExitStack() as stack:
         result: dict[str, InsightsClient] = {}
         for b in all_backends:
             app = create_app(Settings(database_url=b.service_url))
-            gen = open_client(app, b)
-            result[b.name] = await gen.__anext__()
-            stack.push_async_callback(gen.aclose)
+            result[b.name] = InsightsClient(await stack.enter_async_context(serve(app)), b)
         yield result
+
+
+# --------------------------------------------------------------------------- edge-case DBs
+
+_edge_built: dict[str, EdgeDB] = {}
+
+
+def edge_db(name: str, data_dir: Path) -> EdgeDB:
+    """The edge-case tracking DB of ``tests/oracle/edge_data.py`` on one backend, built once."""
+    if name not in _edge_built:
+        uri = empty_tracking_uri(name, data_dir, "_edge")
+        _edge_built[name] = EdgeDB(name, uri, build_edge_db(uri))
+    return _edge_built[name]
+
+
+@pytest.fixture(scope="session")
+def edge_dbs(data_dir: Path) -> list[EdgeDB]:
+    return [edge_db(name, data_dir) for name in enabled_backends()]
+
+
+@pytest.fixture(scope="session")
+async def edge_clients(edge_dbs: list[EdgeDB]) -> AsyncIterator[dict[str, InsightsClient]]:
+    """A client per backend over its edge-case DB."""
+    async with AsyncExitStack() as stack:
+        result: dict[str, InsightsClient] = {}
+        for db in edge_dbs:
+            http = await stack.enter_async_context(
+                serve(create_app(Settings(database_url=db.service_url)))
+            )
+            result[db.name] = InsightsClient(http, db)  # type: ignore[arg-type]  # never read
+        yield result
+
+
+@pytest.fixture(scope="session")
+def edge_raw(edge_dbs: list[EdgeDB]) -> dict[str, Raw]:
+    result = {}
+    for db in edge_dbs:
+        engine = sa.create_engine(db.sync_uri)
+        with engine.connect() as conn:
+            result[db.name] = load_raw(conn)
+        engine.dispose()
+    return result

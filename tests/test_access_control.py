@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from service.demo.generate import build_tracking_db
 from service.http.access import AccessChecker, requested_experiment_ids
 from service.http.body import TOO_LARGE_MESSAGE
 from service.settings import Settings
-from tests.conftest import AJAX_API, API
+from tests.conftest import AJAX_API, API, serve
 
 ADMIN = ("admin", "admin-pass-1234")
 ALICE = ("alice", "alice-pass-1234")
@@ -171,14 +170,6 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracki
         server.stop()
 
 
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://insights") as http:
-            yield http
-
-
 def secured_app(server: TrackingServer, **settings: Any) -> FastAPI:
     # Password hashing makes a busy CI machine's MLflow slow to answer: a generous timeout.
     settings.setdefault("auth_timeout_seconds", 120.0)
@@ -199,7 +190,7 @@ def service_app(tracking_server: TrackingServer) -> FastAPI:
 
 @pytest.fixture(scope="module")
 async def service(service_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(service_app) as http:
+    async with serve(service_app) as http:
         yield http
 
 
@@ -414,7 +405,7 @@ async def test_denials_are_cached_and_unknown_experiments_are_not(
 
 async def test_cache_is_bounded(tracking_server: TrackingServer) -> None:
     app = secured_app(tracking_server, auth_cache_max_entries=2)
-    async with running(app) as http:
+    async with serve(app) as http:
         for i in range(4):
             response = await http.post(
                 VOLUME,
@@ -430,7 +421,7 @@ async def test_rate_limit_answers_before_anyone_asks_mlflow(
     tracking_server: TrackingServer,
 ) -> None:
     app = secured_app(tracking_server, rate_limit_per_minute=1)
-    async with running(app) as http:
+    async with serve(app) as http:
         body = {"experiment_ids": [tracking_server.exp_a]}
         assert (await http.post(VOLUME, json=body, auth=ALICE)).status_code == 200
         sent = checker_of(app).stats.sent
@@ -478,7 +469,7 @@ async def test_tracking_server_stopped_is_temporarily_unavailable(
 ) -> None:
     body = {"experiment_ids": [tracking_server.exp_a]}
     app = secured_app(tracking_server, auth_cache_ttl_seconds=600)
-    async with running(app) as http:
+    async with serve(app) as http:
         assert (await http.post(VOLUME, json=body, auth=ALICE)).status_code == 200
         tracking_server.stop()
         # Within the TTL a cached answer still serves; new credentials have to ask and cannot.
@@ -486,7 +477,7 @@ async def test_tracking_server_stopped_is_temporarily_unavailable(
         response = await http.post(VOLUME, json=body, auth=ADMIN)
         message = assert_error(response, 503, "TEMPORARILY_UNAVAILABLE")
         assert "retry" in message
-    async with running(secured_app(tracking_server)) as http:
+    async with serve(secured_app(tracking_server)) as http:
         response = await http.post(VOLUME, json=body, auth=ALICE)
         assert_error(response, 503, "TEMPORARILY_UNAVAILABLE")
         assert (await http.get("/health")).status_code == 200

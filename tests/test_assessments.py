@@ -17,9 +17,8 @@ from mlflow.entities.trace_metrics import AggregationType, MetricAggregation, Me
 
 from service.dialects import exact_text, json_text_value
 from tests import oracle
-from tests import oracle_issue3 as edge
 from tests.conftest import Backend, InsightsClient, enabled_backends
-from tests.oracle_issue3 import (
+from tests.oracle import (
     EDGE_END_MS,
     EDGE_START_MS,
     EDGE_STEP_MS,
@@ -27,7 +26,6 @@ from tests.oracle_issue3 import (
     Raw,
     Trace,
     assert_close_json,
-    counting_client,
     display,
     exact_mean,
     expected_starts,
@@ -36,17 +34,16 @@ from tests.oracle_issue3 import (
     mlflow_points,
     mlflow_store,
     name_type,
-    pct,
+    percentile,
     rate,
-    round_trips,
     same_json_everywhere,
     series,
     top_values,
     value_type,
 )
+from tests.round_trips import counting_client, round_trips
 
 # The edge-case DB fixtures, shared with the other issue-3 test modules.
-edge_dbs, edge_clients, edge_raw = edge.edge_dbs, edge.edge_clients, edge.edge_raw
 
 NAMES = ("correctness", "relevance", "quality_score", "tone")
 
@@ -147,24 +144,24 @@ def expected_metrics(
         return {**head, "summary": summary, "time_series": series(starts, items, size, tz, point)}
     if kind == "numeric":
         values = [float(json.loads(a.value)) for a in valued]
-        p50 = pct(values, 50)
+        p50 = percentile(values, 50)
 
         def numeric_point(bucket: list[Assessment]) -> dict[str, Any]:
             vs = [float(json.loads(a.value)) for a in bucket]
             return {
                 "count": len(vs),
                 "avg_value": exact_mean(vs),
-                "p50_value": pct(vs, 50),
-                "p90_value": pct(vs, 90),
-                "p99_value": pct(vs, 99),
+                "p50_value": percentile(vs, 50),
+                "p90_value": percentile(vs, 90),
+                "p99_value": percentile(vs, 99),
             }
 
         summary = {
             "total_count": len(values),
             "avg_value": exact_mean(values),
             "p50_value": p50,
-            "p90_value": pct(values, 90),
-            "p99_value": pct(values, 99),
+            "p90_value": percentile(values, 90),
+            "p99_value": percentile(values, 99),
             "min_value": min(values, default=None),
             "max_value": max(values, default=None),
             "below_p50_count": 0 if p50 is None else sum(v < p50 for v in values),
@@ -440,25 +437,6 @@ async def test_same_numbers_as_mlflow(
     if backend.name != "mysql":  # MLflow approximates percentiles on MySQL
         assert oracle.close(numeric["p50_value"], mlflow_values["quality_score"][str(p50)])
     assert "tone" not in mlflow_values  # MLflow has no aggregate for strings
-
-
-@pytest.mark.parametrize(
-    ("endpoint", "extra"),
-    [
-        ("assessments/discovery", {}),
-        ("assessments/metrics", {"assessment_name": "correctness", "time_bucket": "day"}),
-        ("assessments/metrics", {"assessment_name": "relevance", "timezone": "Asia/Kolkata"}),
-        ("assessments/metrics", {"assessment_name": "quality_score", "time_bucket": "day"}),
-        ("assessments/metrics", {"assessment_name": "tone", "limit": 4, "time_bucket": "week"}),
-    ],
-)
-async def test_identical_json_on_every_database(
-    clients: dict[str, InsightsClient], endpoint: str, extra: dict[str, Any]
-) -> None:
-    answer = await same_json_everywhere(
-        clients, endpoint, lambda name: {"experiment_ids": both(clients[name].backend), **extra}
-    )
-    assert answer.get("data") or answer.get("time_series")
 
 
 async def test_edge_types_values_and_exact_means(

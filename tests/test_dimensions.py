@@ -26,6 +26,7 @@ from service import dimension_catalog as dims
 from service.app import create_app
 from service.demo.generate import mlflow_tracking
 from service.settings import Settings
+from tests import oracle
 from tests.conftest import AJAX_API, Backend, InsightsClient, open_client
 
 DAY_MS = 86_400_000
@@ -115,26 +116,14 @@ def load_rows(backend: Backend, conn: sa.Connection) -> Rows:
     return _rows[backend.name]
 
 
-def value_type(value: Any) -> str:
-    """API.md §4.2, written independently of the service."""
-    if isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("yes", "no")):
-        return "boolean"
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return "numeric"
-    return "string"
-
-
 def feedback_types(rows: Rows, experiment_ids: Iterable[str]) -> dict[str, str]:
+    """Each feedback name's type in the experiments (``oracle.name_type`` of its values)."""
     ids = set(experiment_ids)
-    kinds: dict[str, set[str]] = {}
+    values: dict[str, list[str]] = {}
     for f in rows.feedback:
         if rows.traces[f.trace_id].experiment_id in ids:
-            kinds.setdefault(f.name, set()).add(value_type(f.value))
-    return {name: k.pop() if len(k) == 1 else "string" for name, k in kinds.items()}
-
-
-def text_of(value: Any, raw: str) -> str:
-    return value if isinstance(value, str) else raw
+            values.setdefault(f.name, []).append(f.raw)
+    return {name: oracle.name_type(texts) for name, texts in values.items()}
 
 
 def dimension_traces(
@@ -183,7 +172,7 @@ def dimension_traces(
             return passed == (params["value"] in ("true", "yes"))
         if kind == "numeric":
             return OPERATORS[params["operator"]](float(f.value), params["threshold"])
-        return text_of(f.value, f.raw) == params["value"]
+        return oracle.display(f.raw) == params["value"]
 
     matched = [f for f in rows.feedback if matches(f)]
     found = {f.trace_id for f in matched}
@@ -318,7 +307,7 @@ async def test_discovery_lists_what_the_data_in_scope_offers(
                 ["yes", "no"] if as_strings else ["true", "false"]
             )
         else:
-            values = sorted({text_of(f.value, f.raw) for f in feedback if f.name == name})
+            values = sorted({oracle.display(f.raw) for f in feedback if f.name == name})
             assert enum(f"assessment.{name}") == values
 
 
@@ -741,43 +730,8 @@ async def test_other_request_errors(client: InsightsClient, backend: Backend) ->
 
 
 # --------------------------------------------------------------------------------------------
-# The same JSON on every database, under both prefixes
+# Both prefixes answer the same
 # --------------------------------------------------------------------------------------------
-
-
-async def test_identical_json_on_every_database(clients: dict[str, InsightsClient]) -> None:
-    for endpoint, make in [
-        ("dimensions/discovery", lambda c: {}),
-        (
-            "dimensions/calculate-npmi",
-            lambda c: {
-                "dimension1": {"name": "tags.team%_name", "parameters": {"value": "zürich"}},
-                "dimension2": {"name": "assessment.relevance", "parameters": {"value": "no"}},
-            },
-        ),
-        (
-            "dimensions/calculate-npmi",
-            lambda c: {
-                "dimension1": {"name": "tools.fetch_docs", "parameters": {"value": "success"}},
-                "dimension2": {
-                    "name": "latency",
-                    "parameters": {"threshold": 800, "operator": ">="},
-                },
-            },
-        ),
-    ]:
-        answers = {}
-        for name, c in clients.items():
-            body = {
-                "experiment_ids": [
-                    c.backend.experiment_id(),
-                    c.backend.experiment_id("sql-copilot"),
-                ],
-                **window(c.backend),
-                **make(c),
-            }
-            answers[name] = (await c.post(endpoint, body)).text
-        assert len(set(answers.values())) == 1, {k: v[:300] for k, v in answers.items()}
 
 
 async def test_ajax_prefix_answers_the_same(client: InsightsClient, backend: Backend) -> None:

@@ -6,7 +6,7 @@ gets a tracking DB built once per session through MLflow's tracing API: the demo
 few traces for edge cases (session-level assessments, tag keys and values differing only in case
 or a trailing space, a trace linked to a run). For every filter of ``tests/filter_cases.py`` the
 trace ids from ``MlflowClient.search_traces`` must equal those selected by our predicates, run
-through a sync and an async engine.
+through a sync and an async engine, and through HTTP the volume endpoint must count as many.
 """
 
 from __future__ import annotations
@@ -15,29 +15,32 @@ import asyncio
 import json
 import random
 import string
-from collections.abc import Iterator
-from contextlib import chdir, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, chdir, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mlflow
 import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.store.tracking.dbmodels.models import SqlTraceInfo
-from mlflow.tracing.constant import TraceMetadataKey
+from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from service.app import create_app
 from service.demo.generate import SUPPORT_AGENT, build_tracking_db, mlflow_tracking
 from service.errors import ErrorCode, InsightsError
 from service.filters import MAX_FILTER_LENGTH, parse_filter_string
-from tests.conftest import TEST_DB_NAME, enabled_backends, recreate_server_database
+from service.settings import Settings
+from tests.conftest import API, empty_tracking_uri, enabled_backends, serve
 from tests.filter_cases import COMPOSED, EQUIVALENT, ERRORS, Case, ComposedCase
+from tests.oracle.database import mlflow_style_url
 
-DB_NAME = f"{TEST_DB_NAME}_filters"
 N_TRACES = 150
 EDGE_EXPERIMENT = "filters-edge"
 EDGE_SESSION = "edge-session"
@@ -111,27 +114,56 @@ class FilterDB:
         return self.our_ids(" ")
 
 
-def recreate_database(backend: str, data_dir: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{data_dir / 'filters.db'}"
-    return recreate_server_database(backend, DB_NAME)
+_filter_dbs: dict[str, FilterDB] = {}
+
+
+def filter_db(backend: str, tmp_path_factory: pytest.TempPathFactory) -> FilterDB:
+    """One tracking DB per backend, built once per session (logging through MLflow is slow)."""
+    if backend not in _filter_dbs:
+        data_dir = tmp_path_factory.mktemp(f"filters-{backend}")
+        uri = empty_tracking_uri(backend, data_dir, "_filters")
+        dataset = build_tracking_db(uri, n_traces=N_TRACES, seed=11)
+        with logging_to(uri, data_dir):
+            edge = add_edge_traces(
+                uri, dataset.experiment_ids[SUPPORT_AGENT], dataset.start_time_ms
+            )
+        ids = [*dataset.experiment_ids.values(), edge.experiment_id]
+        engine = sa.create_engine(uri, poolclass=NullPool)
+        built = FilterDB(backend, uri, ids, {}, engine)
+        built.placeholders = placeholders(built, dataset.start_time_ms, edge.run_id)
+        _filter_dbs[backend] = built
+    return _filter_dbs[backend]
 
 
 @pytest.fixture(scope="session", params=enabled_backends())
 def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> FilterDB:
-    """One tracking DB per backend, built once per session (logging through MLflow is slow)."""
-    backend: str = request.param
-    data_dir = tmp_path_factory.mktemp(f"filters-{backend}")
-    uri = recreate_database(backend, data_dir)
-    dataset = build_tracking_db(uri, n_traces=N_TRACES, seed=11)
-    with logging_to(uri, data_dir):
-        edge = add_edge_traces(uri, dataset.experiment_ids[SUPPORT_AGENT], dataset.start_time_ms)
-    ids = [*dataset.experiment_ids.values(), edge.experiment_id]
-    engine = sa.create_engine(uri, poolclass=NullPool)
-    filter_db = FilterDB(backend, uri, ids, {}, engine)
-    filter_db.placeholders = placeholders(filter_db, dataset.start_time_ms, edge.run_id)
-    request.addfinalizer(engine.dispose)
-    return filter_db
+    return filter_db(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+async def filter_clients(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[dict[str, tuple[FilterDB, httpx.AsyncClient]]]:
+    """Every enabled backend's filter DB with the service over it, for the HTTP check."""
+    async with AsyncExitStack() as stack:
+        result: dict[str, tuple[FilterDB, httpx.AsyncClient]] = {}
+        for backend in enabled_backends():
+            built = filter_db(backend, tmp_path_factory)
+            app = create_app(Settings(database_url=mlflow_style_url(built.uri)))
+            http = await stack.enter_async_context(serve(app))
+            result[backend] = (built, http)
+            # Without a filter every trace counts: a case that selects nothing is then a check.
+            everything = len(built.mlflow_ids(""))
+            assert await volume_count(http, built, None) == everything > 0
+        yield result
+
+
+async def volume_count(http: httpx.AsyncClient, fdb: FilterDB, filter_string: str | None) -> int:
+    body = {"experiment_ids": fdb.experiment_ids, "filter_string": filter_string}
+    response = await http.post(f"{API}/traffic-cost/volume", json=body)
+    assert response.status_code == 200, response.text
+    count: int = response.json()["summary"]["count"]
+    return count
 
 
 @contextmanager
@@ -203,6 +235,8 @@ def add_edge_traces(uri: str, support_agent_id: str, start_ms: int) -> EdgeData:
             next(at),
             metadata={TraceMetadataKey.SOURCE_RUN: run.info.run_id},
         )
+    # A trace without a name, so that the trace-name tag's IS NULL / IS NOT NULL select some.
+    client.delete_trace_tag(log_trace(edge_id, "nameless", next(at)), TraceTagKey.TRACE_NAME)
     return EdgeData(edge_id, run.info.run_id)
 
 
@@ -221,6 +255,7 @@ def placeholders(db: FilterDB, start_ms: int, run_id: str) -> dict[str, str]:
     assert usage and cost, "the demo data has no trace with token usage and cost"
     lowest: int
     highest: int
+    second: int
     duration: int
     with db.engine.connect() as conn:
         lowest, highest = conn.execute(
@@ -228,6 +263,11 @@ def placeholders(db: FilterDB, start_ms: int, run_id: str) -> dict[str, str]:
                 sa.func.min(SqlTraceInfo.timestamp_ms), sa.func.max(SqlTraceInfo.timestamp_ms)
             )
         ).one()
+        second = conn.execute(
+            sa.select(sa.func.min(SqlTraceInfo.timestamp_ms)).where(
+                SqlTraceInfo.timestamp_ms > lowest
+            )
+        ).scalar_one()
         duration = conn.execute(
             sa.select(SqlTraceInfo.execution_time_ms)
             .where(SqlTraceInfo.execution_time_ms.is_not(None))
@@ -238,6 +278,7 @@ def placeholders(db: FilterDB, start_ms: int, run_id: str) -> dict[str, str]:
     return {
         "<duration>": str(duration),
         "<first>": str(lowest),
+        "<second>": str(second),
         "<mid>": str((lowest + highest) // 2),
         "<token_usage>": usage,
         "<cost>": cost,
@@ -268,6 +309,31 @@ def test_selects_what_mlflow_selects(db: FilterDB, case: Case) -> None:
     assert db.our_ids_async(filter_string) == expected
     if not case.trivial:
         assert 0 < len(expected) < len(db.all_ids()), f"{filter_string!r} cannot fail"
+
+
+@pytest.mark.parametrize("case", EQUIVALENT, ids=lambda c: c.filter)
+async def test_endpoint_counts_what_mlflow_selects(
+    filter_clients: dict[str, tuple[FilterDB, httpx.AsyncClient]], case: Case
+) -> None:
+    """Through HTTP: the volume summary's ``count`` (open window) for the filter equals the
+    number of traces MLflow's ``search_traces`` returns, on every database.
+
+    The check is vacuous on a database where MLflow selects every trace (an endpoint that
+    ignored the filter would pass). Selecting nothing is a real check: ``filter_clients``
+    asserts that the same request without a filter counts every trace. A non-trivial case selects
+    some but not all traces on every database; a trivial one may select nothing or everything on
+    some database (see ``Case``), but not everything on all of them at once.
+    """
+    counts: dict[str, tuple[int, int]] = {}
+    for name, (fdb, http) in filter_clients.items():
+        filter_string = resolve(fdb, case.filter)
+        expected = len(fdb.mlflow_ids(filter_string))
+        assert await volume_count(http, fdb, filter_string) == expected, (filter_string, name)
+        counts[name] = (expected, len(fdb.all_ids()))
+    if case.trivial:
+        assert any(n < total for n, total in counts.values()), f"vacuous everywhere: {counts}"
+    else:
+        assert all(0 < n < total for n, total in counts.values()), counts
 
 
 @pytest.mark.parametrize("case", COMPOSED, ids=lambda c: c.filter)

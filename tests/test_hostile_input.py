@@ -6,14 +6,15 @@ break a parser or a SQL string (quotes, backticks, comments, ``'; DROP TABLE``, 
 emoji, right-to-left text, NUL bytes, 100 KB, thousands of clauses); names containing LIKE
 wildcards, quotes and backslashes (which must match only themselves: LIKE input is never built
 from them); very long strings and wrong JSON types in every field of every endpoint; deeply
-nested JSON; wrong methods, unknown paths and bodies over 1 MiB. Row counts of the tracking
-tables are compared before and after.
+nested JSON; wrong methods, unknown paths and bodies over 1 MiB. A checksum of every
+table's rows (every column) is compared before and after.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -24,19 +25,12 @@ from service.app import create_app
 from service.http.body import MAX_BODY_BYTES
 from service.models.common import MAX_EPOCH_MS
 from service.settings import Settings
+from tests import oracle
 from tests.conftest import AJAX_API, API, Backend, InsightsClient
+from tests.oracle import Raw, Trace, load_raw
 
 VOLUME = "traffic-cost/volume"
 TEAM_TAG = "team%_name"  # a tag key of the test data with LIKE wildcards in it
-TABLES = (
-    "experiments",
-    "trace_info",
-    "trace_tags",
-    "trace_request_metadata",
-    "spans",
-    "assessments",
-)
-
 OPENAPI = create_app(Settings(database_url="sqlite:///unused.db")).openapi()
 ENDPOINTS = sorted(
     path.removeprefix(f"{API}/") for path in OPENAPI["paths"] if path.startswith(f"{API}/")
@@ -106,23 +100,13 @@ def assert_not_a_server_error(response: httpx.Response) -> None:
         assert_mlflow_error(response, response.status_code)
 
 
-def row_counts(raw: sa.Connection) -> dict[str, int]:
-    raw.rollback()  # a fresh snapshot: end whatever transaction the shared connection is in
-    counts = {
-        table: int(raw.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
-        for table in TABLES
-    }
-    raw.rollback()
-    return counts
-
-
 @pytest.fixture(scope="module")
-def counts_before(raw: sa.Connection) -> dict[str, int]:
-    return row_counts(raw)
+def checksums_before(raw: sa.Connection) -> dict[str, str]:
+    return oracle.table_checksums(raw)
 
 
-# Every test of the module takes the counts first, so the last test compares with them.
-pytestmark = pytest.mark.usefixtures("counts_before")
+# Every test of the module takes the checksums first, so the last test compares with them.
+pytestmark = pytest.mark.usefixtures("checksums_before")
 
 
 def tag_rows(raw: sa.Connection, backend: Backend) -> list[tuple[str, str]]:
@@ -330,21 +314,98 @@ ODD_FILTERS = [
 ]
 
 
+def counted(endpoint: str, answer: dict[str, Any]) -> int:
+    """The number of things in scope an endpoint's answer reports (traces, rows, spans)."""
+    data: Any = answer.get("data")
+    match endpoint:
+        case "traffic-cost/volume" | "traffic-cost/latency":
+            return int(answer["summary"]["count"])
+        case "traffic-cost/errors":
+            return int(answer["summary"]["total_count"])
+        case "traffic-cost/tokens" | "traffic-cost/cost":
+            return int(answer["summary"]["trace_count"])
+        case "assessments/discovery":
+            return sum(row["assessment_count"] for row in data)
+        case "assessments/metrics":
+            return int(answer["summary"]["total_count"] + answer["summary"]["error_count"])
+        case "tools/discovery":
+            return sum(row["invocation_count"] for row in data)
+        case "tools/metrics":
+            return int(data["invocation_count"])
+        case "tags/discovery":
+            return sum(row["trace_count"] for row in data)
+        case "tags/metrics":
+            return int(data["trace_count"])
+        case "dimensions/discovery":
+            [status] = [d for d in data if d["name"] == "status"]
+            return len(status["parameters"][0]["enum_values"])
+        case "dimensions/calculate-npmi":
+            return int(answer["total_count"])
+        case "correlations":
+            return int(answer["slice_count"])
+    raise AssertionError(f"no count for {endpoint}")
+
+
+def expected_count(
+    endpoint: str, raw: Raw, experiment_id: str, keep: Callable[[Trace], bool]
+) -> int:
+    """``counted`` computed from the raw rows, for the traces of the experiment ``keep`` keeps."""
+    traces = raw.in_scope([experiment_id], keep=keep)
+    feedback = [
+        a for a in raw.assessments if a.trace_id in traces and a.assessment_type == "feedback"
+    ]
+    tools = [s for s in raw.spans if s.trace_id in traces and s.type == "TOOL"]
+    tags = [t for t in raw.tags if t.request_id in traces and not t.key.startswith("mlflow.")]
+    match endpoint:
+        case "traffic-cost/volume" | "traffic-cost/errors" | "dimensions/calculate-npmi":
+            return len(traces)
+        case "correlations":
+            return len(traces)
+        case "traffic-cost/latency":
+            return sum(1 for t in traces.values() if t.status in ("OK", "ERROR"))
+        case "traffic-cost/tokens":
+            return sum(1 for t in traces.values() if t.tokens["total_tokens"] is not None)
+        case "traffic-cost/cost":
+            return sum(1 for t in traces.values() if t.costs["total_cost"] is not None)
+        case "assessments/discovery":
+            return sum(1 for a in feedback if a.valid)
+        case "assessments/metrics":
+            return sum(1 for a in feedback if a.valid and a.name == "correctness")
+        case "tools/discovery" | "tools/metrics":
+            return len(tools)
+        case "tags/discovery":
+            return len({(t.request_id, t.key) for t in tags})
+        case "tags/metrics":
+            return len({t.request_id for t in tags if t.key == "persona"})
+        case "dimensions/discovery":
+            return len({t.status for t in traces.values()})
+    raise AssertionError(f"no expectation for {endpoint}")
+
+
+def keeps(ok_only: bool) -> Callable[[Trace], bool]:
+    return lambda t: ok_only and t.status == "OK"
+
+
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-async def test_odd_but_valid_filter_strings_select_nothing(
-    client: InsightsClient, backend: Backend, endpoint: str
+async def test_odd_but_valid_filter_strings_select_only_what_they_say(
+    client: InsightsClient, backend: Backend, raw: sa.Connection, endpoint: str
 ) -> None:
+    rows = load_raw(raw)
+    everything = expected_count(endpoint, rows, backend.experiment_id(), lambda t: True)
+    assert everything > 0, "the unfiltered answer must count something for the check to bite"
     for filter_string in ODD_FILTERS:
         response = await post(
             client, endpoint, body_for(endpoint, backend, filter_string=filter_string)
         )
-        # Correlations and NPMI may also answer 404 for a dimension with no trace in scope.
         assert response.status_code == 200, (filter_string[:200], response.text[:2000])
-        if endpoint == "traffic-cost/volume":
-            # Every odd filter above matches nothing, except the 550 times repeated clause.
-            expected = 0 if "AND status" not in filter_string else None
-            count = response.json()["summary"]["count"]
-            assert expected is None or count == expected, (filter_string[:200], count)
+        # Every odd filter above matches nothing, except the 550 times repeated clause.
+        ok_only = "AND status" in filter_string
+        expected = expected_count(endpoint, rows, backend.experiment_id(), keeps(ok_only))
+        assert counted(endpoint, response.json()) == expected, (filter_string[:200], endpoint)
+    # Without the odd filter the same count is the whole (correlations: outside its slice).
+    answer = (await post(client, endpoint, body_for(endpoint, backend))).json()
+    whole = answer["total_count"] if endpoint == "correlations" else counted(endpoint, answer)
+    assert whole == everything
 
 
 async def test_like_wildcards_in_filter_values_and_keys(
@@ -724,7 +785,7 @@ async def test_wrong_method_and_unknown_paths(client: InsightsClient, prefix: st
 # -- and nothing was written ----------------------------------------------------------------
 
 
-async def test_no_row_was_written(raw: sa.Connection, counts_before: dict[str, int]) -> None:
-    """Runs last in this module: the tracking tables have exactly the rows they had."""
-    assert counts_before["trace_info"] > 0
-    assert row_counts(raw) == counts_before
+async def test_nothing_was_written(raw: sa.Connection, checksums_before: dict[str, str]) -> None:
+    """Every table's rows (every column) are as they were before the module's first request."""
+    assert {"trace_info", "spans", "assessments", "trace_tags"} <= set(checksums_before)
+    assert oracle.table_checksums(raw) == checksums_before

@@ -7,7 +7,6 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
@@ -16,7 +15,8 @@ from migrations_readonly import supported_revisions
 from service.app import create_app
 from service.db import Database, UnsupportedSchemaError
 from service.settings import Settings
-from tests.conftest import API, Backend
+from tests import oracle
+from tests.conftest import API, Backend, serve
 
 WRITES = [
     "INSERT INTO experiments (name, lifecycle_stage) VALUES ('intruder', 'active')",
@@ -26,13 +26,6 @@ WRITES = [
     "DROP TABLE trace_tags",
     "ALTER TABLE trace_info ADD COLUMN intruder INTEGER",
 ]
-
-TABLES = ["experiments", "trace_info", "trace_tags", "spans", "assessments"]
-
-
-def table_counts(engine: sa.Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        return {t: conn.execute(sa.text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in TABLES}
 
 
 def is_read_only_refusal(message: str) -> bool:
@@ -59,7 +52,8 @@ async def test_every_write_is_refused_by_the_database(backend: Backend) -> None:
     read-only role (no write privilege) and even with an all-powerful login, because the
     service's sessions themselves are read-only."""
     sync_engine = backend.sync_engine()
-    before = table_counts(sync_engine)
+    with sync_engine.connect() as conn:
+        before = oracle.table_checksums(conn)
     await assert_writes_refused(
         backend.service_url,
         lambda m: is_read_only_refusal(m) or "denied" in m.lower() or "permission" in m.lower(),
@@ -68,7 +62,8 @@ async def test_every_write_is_refused_by_the_database(backend: Backend) -> None:
     await assert_writes_refused(
         admin_url.render_as_string(hide_password=False), is_read_only_refusal
     )
-    assert table_counts(sync_engine) == before
+    with sync_engine.connect() as conn:
+        assert oracle.table_checksums(conn) == before
     sync_engine.dispose()
 
 
@@ -104,13 +99,11 @@ def test_supported_revisions_include_mlflow_3_17_and_3_18() -> None:
 
 async def test_unreachable_database_answers_503_and_not_ready() -> None:
     app = create_app(Settings(database_url="postgresql://postgres@127.0.0.1:1/nothing"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://insights") as http:
-            ready = await http.get("/ready")
-            assert ready.status_code == 503
-            assert "reach" in ready.json()["reason"]
-            response = await http.post(f"{API}/traffic-cost/volume", json={"experiment_ids": ["1"]})
-            assert response.status_code == 503, response.text
-            assert response.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
-            assert (await http.get("/health")).status_code == 200
+    async with serve(app) as http:
+        ready = await http.get("/ready")
+        assert ready.status_code == 503
+        assert "reach" in ready.json()["reason"]
+        response = await http.post(f"{API}/traffic-cost/volume", json={"experiment_ids": ["1"]})
+        assert response.status_code == 503, response.text
+        assert response.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+        assert (await http.get("/health")).status_code == 200

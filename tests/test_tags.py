@@ -9,23 +9,20 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests import oracle_issue3 as edge
 from tests.conftest import Backend, InsightsClient
-from tests.oracle_issue3 import (
+from tests.oracle import (
     EDGE_END_MS,
     EDGE_START_MS,
     Raw,
     Trace,
     assert_close_json,
-    counting_client,
     load_raw,
-    round_trips,
     same_json_everywhere,
     top_values,
 )
+from tests.round_trips import counting_client, round_trips
 
 # The edge-case DB fixtures, shared with the other issue-3 test modules.
-edge_dbs, edge_clients, edge_raw = edge.edge_dbs, edge.edge_clients, edge.edge_raw
 
 TRACE_NAME = "mlflow.traceName"
 
@@ -204,26 +201,6 @@ async def test_request_errors(client: InsightsClient, backend: Backend) -> None:
     ]:
         message = await client.error(endpoint, body, 400, "INVALID_PARAMETER_VALUE")
         assert word in message, (body, message)
-
-
-@pytest.mark.parametrize(
-    ("endpoint", "extra"),
-    [
-        ("tags/discovery", {"include_system_tags": True}),
-        ("tags/metrics", {"tag_key": "customer_id", "limit": 7}),
-        ("tags/metrics", {"tag_key": "team%_name", "filter_string": "tags.env = 'prod'"}),
-        ("tags/metrics", {"tag_key": TRACE_NAME, "include_system_tags": True}),
-    ],
-)
-async def test_identical_json_on_every_database(
-    clients: dict[str, InsightsClient], endpoint: str, extra: dict[str, Any]
-) -> None:
-    def body(name: str) -> dict[str, Any]:
-        b = clients[name].backend
-        return {"experiment_ids": [b.experiment_id(), b.experiment_id("sql-copilot")], **extra}
-
-    answer = await same_json_everywhere(clients, endpoint, body)
-    assert answer["data"]
 
 
 async def test_edge_values_differing_in_case_spaces_and_accents(

@@ -15,21 +15,20 @@ from mlflow.entities.trace_metrics import AggregationType, MetricAggregation, Me
 from service.queries.exact_sums import read_sum, sum_columns
 from tests import oracle
 from tests.conftest import Backend, InsightsClient
-from tests.oracle_issue3 import (
+from tests.oracle import (
     COST_KEYS,
     Raw,
     Trace,
     assert_close_json,
-    counting_client,
     exact_mean,
     expected_starts,
     load_raw,
     mlflow_points,
     mlflow_store,
-    pct,
-    round_trips,
+    percentile,
     series,
 )
+from tests.round_trips import counting_client, round_trips
 
 BUCKETINGS = [("day", "UTC"), ("hour", "Europe/Berlin"), ("week", "America/New_York")]
 SUMMED_TOKENS = (
@@ -74,9 +73,9 @@ def expected_tokens(
         "trace_count": len(using),
         **sums,
         "avg_total_tokens": sums["total_tokens"] / len(totals) if totals else None,
-        "p50_total_tokens": pct(totals, 50),
-        "p90_total_tokens": pct(totals, 90),
-        "p99_total_tokens": pct(totals, 99),
+        "p50_total_tokens": percentile(totals, 50),
+        "p90_total_tokens": percentile(totals, 90),
+        "p99_total_tokens": percentile(totals, 99),
     }
     starts = expected_starts(traces.values(), body, size, tz)
     points = series(
@@ -300,29 +299,6 @@ async def test_same_numbers_as_mlflow(
         for kind in ("total_cost", "input_cost"):
             expected = mlflow_by_model[(model["model_name"], model["model_provider"], kind)]
             assert oracle.close(model[kind], expected, rel=1e-12), (model, kind)
-
-
-ENDPOINT_BODIES: list[tuple[str, dict[str, Any]]] = [
-    ("traffic-cost/tokens", {"time_bucket": "day", "timezone": "Europe/Berlin"}),
-    ("traffic-cost/tokens", {"time_bucket": "hour"}),
-    ("traffic-cost/cost", {"time_bucket": "day", "timezone": "America/New_York"}),
-    ("traffic-cost/cost", {"time_bucket": "week", "filter_string": "status = 'ERROR'"}),
-]
-
-
-@pytest.mark.parametrize(("endpoint", "extra"), ENDPOINT_BODIES)
-async def test_identical_json_on_every_database(
-    clients: dict[str, InsightsClient], endpoint: str, extra: dict[str, Any]
-) -> None:
-    answers = {}
-    for name, c in clients.items():
-        b = c.backend
-        ids = [b.experiment_id(), b.experiment_id("sql-copilot")]
-        answers[name] = await c.ok(endpoint, {"experiment_ids": ids, **extra})
-    first = next(iter(answers.values()))
-    assert first["time_series"], "the comparison must cover data"
-    for name, answer in answers.items():
-        assert answer == first, name
 
 
 @pytest.mark.parametrize("endpoint", ["traffic-cost/tokens", "traffic-cost/cost"])

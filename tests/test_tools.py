@@ -10,29 +10,26 @@ import pytest
 import sqlalchemy as sa
 from mlflow.entities.trace_metrics import AggregationType, MetricAggregation, MetricViewType
 
-from tests import oracle_issue3 as edge
 from tests.conftest import Backend, InsightsClient
-from tests.oracle_issue3 import (
+from tests.oracle import (
     EDGE_END_MS,
     EDGE_START_MS,
     Raw,
     Span,
     Trace,
     assert_close_json,
-    counting_client,
     expected_starts,
     load_raw,
     mlflow_points,
     mlflow_store,
-    pct,
+    percentile,
     rate,
-    round_trips,
     same_json_everywhere,
     series,
 )
+from tests.round_trips import counting_client, round_trips
 
 # The edge-case DB fixtures, shared with the other issue-3 test modules.
-edge_dbs, edge_clients, edge_raw = edge.edge_dbs, edge.edge_clients, edge.edge_raw
 
 NS_PER_MS = 1_000_000
 
@@ -59,9 +56,9 @@ def latency_stats(calls: list[tuple[Trace, Span]]) -> dict[str, float | None]:
     total_ns = sum(s.end_ns - s.start_ns for _, s in calls if s.end_ns is not None)
     return {
         "avg_latency": total_ns / len(ms) / NS_PER_MS if ms else None,
-        "p50_latency": pct(ms, 50),
-        "p90_latency": pct(ms, 90),
-        "p99_latency": pct(ms, 99),
+        "p50_latency": percentile(ms, 50),
+        "p90_latency": percentile(ms, 90),
+        "p99_latency": percentile(ms, 99),
     }
 
 
@@ -277,25 +274,6 @@ async def test_span_counts_equal_mlflows(
         by_status = counts[info["tool_name"]]
         assert info["invocation_count"] == sum(by_status.values())
         assert info["error_count"] == by_status.get("ERROR", 0)
-
-
-@pytest.mark.parametrize(
-    ("endpoint", "extra"),
-    [
-        ("tools/discovery", {"time_bucket": "day", "timezone": "Europe/Berlin"}),
-        ("tools/metrics", {"time_bucket": "hour"}),
-        ("tools/metrics", {"tool_name": "fetch_docs", "time_bucket": "week"}),
-    ],
-)
-async def test_identical_json_on_every_database(
-    clients: dict[str, InsightsClient], endpoint: str, extra: dict[str, Any]
-) -> None:
-    def body(name: str) -> dict[str, Any]:
-        b = clients[name].backend
-        return {"experiment_ids": [b.experiment_id(), b.experiment_id("sql-copilot")], **extra}
-
-    answer = await same_json_everywhere(clients, endpoint, body)
-    assert answer["data"]
 
 
 async def test_edge_names_differing_in_case_or_spaces_are_distinct_tools(

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import mlflow
 import pytest
+from mlflow import MlflowClient
 
+from service.app import create_app
+from service.demo.generate import mlflow_tracking
+from service.settings import Settings
 from tests import oracle
-from tests.conftest import AJAX_API, Backend, InsightsClient
+from tests.conftest import (
+    AJAX_API,
+    Backend,
+    InsightsClient,
+    empty_tracking_uri,
+    serve,
+)
 
 DAY_MS = 86_400_000
 
@@ -34,21 +49,7 @@ def window(backend: Backend, *, pad_days: int = 0) -> dict[str, int]:
     }
 
 
-def expected_range(
-    traces: list[oracle.TraceRow], body: dict[str, Any], size: str, tz: str
-) -> list[int]:
-    first = body.get("start_time", min((t.timestamp_ms for t in traces), default=None))
-    last = (
-        body["end_time"] - 1
-        if "end_time" in body
-        else max((t.timestamp_ms for t in traces), default=None)
-    )
-    if first is None or last is None:
-        return []
-    return oracle.bucket_starts(first, last, size, tz)
-
-
-def assert_latency_stats(actual: dict[str, Any], traces: list[oracle.TraceRow]) -> None:
+def assert_latency_stats(actual: dict[str, Any], traces: list[oracle.Trace]) -> None:
     values = [t.execution_time_ms for t in traces if t.execution_time_ms is not None]
     assert actual["count"] == len(values)
     for q in (50, 90, 95, 99):
@@ -73,7 +74,7 @@ async def test_volume_matches_raw_traces(
         "error_count": statuses.count("ERROR"),
     }
     groups = oracle.group_by_bucket(traces, size, tz)
-    starts = expected_range(traces, body, size, tz)
+    starts = oracle.expected_starts(traces, body, size, tz)
     assert [p["time_bucket"] for p in result["time_series"]] == starts
     for point in result["time_series"]:
         bucket = groups.get(point["time_bucket"], [])
@@ -98,7 +99,7 @@ async def test_latency_matches_numpy(
     assert summary["max_latency"] == max(finished)
 
     groups = oracle.group_by_bucket(traces, size, tz)
-    assert [p["time_bucket"] for p in result["time_series"]] == expected_range(
+    assert [p["time_bucket"] for p in result["time_series"]] == oracle.expected_starts(
         traces, body, size, tz
     )
     for point in result["time_series"]:
@@ -129,7 +130,7 @@ async def test_errors_match_raw_traces(
         assert oracle.close(point["error_rate"], expected_rate)
 
 
-async def test_dst_day_buckets_are_25_and_23_hours_long(
+async def test_dst_fall_back_day_bucket_is_25_hours_long(
     client: InsightsClient, backend: Backend
 ) -> None:
     """Berlin's day buckets follow local midnight across the 2026-10-25 change (a 25 h day)."""
@@ -140,6 +141,100 @@ async def test_dst_day_buckets_are_25_and_23_hours_long(
     assert lengths == {DAY_MS, DAY_MS + 3_600_000}
 
 
+# --------------------------------------------------------------------------------------------
+# The spring change (a 23 h day), on a small DB with one trace at hh:30 UTC of every hour
+# --------------------------------------------------------------------------------------------
+
+HOUR_MS = 3_600_000
+# Zone -> its spring change: the local date, and the first of the 48 hourly traces (UTC).
+SPRING: dict[str, tuple[date, datetime]] = {
+    "Europe/Berlin": (date(2026, 3, 29), datetime(2026, 3, 28, 12, 30, tzinfo=UTC)),
+    "America/New_York": (date(2026, 3, 8), datetime(2026, 3, 7, 12, 30, tzinfo=UTC)),
+}
+SPRING_TRACES = 48
+# Traces per local day (the day before, the 23 h day, the day after), counted by hand from the
+# UTC offsets: Berlin +01:00 -> +02:00 at 01:00 UTC, New York -05:00 -> -04:00 at 07:00 UTC.
+SPRING_DAY_COUNTS = {"Europe/Berlin": [11, 23, 14], "America/New_York": [17, 23, 8]}
+
+_spring_built: dict[str, tuple[str, str]] = {}
+
+
+def build_spring_db(uri: str) -> str:
+    """The hourly traces of ``SPRING`` through MLflow's tracing API; returns the experiment."""
+    with mlflow_tracking(uri):
+        experiment_id = str(MlflowClient(uri).create_experiment("dst-spring"))
+        for _, first in SPRING.values():
+            for i in range(SPRING_TRACES):
+                start_ns = (int(first.timestamp() * 1000) + i * HOUR_MS) * 1_000_000
+                root = mlflow.start_span_no_context(
+                    "spring", experiment_id=experiment_id, start_time_ns=start_ns
+                )
+                root.end(end_time_ns=start_ns + 5_000_000)
+    return experiment_id
+
+
+@pytest.fixture(scope="session")
+async def spring(backend: Backend, data_dir: Path) -> AsyncIterator[tuple[InsightsClient, str]]:
+    """A client over this backend's spring-change DB, and its experiment id."""
+    if backend.name not in _spring_built:
+        uri = empty_tracking_uri(backend.name, data_dir, "_spring")
+        _spring_built[backend.name] = (uri, build_spring_db(uri))
+    uri, experiment_id = _spring_built[backend.name]
+    async with serve(create_app(Settings(database_url=oracle.mlflow_style_url(uri)))) as http:
+        yield InsightsClient(http, backend), experiment_id
+
+
+def local_midnight(day: date, tz: str) -> int:
+    return int(datetime.combine(day, time(), ZoneInfo(tz)).timestamp() * 1000)
+
+
+async def spring_volume(
+    spring: tuple[InsightsClient, str], tz: str, days: tuple[int, int], size: str
+) -> dict[str, Any]:
+    """Volume from local midnight ``days[0]`` days after the change day to ``days[1]``."""
+    client, experiment_id = spring
+    change_day, _ = SPRING[tz]
+    start, end = (local_midnight(change_day + timedelta(days=d), tz) for d in days)
+    body = {
+        "experiment_ids": [experiment_id],
+        "start_time": start,
+        "end_time": end,
+        "time_bucket": size,
+        "timezone": tz,
+    }
+    return await client.ok("traffic-cost/volume", body)
+
+
+@pytest.mark.parametrize("tz", sorted(SPRING))
+async def test_dst_spring_forward_day_bucket_is_23_hours_long(
+    spring: tuple[InsightsClient, str], tz: str
+) -> None:
+    result = await spring_volume(spring, tz, (-1, 2), "day")
+    change_day, _ = SPRING[tz]
+    days = [change_day + timedelta(days=d) for d in (-1, 0, 1, 2)]
+    starts = [p["time_bucket"] for p in result["time_series"]]
+    assert starts == [local_midnight(d, tz) for d in days[:3]]
+    # The change day is 23 h long; the days around it 24 h.
+    ends = [*starts[1:], local_midnight(days[3], tz)]
+    assert [b - a for a, b in zip(starts, ends, strict=True)] == [DAY_MS, 23 * HOUR_MS, DAY_MS]
+    assert [p["count"] for p in result["time_series"]] == SPRING_DAY_COUNTS[tz]
+    assert result["summary"]["count"] == sum(SPRING_DAY_COUNTS[tz])
+
+
+@pytest.mark.parametrize("tz", sorted(SPRING))
+async def test_dst_spring_forward_hour_buckets_skip_the_missing_hour(
+    spring: tuple[InsightsClient, str], tz: str
+) -> None:
+    series = (await spring_volume(spring, tz, (0, 1), "hour"))["time_series"]
+    change_day, _ = SPRING[tz]
+    start = local_midnight(change_day, tz)
+    starts = [p["time_bucket"] for p in series]
+    assert starts == [start + i * HOUR_MS for i in range(23)]
+    local_hours = [datetime.fromtimestamp(s / 1000, ZoneInfo(tz)).hour for s in starts]
+    assert local_hours == [0, 1, *range(3, 24)]  # 02:00 does not exist that night
+    assert [p["count"] for p in series] == [1] * 23
+
+
 async def test_open_window_spans_earliest_to_latest_trace(
     client: InsightsClient, backend: Backend, raw: Any
 ) -> None:
@@ -148,7 +243,7 @@ async def test_open_window_spans_earliest_to_latest_trace(
     result = await client.ok("traffic-cost/volume", body)
     traces = oracle.load_traces(raw, [exp])
     assert result["summary"]["count"] == len(traces) > 0
-    assert [p["time_bucket"] for p in result["time_series"]] == expected_range(
+    assert [p["time_bucket"] for p in result["time_series"]] == oracle.expected_starts(
         traces, body, "day", "America/New_York"
     )
     assert sum(p["count"] for p in result["time_series"]) == len(traces)
@@ -164,7 +259,7 @@ async def test_half_open_windows(client: InsightsClient, backend: Backend, raw: 
         result = await client.ok("traffic-cost/volume", body)
         traces = oracle.load_traces(raw, [exp], body.get("start_time"), body.get("end_time"))
         assert result["summary"]["count"] == len(traces) > 0
-        assert [p["time_bucket"] for p in result["time_series"]] == expected_range(
+        assert [p["time_bucket"] for p in result["time_series"]] == oracle.expected_starts(
             traces, body, "day", "UTC"
         )
 
@@ -243,22 +338,3 @@ async def test_ajax_prefix_answers_the_same(client: InsightsClient, backend: Bac
     ajax = await client.post("traffic-cost/latency", body, prefix=AJAX_API)
     assert api.status_code == ajax.status_code == 200
     assert api.json() == ajax.json()
-
-
-@pytest.mark.parametrize("endpoint", ["volume", "latency", "errors"])
-@pytest.mark.parametrize(("size", "tz"), [("hour", "UTC"), ("day", "Europe/Berlin")])
-async def test_identical_json_on_every_database(
-    clients: dict[str, InsightsClient], endpoint: str, size: str, tz: str
-) -> None:
-    answers = {}
-    for name, c in clients.items():
-        ds = c.backend.dataset
-        body = {
-            "experiment_ids": [c.backend.experiment_id(), c.backend.experiment_id("sql-copilot")],
-            "start_time": ds.start_time_ms,
-            "end_time": ds.end_time_ms,
-            "time_bucket": size,
-            "timezone": tz,
-        }
-        answers[name] = (await c.post(f"traffic-cost/{endpoint}", body)).text
-    assert len(set(answers.values())) == 1, {k: v[:300] for k, v in answers.items()}
