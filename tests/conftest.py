@@ -172,13 +172,17 @@ class InsightsClient:
         return payload
 
     async def error(self, endpoint: str, body: Any, status: int, code: str) -> str:
-        response = await self.http.post(f"{API}/{endpoint}", json=body)
-        assert response.status_code == status, response.text
-        payload = response.json()
-        assert payload["error_code"] == code, payload
-        assert isinstance(payload["message"], str) and payload["message"]
-        message: str = payload["message"]
-        return message
+        return assert_error(await self.http.post(f"{API}/{endpoint}", json=body), status, code)
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> str:
+    """The response is MLflow's error JSON with this status and code; returns its message."""
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert payload["error_code"] == code, payload
+    assert isinstance(payload["message"], str) and payload["message"]
+    message: str = payload["message"]
+    return message
 
 
 @asynccontextmanager

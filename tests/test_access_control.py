@@ -30,7 +30,7 @@ from service.demo.generate import build_tracking_db
 from service.http.access import AccessChecker, requested_experiment_ids
 from service.http.body import TOO_LARGE_MESSAGE
 from service.settings import Settings
-from tests.conftest import AJAX_API, API, serve
+from tests.conftest import AJAX_API, API, assert_error, serve
 
 ADMIN = ("admin", "admin-pass-1234")
 ALICE = ("alice", "alice-pass-1234")
@@ -216,15 +216,6 @@ def raw_counts(server: TrackingServer, experiment_id: str) -> tuple[int, int, in
     finally:
         engine.dispose()
     return int(row[0]), int(row[1] or 0), int(row[2] or 0)
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    payload = response.json()
-    assert payload["error_code"] == code, payload
-    assert isinstance(payload["message"], str) and payload["message"]
-    message: str = payload["message"]
-    return message
 
 
 # ----------------------------------------------------------------------------- authentication
