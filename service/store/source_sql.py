@@ -1,0 +1,179 @@
+"""What the sync asks the tracking database: partition fingerprints and narrow rows.
+
+A partition is (experiment_id, UTC day of the trace's ``timestamp_ms``). Every row of a trace
+table belongs to its trace's partition, so one predicate on ``trace_info`` (read through MLflow's
+``(experiment_id, timestamp_ms)`` and ``(timestamp_ms, request_id)`` indexes) selects a
+partition's rows in every table. A fingerprint is ``count(*)`` and the sum of a cheap 32-bit hash
+of the narrow columns, per partition and table: any insert, update or delete of a copied column
+changes it (barring a hash collision, which the next reconciliation pass gets another chance at).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.store.tracking.dbmodels.models import SqlTraceInfo
+from sqlalchemy import ColumnElement, Integer, String, and_, cast, false, func, literal, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.expression import FunctionElement
+
+from service.dialects import int_div
+from service.store.layout import ENTITY_ASSOCIATIONS, TRACE_INFO, CopiedTable
+
+DAY_MS = 86_400_000
+# Name of the hash function registered on SQLite connections (SQLite has no built-in hash).
+SQLITE_HASH_FUNCTION = "insights_store_crc32"
+_NULL = "\x00"  # stands for NULL inside the hashed text, so NULL and '' differ
+_SEPARATOR = "\x1f"
+
+
+class row_hash(FunctionElement[int]):
+    """A 32-bit hash of one text value, in whatever cheap form each database has."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(row_hash, "postgresql")
+def _row_hash_postgresql(element: row_hash, compiler: Any, **kw: Any) -> str:
+    return f"hashtext({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(row_hash, "mysql")
+def _row_hash_mysql(element: row_hash, compiler: Any, **kw: Any) -> str:
+    return f"crc32({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(row_hash, "sqlite")
+def _row_hash_sqlite(element: row_hash, compiler: Any, **kw: Any) -> str:
+    return f"{SQLITE_HASH_FUNCTION}({compiler.process(element.clauses, **kw)})"
+
+
+def _crc32(text: str | None) -> int:
+    return zlib.crc32((text or "").encode("utf-8"))
+
+
+async def prepare_session(session: AsyncSession) -> None:
+    """Register the SQLite hash function on the session's connection (a no-op elsewhere)."""
+    connection = await session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    raw = await connection.get_raw_connection()
+    await raw.driver_connection.create_function(  # type: ignore[union-attr]
+        SQLITE_HASH_FUNCTION, 1, _crc32, deterministic=True
+    )
+
+
+@dataclass(frozen=True)
+class Partition:
+    experiment_id: int
+    day: int
+
+
+@dataclass(frozen=True)
+class DayRange:
+    """UTC days ``first`` to ``last`` inclusive; ``None`` leaves that side open."""
+
+    first: int | None
+    last: int | None
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    row_count: int
+    hash_sum: int
+
+
+EMPTY = Fingerprint(0, 0)
+
+_ti = SqlTraceInfo.__table__
+TRACE_DAY = int_div(_ti.c.timestamp_ms, DAY_MS)
+
+
+def _row_text(table: CopiedTable) -> ColumnElement[str]:
+    parts: list[ColumnElement[str]] = []
+    for name in table.columns:
+        parts.append(func.coalesce(cast(table.source.c[name], String), literal(_NULL)))
+    text = parts[0]
+    for part in parts[1:]:
+        text = text + literal(_SEPARATOR) + part
+    return text
+
+
+def _with_trace(table: CopiedTable, query: Select[Any]) -> Select[Any]:
+    """Join the table's rows to their trace (trace_info itself needs no join)."""
+    if table is TRACE_INFO:
+        return query.select_from(_ti)
+    assert table.trace_key is not None
+    query = query.select_from(table.source).join(
+        _ti, _ti.c.request_id == table.source.c[table.trace_key]
+    )
+    if table is ENTITY_ASSOCIATIONS:
+        query = query.where(table.source.c.source_type == "TRACE")
+    return query
+
+
+def in_days(days: DayRange) -> ColumnElement[bool]:
+    conditions: list[ColumnElement[bool]] = []
+    if days.first is not None:
+        conditions.append(_ti.c.timestamp_ms >= days.first * DAY_MS)
+    if days.last is not None:
+        conditions.append(_ti.c.timestamp_ms < (days.last + 1) * DAY_MS)
+    return and_(*conditions) if conditions else ~false()
+
+
+def in_partitions(partitions: Iterable[Partition]) -> ColumnElement[bool]:
+    by_day: dict[int, set[int]] = {}
+    for p in partitions:
+        by_day.setdefault(p.day, set()).add(p.experiment_id)
+    if not by_day:
+        return false()
+    return or_(
+        *(
+            and_(
+                _ti.c.timestamp_ms >= day * DAY_MS,
+                _ti.c.timestamp_ms < (day + 1) * DAY_MS,
+                _ti.c.experiment_id.in_(sorted(experiments)),
+            )
+            for day, experiments in sorted(by_day.items())
+        )
+    )
+
+
+def fingerprint_select(table: CopiedTable, where: ColumnElement[bool]) -> Select[Any]:
+    query = select(
+        _ti.c.experiment_id,
+        TRACE_DAY.label("day"),
+        func.count().label("row_count"),
+        func.sum(row_hash(_row_text(table))).label("hash_sum"),
+    )
+    return _with_trace(table, query).where(where).group_by(_ti.c.experiment_id, TRACE_DAY)
+
+
+async def fingerprints(
+    session: AsyncSession, table: CopiedTable, where: ColumnElement[bool]
+) -> dict[Partition, Fingerprint]:
+    rows = await session.execute(fingerprint_select(table, where))
+    return {
+        Partition(int(e), int(d)): Fingerprint(int(n), int(h or 0)) for e, d, n, h in rows.all()
+    }
+
+
+def rows_select(table: CopiedTable, partitions: Iterable[Partition]) -> Select[Any]:
+    """The narrow rows of ``table`` in ``partitions``, in the store's column order."""
+    query = select(*(table.source.c[name] for name in table.columns))
+    return _with_trace(table, query).where(in_partitions(partitions))
+
+
+def trace_ids_select(partitions: Iterable[Partition]) -> Select[Any]:
+    return select(_ti.c.request_id).where(in_partitions(partitions))
+
+
+def bounds_select() -> Select[Any]:
+    """The oldest and newest trace timestamps (MLflow's timestamp index answers both)."""
+    return select(func.min(_ti.c.timestamp_ms), func.max(_ti.c.timestamp_ms))
