@@ -32,6 +32,8 @@ class Store:
         self._settings = settings
         self._gate = gate_for(database.engine.dialect.name)
         self._lock = asyncio.Lock()
+        # The file's source identity is checked by the first cycle of this process.
+        self._bound = False
 
     @classmethod
     def open(
@@ -45,8 +47,9 @@ class Store:
 
     @property
     def ready(self) -> bool:
-        """True once a first sync completed: the store holds a whole copy."""
-        return self._file.meta().get("first_sync_complete") == "1"
+        """True once a cycle of this process confirmed the file holds a whole copy of this
+        database (a file copied from another one is never reported ready)."""
+        return self._bound and self._file.meta().get("first_sync_complete") == "1"
 
     @property
     def as_of_ms(self) -> int | None:
@@ -69,11 +72,13 @@ class Store:
                 self._reopen()
             cycle = SyncCycle(self._file, self._database, self._gate, self._settings, full=full)
             stats = await cycle.run()
+            self._bound = True
         logger.debug("analytics store sync: %s", stats)
         return stats
 
     def _reopen(self) -> None:
-        self._file.close()
+        self._file.close()  # first: closing may still write the old file's log
+        self._bound = False
         self._file = StoreFile.open(self.path)
 
     def close(self) -> None:

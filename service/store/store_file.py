@@ -81,6 +81,8 @@ class StoreFile:
     def open(cls, path: Path) -> StoreFile:
         """Open ``path``; a file of another layout, or one DuckDB cannot read, is rebuilt."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            _remove(path)  # a write-ahead log left by a deleted file must not replay into a new one
         try:
             store = cls(path)
             version = store.layout_version()
