@@ -28,7 +28,7 @@ from service.store.layout import ENTITY_ASSOCIATIONS, TRACE_INFO, CopiedTable
 DAY_MS = 86_400_000
 # Name of the hash function registered on SQLite connections (SQLite has no built-in hash).
 SQLITE_HASH_FUNCTION = "insights_store_crc32"
-_NULL = "\x00"  # stands for NULL inside the hashed text, so NULL and '' differ
+_NULL = "\x01"  # stands for NULL in the hashed text (PostgreSQL text cannot hold \x00)
 _SEPARATOR = "\x1f"
 
 

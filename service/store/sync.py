@@ -273,11 +273,14 @@ class SyncCycle:
         progress = _Progress(table.name, total, loud=self.stats.full)
         for batch in _batches(partitions, changed, table.name, self.settings.batch_rows):
             result = await session.stream(rows_select(table, batch))
-            async for chunk in result.partitions(self.settings.chunk_rows):
-                rows = [tuple(r) for r in chunk]
-                await asyncio.to_thread(self.file.insert, table, rows)
-                done += len(rows)
-                progress.report(done)
+            try:
+                async for chunk in result.partitions(self.settings.chunk_rows):
+                    rows = [tuple(r) for r in chunk]
+                    await asyncio.to_thread(self.file.insert, table, rows)
+                    done += len(rows)
+                    progress.report(done)
+            finally:
+                await result.close()  # a failed chunk must not leave the cursor half-read
         self.stats.rows[table.name] = self.stats.rows.get(table.name, 0) + done
 
 
