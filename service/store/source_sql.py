@@ -171,9 +171,10 @@ def rows_select(table: CopiedTable, partitions: Iterable[Partition]) -> Select[A
 
 
 def trace_ids_select(partitions: Iterable[Partition]) -> Select[Any]:
-    return select(_ti.c.request_id).where(in_partitions(partitions))
+    """(request_id, experiment_id, day) of the traces in ``partitions``."""
+    return select(_ti.c.request_id, _ti.c.experiment_id, TRACE_DAY).where(in_partitions(partitions))
 
 
-def bounds_select() -> Select[Any]:
-    """The oldest and newest trace timestamps (MLflow's timestamp index answers both)."""
-    return select(func.min(_ti.c.timestamp_ms), func.max(_ti.c.timestamp_ms))
+def oldest_trace_select() -> Select[Any]:
+    """The oldest trace timestamp (MLflow's timestamp index answers it)."""
+    return select(func.min(_ti.c.timestamp_ms))

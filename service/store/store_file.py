@@ -149,7 +149,7 @@ class StoreFile:
         ).fetchall()
         return {(Partition(e, d), t): Fingerprint(n, h) for e, d, t, n, h in rows}
 
-    def trace_ids(self, partitions: Iterable[Partition]) -> set[str]:
+    def trace_ids_by_partition(self, partitions: Iterable[Partition]) -> dict[Partition, set[str]]:
         wanted = _arrow_table(
             {"experiment_id": pa.int32(), "day": pa.int64()},
             [(p.experiment_id, p.day) for p in partitions],
@@ -157,12 +157,16 @@ class StoreFile:
         self.db.register("wanted_partitions", wanted)
         try:
             rows = self.db.execute(
-                f"SELECT t.request_id FROM {TRACE_INFO.name} t JOIN wanted_partitions w "
-                f"ON t.experiment_id = w.experiment_id AND t.timestamp_ms // {DAY_MS} = w.day"
+                f"SELECT t.request_id, w.experiment_id, w.day FROM {TRACE_INFO.name} t "
+                "JOIN wanted_partitions w ON t.experiment_id = w.experiment_id "
+                f"AND t.timestamp_ms // {DAY_MS} = w.day"
             ).fetchall()
         finally:
             self.db.unregister("wanted_partitions")
-        return {r[0] for r in rows}
+        found: dict[Partition, set[str]] = {}
+        for trace_id, experiment_id, day in rows:
+            found.setdefault(Partition(experiment_id, day), set()).add(trace_id)
+        return found
 
     def rows(self, table: CopiedTable) -> list[tuple[Any, ...]]:
         names = ", ".join(f'"{c}"' for c in table.columns)

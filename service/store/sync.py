@@ -39,8 +39,8 @@ from service.store.source_sql import (
     DayRange,
     Fingerprint,
     Partition,
-    bounds_select,
     fingerprints,
+    oldest_trace_select,
     prepare_session,
     rows_select,
     trace_ids_select,
@@ -181,7 +181,7 @@ class SyncCycle:
         return {Partition(int(e), int(d)) for e, d in rows.all()}
 
     async def _add_reconciliation_slice(self, session: AsyncSession, checks: Checks) -> None:
-        oldest_ms, _ = (await session.execute(bounds_select())).one()
+        oldest_ms = (await session.execute(oldest_trace_select())).scalar()
         stored = self.file.fingerprints()
         stored_days = [p.day for p, t in stored if t == TRACE_INFO.name]
         if oldest_ms is not None:
@@ -247,19 +247,28 @@ class SyncCycle:
         per_table: dict[str, list[Partition]] = {}
         for p, name in sorted(changed, key=lambda k: (-k[0].day, k[0].experiment_id, k[1])):
             per_table.setdefault(name, []).append(p)
-        # Trace ids first: deleting trace_info rows changes what the store's partitions hold.
-        doomed: dict[str, set[str]] = {}
-        for table in TRACE_TABLES:
-            if partitions := per_table.get(table.name):
-                source_ids = await session.execute(trace_ids_select(partitions))
-                doomed[table.name] = self.file.trace_ids(partitions) | set(source_ids.scalars())
-        for table in TRACE_TABLES:
-            if table.name in doomed:
-                await asyncio.to_thread(self.file.delete_traces, table, doomed[table.name])
+        if self.meta.get("first_sync_complete") == "1":  # an empty store has nothing to delete
+            await self._delete_changed(session, per_table)
         for table in TRACE_TABLES:
             if partitions := per_table.get(table.name):
                 total = sum(changed[(p, table.name)].row_count for p in partitions)
                 await self._copy_rows(session, table, partitions, changed, total)
+
+    async def _delete_changed(
+        self, session: AsyncSession, per_table: dict[str, list[Partition]]
+    ) -> None:
+        """Delete by the trace ids of both sides; ids are read before any row is deleted, since
+        deleting trace_info rows changes which traces the store's partitions hold."""
+        touched = {p for partitions in per_table.values() for p in partitions}
+        ids = self.file.trace_ids_by_partition(touched)
+        rows = await session.execute(trace_ids_select(touched))
+        for trace_id, experiment_id, day in rows.all():
+            ids.setdefault(Partition(int(experiment_id), int(day)), set()).add(trace_id)
+        for table in TRACE_TABLES:
+            partitions = per_table.get(table.name, [])
+            doomed = set().union(*(ids.get(p, set()) for p in partitions))
+            if doomed:
+                await asyncio.to_thread(self.file.delete_traces, table, doomed)
 
     async def _copy_rows(
         self,
