@@ -1,6 +1,6 @@
 """What the sync asks the tracking database: partition fingerprints and narrow rows.
 
-A partition is (experiment_id, UTC day of the trace's ``timestamp_ms``). Every row of a trace
+A partition is (experiment_id, UTC hour of the trace's ``timestamp_ms``). Every row of a trace
 table belongs to its trace's partition, so one predicate on ``trace_info`` (read through MLflow's
 ``(experiment_id, timestamp_ms)`` and ``(timestamp_ms, request_id)`` indexes) selects a
 partition's rows in every table. A fingerprint is ``count(*)`` and the sum of a cheap 32-bit hash
@@ -16,7 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow.store.tracking.dbmodels.models import SqlTraceInfo
-from sqlalchemy import ColumnElement, Integer, String, and_, cast, false, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    String,
+    and_,
+    cast,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Select
@@ -25,7 +37,7 @@ from sqlalchemy.sql.expression import FunctionElement
 from service.dialects import int_div
 from service.store.layout import ENTITY_ASSOCIATIONS, TRACE_INFO, CopiedTable
 
-DAY_MS = 86_400_000
+PARTITION_MS = 3_600_000  # one UTC hour
 # Name of the hash function registered on SQLite connections (SQLite has no built-in hash).
 SQLITE_HASH_FUNCTION = "insights_store_crc32"
 _NULL = "\x01"  # stands for NULL in the hashed text (PostgreSQL text cannot hold \x00)
@@ -58,9 +70,22 @@ def _crc32(text: str | None) -> int:
     return zlib.crc32((text or "").encode("utf-8"))
 
 
+# For the sync's own transaction only (SET LOCAL): small index-driven reads, measured on
+# PostgreSQL 15 at 200k traces; JIT compilation alone cost ~95 ms of a 190 ms fingerprint, and the
+# default random_page_cost chose sequential scans of trace_tags and trace_request_metadata.
+_POSTGRES_SESSION = (
+    "SET LOCAL jit = off",
+    "SET LOCAL max_parallel_workers_per_gather = 0",
+    "SET LOCAL random_page_cost = 1.1",
+)
+
+
 async def prepare_session(session: AsyncSession) -> None:
-    """Register the SQLite hash function on the session's connection (a no-op elsewhere)."""
+    """Tune the sync's PostgreSQL transaction; register the SQLite hash function."""
     connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        for statement in _POSTGRES_SESSION:
+            await session.execute(text(statement))
     if connection.dialect.name != "sqlite":
         return
     raw = await connection.get_raw_connection()
@@ -72,12 +97,12 @@ async def prepare_session(session: AsyncSession) -> None:
 @dataclass(frozen=True)
 class Partition:
     experiment_id: int
-    day: int
+    hour: int
 
 
 @dataclass(frozen=True)
-class DayRange:
-    """UTC days ``first`` to ``last`` inclusive; ``None`` leaves that side open."""
+class HourRange:
+    """UTC hours ``first`` to ``last`` inclusive; ``None`` leaves that side open."""
 
     first: int | None
     last: int | None
@@ -92,7 +117,7 @@ class Fingerprint:
 EMPTY = Fingerprint(0, 0)
 
 _ti = SqlTraceInfo.__table__
-TRACE_DAY = int_div(_ti.c.timestamp_ms, DAY_MS)
+TRACE_HOUR = int_div(_ti.c.timestamp_ms, PARTITION_MS)
 
 
 def _row_text(table: CopiedTable) -> ColumnElement[str]:
@@ -118,29 +143,29 @@ def _with_trace(table: CopiedTable, query: Select[Any]) -> Select[Any]:
     return query
 
 
-def in_days(days: DayRange) -> ColumnElement[bool]:
+def in_hours(hours: HourRange) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = []
-    if days.first is not None:
-        conditions.append(_ti.c.timestamp_ms >= days.first * DAY_MS)
-    if days.last is not None:
-        conditions.append(_ti.c.timestamp_ms < (days.last + 1) * DAY_MS)
+    if hours.first is not None:
+        conditions.append(_ti.c.timestamp_ms >= hours.first * PARTITION_MS)
+    if hours.last is not None:
+        conditions.append(_ti.c.timestamp_ms < (hours.last + 1) * PARTITION_MS)
     return and_(*conditions) if conditions else ~false()
 
 
 def in_partitions(partitions: Iterable[Partition]) -> ColumnElement[bool]:
-    by_day: dict[int, set[int]] = {}
+    by_hour: dict[int, set[int]] = {}
     for p in partitions:
-        by_day.setdefault(p.day, set()).add(p.experiment_id)
-    if not by_day:
+        by_hour.setdefault(p.hour, set()).add(p.experiment_id)
+    if not by_hour:
         return false()
     return or_(
         *(
             and_(
-                _ti.c.timestamp_ms >= day * DAY_MS,
-                _ti.c.timestamp_ms < (day + 1) * DAY_MS,
+                _ti.c.timestamp_ms >= hour * PARTITION_MS,
+                _ti.c.timestamp_ms < (hour + 1) * PARTITION_MS,
                 _ti.c.experiment_id.in_(sorted(experiments)),
             )
-            for day, experiments in sorted(by_day.items())
+            for hour, experiments in sorted(by_hour.items())
         )
     )
 
@@ -148,11 +173,11 @@ def in_partitions(partitions: Iterable[Partition]) -> ColumnElement[bool]:
 def fingerprint_select(table: CopiedTable, where: ColumnElement[bool]) -> Select[Any]:
     query = select(
         _ti.c.experiment_id,
-        TRACE_DAY.label("day"),
+        TRACE_HOUR.label("hour"),
         func.count().label("row_count"),
         func.sum(row_hash(_row_text(table))).label("hash_sum"),
     )
-    return _with_trace(table, query).where(where).group_by(_ti.c.experiment_id, TRACE_DAY)
+    return _with_trace(table, query).where(where).group_by(_ti.c.experiment_id, TRACE_HOUR)
 
 
 async def fingerprints(
@@ -171,8 +196,9 @@ def rows_select(table: CopiedTable, partitions: Iterable[Partition]) -> Select[A
 
 
 def trace_ids_select(partitions: Iterable[Partition]) -> Select[Any]:
-    """(request_id, experiment_id, day) of the traces in ``partitions``."""
-    return select(_ti.c.request_id, _ti.c.experiment_id, TRACE_DAY).where(in_partitions(partitions))
+    """(request_id, experiment_id, hour) of the traces in ``partitions``."""
+    query = select(_ti.c.request_id, _ti.c.experiment_id, TRACE_HOUR)
+    return query.where(in_partitions(partitions))
 
 
 def oldest_trace_select() -> Select[Any]:

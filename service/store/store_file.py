@@ -31,7 +31,7 @@ from service.store.layout import (
     TRACE_INFO,
     CopiedTable,
 )
-from service.store.source_sql import DAY_MS, Fingerprint, Partition
+from service.store.source_sql import PARTITION_MS, Fingerprint, Partition
 
 logger = logging.getLogger(__name__)
 
@@ -144,28 +144,28 @@ class StoreFile:
 
     def fingerprints(self) -> dict[tuple[Partition, str], Fingerprint]:
         rows = self.db.execute(
-            "SELECT experiment_id, day, table_name, row_count, hash_sum "
+            "SELECT experiment_id, hour, table_name, row_count, hash_sum "
             f'FROM "{STORE_PARTITIONS.name}"'
         ).fetchall()
         return {(Partition(e, d), t): Fingerprint(n, h) for e, d, t, n, h in rows}
 
     def trace_ids_by_partition(self, partitions: Iterable[Partition]) -> dict[Partition, set[str]]:
         wanted = _arrow_table(
-            {"experiment_id": pa.int32(), "day": pa.int64()},
-            [(p.experiment_id, p.day) for p in partitions],
+            {"experiment_id": pa.int32(), "hour": pa.int64()},
+            [(p.experiment_id, p.hour) for p in partitions],
         )
         self.db.register("wanted_partitions", wanted)
         try:
             rows = self.db.execute(
-                f"SELECT t.request_id, w.experiment_id, w.day FROM {TRACE_INFO.name} t "
+                f"SELECT t.request_id, w.experiment_id, w.hour FROM {TRACE_INFO.name} t "
                 "JOIN wanted_partitions w ON t.experiment_id = w.experiment_id "
-                f"AND t.timestamp_ms // {DAY_MS} = w.day"
+                f"AND t.timestamp_ms // {PARTITION_MS} = w.hour"
             ).fetchall()
         finally:
             self.db.unregister("wanted_partitions")
         found: dict[Partition, set[str]] = {}
-        for trace_id, experiment_id, day in rows:
-            found.setdefault(Partition(experiment_id, day), set()).add(trace_id)
+        for trace_id, experiment_id, hour in rows:
+            found.setdefault(Partition(experiment_id, hour), set()).add(trace_id)
         return found
 
     def rows(self, table: CopiedTable) -> list[tuple[Any, ...]]:
@@ -214,11 +214,11 @@ class StoreFile:
     def record_fingerprints(self, checked: dict[tuple[Partition, str], Fingerprint]) -> None:
         """Remember the source's fingerprints of the partitions checked; empty ones are dropped."""
         keys = _arrow_table(
-            {"experiment_id": pa.int32(), "day": pa.int64(), "table_name": pa.string()},
-            [(p.experiment_id, p.day, t) for p, t in checked],
+            {"experiment_id": pa.int32(), "hour": pa.int64(), "table_name": pa.string()},
+            [(p.experiment_id, p.hour, t) for p, t in checked],
         )
         kept = [
-            (p.experiment_id, p.day, t, f.row_count, f.hash_sum)
+            (p.experiment_id, p.hour, t, f.row_count, f.hash_sum)
             for (p, t), f in checked.items()
             if f.row_count
         ]
@@ -226,7 +226,7 @@ class StoreFile:
         try:
             self.db.execute(
                 f'DELETE FROM "{STORE_PARTITIONS.name}" s USING checked_keys c '
-                "WHERE s.experiment_id = c.experiment_id AND s.day = c.day "
+                "WHERE s.experiment_id = c.experiment_id AND s.hour = c.hour "
                 "AND s.table_name = c.table_name"
             )
         finally:

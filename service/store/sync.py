@@ -27,17 +27,17 @@ from service.store.change_gate import ChangeGate
 from service.store.layout import EXPERIMENTS, TRACE_INFO, TRACE_TABLES, CopiedTable
 from service.store.plan import (
     Checks,
-    day_of,
-    recent_days,
+    hour_of,
+    recent_hours,
     reconciliation_slice,
-    traces_per_day,
+    traces_per_hour,
 )
 from service.store.source_identity import source_identity
 from service.store.source_sql import (
     EMPTY,
-    TRACE_DAY,
-    DayRange,
+    TRACE_HOUR,
     Fingerprint,
+    HourRange,
     Partition,
     fingerprints,
     oldest_trace_select,
@@ -54,10 +54,10 @@ Key = tuple[Partition, str]
 
 @dataclass(frozen=True)
 class SyncSettings:
-    # Days (UTC, counting today) compared whenever the change gate reports a write.
-    recent_days: int = 2
+    # Hours (counting the current one) compared whenever the change gate reports a write.
+    recent_hours: int = 3
     # Traces per cycle the reconciliation slice compares (their spans, tags, ... with them).
-    reconcile_budget_traces: int = 5_000
+    reconcile_budget_traces: int = 500
     # Rows per read from the tracking database, and per batch of partitions copied.
     chunk_rows: int = 10_000
     batch_rows: int = 50_000
@@ -72,7 +72,7 @@ class SyncStats:
     partitions_checked: int = 0
     partitions_copied: int = 0
     recent_checked: bool = False
-    reconciled: DayRange | None = None
+    reconciled: HourRange | None = None
     reconciliation_wrapped: bool = False
     as_of_ms: int = 0
     duration_ms: float = 0.0
@@ -146,11 +146,11 @@ class SyncCycle:
             self.stats.recent_checked = True
             self.stats.as_of_ms = self.started_ms
             self.new_meta["as_of_ms"] = str(self.started_ms)
-            return Checks(ranges=[DayRange(None, None)])
+            return Checks(ranges=[HourRange(None, None)])
         checks = Checks()
         previous_as_of = int(self.meta.get("as_of_ms", "0"))
         if token is None or token != self.meta.get("gate_token"):
-            checks.ranges.append(recent_days(self.started_ms, self.settings.recent_days))
+            checks.ranges.append(recent_hours(self.started_ms, self.settings.recent_hours))
             checks.partitions |= await self._advance_feedback_cursor(session)
             self.stats.recent_checked = True
             as_of = self.started_ms
@@ -172,7 +172,7 @@ class SyncCycle:
             return set()
         ti = TRACE_INFO.source.c
         rows = await session.execute(
-            select(ti.experiment_id, TRACE_DAY)
+            select(ti.experiment_id, TRACE_HOUR)
             .select_from(SqlAssessments.__table__)
             .join(TRACE_INFO.source, ti.request_id == a.trace_id)
             .where(a.last_updated_timestamp >= since)
@@ -183,27 +183,27 @@ class SyncCycle:
     async def _add_reconciliation_slice(self, session: AsyncSession, checks: Checks) -> None:
         oldest_ms = (await session.execute(oldest_trace_select())).scalar()
         stored = self.file.fingerprints()
-        stored_days = [p.day for p, t in stored if t == TRACE_INFO.name]
+        stored_hours = [p.hour for p, t in stored if t == TRACE_INFO.name]
         if oldest_ms is not None:
-            stored_days.append(day_of(oldest_ms))
-        first_recent = recent_days(self.started_ms, self.settings.recent_days).first
+            stored_hours.append(hour_of(oldest_ms))
+        first_recent = recent_hours(self.started_ms, self.settings.recent_hours).first
         assert first_recent is not None
-        next_day = self.meta.get("reconcile_next_day")
+        next_hour = self.meta.get("reconcile_next_hour")
         chosen = reconciliation_slice(
-            next_day=int(next_day) if next_day else None,
-            oldest_day=min(stored_days) if stored_days else None,
-            first_recent_day=first_recent,
-            traces_per_day=traces_per_day(
+            next_hour=int(next_hour) if next_hour else None,
+            oldest_hour=min(stored_hours) if stored_hours else None,
+            first_recent_hour=first_recent,
+            traces_per_hour=traces_per_hour(
                 (p, fp.row_count) for (p, t), fp in stored.items() if t == TRACE_INFO.name
             ),
             budget_traces=self.settings.reconcile_budget_traces,
         )
-        if chosen.days is not None:
-            checks.ranges.append(chosen.days)
-        self.stats.reconciled = chosen.days
+        if chosen.hours is not None:
+            checks.ranges.append(chosen.hours)
+        self.stats.reconciled = chosen.hours
         self.stats.reconciliation_wrapped = chosen.wrapped
-        self.new_meta["reconcile_next_day"] = (
-            "" if chosen.next_day is None else str(chosen.next_day)
+        self.new_meta["reconcile_next_hour"] = (
+            "" if chosen.next_hour is None else str(chosen.next_hour)
         )
 
     async def _fingerprints(
@@ -245,7 +245,7 @@ class SyncCycle:
         timestamp moved it to another partition; all deletes run before any insert.
         """
         per_table: dict[str, list[Partition]] = {}
-        for p, name in sorted(changed, key=lambda k: (-k[0].day, k[0].experiment_id, k[1])):
+        for p, name in sorted(changed, key=lambda k: (-k[0].hour, k[0].experiment_id, k[1])):
             per_table.setdefault(name, []).append(p)
         if self.meta.get("first_sync_complete") == "1":  # an empty store has nothing to delete
             await self._delete_changed(session, per_table)
@@ -262,8 +262,8 @@ class SyncCycle:
         touched = {p for partitions in per_table.values() for p in partitions}
         ids = self.file.trace_ids_by_partition(touched)
         rows = await session.execute(trace_ids_select(touched))
-        for trace_id, experiment_id, day in rows.all():
-            ids.setdefault(Partition(int(experiment_id), int(day)), set()).add(trace_id)
+        for trace_id, experiment_id, hour in rows.all():
+            ids.setdefault(Partition(int(experiment_id), int(hour)), set()).add(trace_id)
         for table in TRACE_TABLES:
             partitions = per_table.get(table.name, [])
             doomed = set().union(*(ids.get(p, set()) for p in partitions))
