@@ -1,7 +1,7 @@
 """A cheap "has anything been written since?" question, per database.
 
 A cycle asks it first; when the answer is "no", the cycle skips the fingerprints of the recent
-hours and the feedback cursor (the reconciliation slice still runs). The answer may arrive late
+slots and the feedback cursor (the reconciliation slice still runs). The answer may arrive late
 (PostgreSQL publishes its table counters up to about a second after a commit, MariaDB stamps
 tables to the second) but never misses a write: a write made after the token was read changes
 a later token. ``delay_ms`` is that lateness; a cycle that skips on it claims freshness only up

@@ -34,7 +34,8 @@ class CopiedTable:
     """One MLflow table as the store holds it.
 
     ``trace_key`` names the column that ties a row to its trace (``None`` for experiments, which
-    are copied whole every cycle); rows are copied per (experiment, UTC hour of their trace).
+    are copied whole every cycle); rows are copied per
+    (experiment, 15-minute slot of their trace's timestamp).
     """
 
     source: Table
@@ -136,7 +137,7 @@ ENTITY_ASSOCIATIONS = _narrow(
     "source_id",
 )
 
-# Copied per (experiment, hour) of their trace; trace_info first.
+# Copied per (experiment, slot) of their trace; trace_info first.
 TRACE_TABLES: tuple[CopiedTable, ...] = (
     TRACE_INFO,
     TRACE_TAGS,
@@ -158,12 +159,12 @@ STORE_META = Table(
     Column("value", String, nullable=False),
 )
 
-# The source's fingerprint of each (experiment, hour, table) as of its last copy or check.
+# The source's fingerprint of each (experiment, slot, table) as of its last copy or check.
 STORE_PARTITIONS = Table(
     "insights_store_partitions",
     STORE_METADATA,
     Column("experiment_id", Integer, nullable=False),
-    Column("hour", BigInteger, nullable=False),
+    Column("slot", BigInteger, nullable=False),
     Column("table_name", String, nullable=False),
     Column("row_count", BigInteger, nullable=False),
     Column("hash_sum", BigInteger, nullable=False),

@@ -62,7 +62,7 @@ class Store:
         return self._file.engine
 
     async def sync_once(self, *, full: bool = False) -> SyncStats:
-        """Run one cycle; ``full`` compares every partition instead of a slice of old hours.
+        """Run one cycle; ``full`` compares every partition instead of a slice of old slots.
 
         A cycle that fails changes nothing in the store (it is one DuckDB transaction).
         """

@@ -144,28 +144,28 @@ class StoreFile:
 
     def fingerprints(self) -> dict[tuple[Partition, str], Fingerprint]:
         rows = self.db.execute(
-            "SELECT experiment_id, hour, table_name, row_count, hash_sum "
+            "SELECT experiment_id, slot, table_name, row_count, hash_sum "
             f'FROM "{STORE_PARTITIONS.name}"'
         ).fetchall()
         return {(Partition(e, d), t): Fingerprint(n, h) for e, d, t, n, h in rows}
 
     def trace_ids_by_partition(self, partitions: Iterable[Partition]) -> dict[Partition, set[str]]:
         wanted = _arrow_table(
-            {"experiment_id": pa.int32(), "hour": pa.int64()},
-            [(p.experiment_id, p.hour) for p in partitions],
+            {"experiment_id": pa.int32(), "slot": pa.int64()},
+            [(p.experiment_id, p.slot) for p in partitions],
         )
         self.db.register("wanted_partitions", wanted)
         try:
             rows = self.db.execute(
-                f"SELECT t.request_id, w.experiment_id, w.hour FROM {TRACE_INFO.name} t "
+                f"SELECT t.request_id, w.experiment_id, w.slot FROM {TRACE_INFO.name} t "
                 "JOIN wanted_partitions w ON t.experiment_id = w.experiment_id "
-                f"AND t.timestamp_ms // {PARTITION_MS} = w.hour"
+                f"AND t.timestamp_ms // {PARTITION_MS} = w.slot"
             ).fetchall()
         finally:
             self.db.unregister("wanted_partitions")
         found: dict[Partition, set[str]] = {}
-        for trace_id, experiment_id, hour in rows:
-            found.setdefault(Partition(experiment_id, hour), set()).add(trace_id)
+        for trace_id, experiment_id, slot in rows:
+            found.setdefault(Partition(experiment_id, slot), set()).add(trace_id)
         return found
 
     def rows(self, table: CopiedTable) -> list[tuple[Any, ...]]:
@@ -214,11 +214,11 @@ class StoreFile:
     def record_fingerprints(self, checked: dict[tuple[Partition, str], Fingerprint]) -> None:
         """Remember the source's fingerprints of the partitions checked; empty ones are dropped."""
         keys = _arrow_table(
-            {"experiment_id": pa.int32(), "hour": pa.int64(), "table_name": pa.string()},
-            [(p.experiment_id, p.hour, t) for p, t in checked],
+            {"experiment_id": pa.int32(), "slot": pa.int64(), "table_name": pa.string()},
+            [(p.experiment_id, p.slot, t) for p, t in checked],
         )
         kept = [
-            (p.experiment_id, p.hour, t, f.row_count, f.hash_sum)
+            (p.experiment_id, p.slot, t, f.row_count, f.hash_sum)
             for (p, t), f in checked.items()
             if f.row_count
         ]
@@ -226,7 +226,7 @@ class StoreFile:
         try:
             self.db.execute(
                 f'DELETE FROM "{STORE_PARTITIONS.name}" s USING checked_keys c '
-                "WHERE s.experiment_id = c.experiment_id AND s.hour = c.hour "
+                "WHERE s.experiment_id = c.experiment_id AND s.slot = c.slot "
                 "AND s.table_name = c.table_name"
             )
         finally:

@@ -27,18 +27,18 @@ from service.store.change_gate import ChangeGate
 from service.store.layout import EXPERIMENTS, TRACE_INFO, TRACE_TABLES, CopiedTable
 from service.store.plan import (
     Checks,
-    hour_of,
-    recent_hours,
+    recent_slots,
     reconciliation_slice,
-    traces_per_hour,
+    slot_of,
+    traces_per_slot,
 )
 from service.store.source_identity import source_identity
 from service.store.source_sql import (
     EMPTY,
-    TRACE_HOUR,
+    TRACE_SLOT,
     Fingerprint,
-    HourRange,
     Partition,
+    SlotRange,
     fingerprints,
     oldest_trace_select,
     prepare_session,
@@ -54,8 +54,8 @@ Key = tuple[Partition, str]
 
 @dataclass(frozen=True)
 class SyncSettings:
-    # Hours (counting the current one) compared whenever the change gate reports a write.
-    recent_hours: int = 3
+    # Slots (15 minutes, counting the current one) compared whenever the gate reports a write.
+    recent_slots: int = 12
     # Traces per cycle the reconciliation slice compares (their spans, tags, ... with them).
     reconcile_budget_traces: int = 500
     # Rows per read from the tracking database, and per batch of partitions copied.
@@ -72,7 +72,7 @@ class SyncStats:
     partitions_checked: int = 0
     partitions_copied: int = 0
     recent_checked: bool = False
-    reconciled: HourRange | None = None
+    reconciled: SlotRange | None = None
     reconciliation_wrapped: bool = False
     as_of_ms: int = 0
     duration_ms: float = 0.0
@@ -146,11 +146,11 @@ class SyncCycle:
             self.stats.recent_checked = True
             self.stats.as_of_ms = self.started_ms
             self.new_meta["as_of_ms"] = str(self.started_ms)
-            return Checks(ranges=[HourRange(None, None)])
+            return Checks(ranges=[SlotRange(None, None)])
         checks = Checks()
         previous_as_of = int(self.meta.get("as_of_ms", "0"))
         if token is None or token != self.meta.get("gate_token"):
-            checks.ranges.append(recent_hours(self.started_ms, self.settings.recent_hours))
+            checks.ranges.append(recent_slots(self.started_ms, self.settings.recent_slots))
             checks.partitions |= await self._advance_feedback_cursor(session)
             self.stats.recent_checked = True
             as_of = self.started_ms
@@ -172,7 +172,7 @@ class SyncCycle:
             return set()
         ti = TRACE_INFO.source.c
         rows = await session.execute(
-            select(ti.experiment_id, TRACE_HOUR)
+            select(ti.experiment_id, TRACE_SLOT)
             .select_from(SqlAssessments.__table__)
             .join(TRACE_INFO.source, ti.request_id == a.trace_id)
             .where(a.last_updated_timestamp >= since)
@@ -183,27 +183,27 @@ class SyncCycle:
     async def _add_reconciliation_slice(self, session: AsyncSession, checks: Checks) -> None:
         oldest_ms = (await session.execute(oldest_trace_select())).scalar()
         stored = self.file.fingerprints()
-        stored_hours = [p.hour for p, t in stored if t == TRACE_INFO.name]
+        stored_slots = [p.slot for p, t in stored if t == TRACE_INFO.name]
         if oldest_ms is not None:
-            stored_hours.append(hour_of(oldest_ms))
-        first_recent = recent_hours(self.started_ms, self.settings.recent_hours).first
+            stored_slots.append(slot_of(oldest_ms))
+        first_recent = recent_slots(self.started_ms, self.settings.recent_slots).first
         assert first_recent is not None
-        next_hour = self.meta.get("reconcile_next_hour")
+        next_slot = self.meta.get("reconcile_next_slot")
         chosen = reconciliation_slice(
-            next_hour=int(next_hour) if next_hour else None,
-            oldest_hour=min(stored_hours) if stored_hours else None,
-            first_recent_hour=first_recent,
-            traces_per_hour=traces_per_hour(
+            next_slot=int(next_slot) if next_slot else None,
+            oldest_slot=min(stored_slots) if stored_slots else None,
+            first_recent_slot=first_recent,
+            traces_per_slot=traces_per_slot(
                 (p, fp.row_count) for (p, t), fp in stored.items() if t == TRACE_INFO.name
             ),
             budget_traces=self.settings.reconcile_budget_traces,
         )
-        if chosen.hours is not None:
-            checks.ranges.append(chosen.hours)
-        self.stats.reconciled = chosen.hours
+        if chosen.slots is not None:
+            checks.ranges.append(chosen.slots)
+        self.stats.reconciled = chosen.slots
         self.stats.reconciliation_wrapped = chosen.wrapped
-        self.new_meta["reconcile_next_hour"] = (
-            "" if chosen.next_hour is None else str(chosen.next_hour)
+        self.new_meta["reconcile_next_slot"] = (
+            "" if chosen.next_slot is None else str(chosen.next_slot)
         )
 
     async def _fingerprints(
@@ -245,7 +245,7 @@ class SyncCycle:
         timestamp moved it to another partition; all deletes run before any insert.
         """
         per_table: dict[str, list[Partition]] = {}
-        for p, name in sorted(changed, key=lambda k: (-k[0].hour, k[0].experiment_id, k[1])):
+        for p, name in sorted(changed, key=lambda k: (-k[0].slot, k[0].experiment_id, k[1])):
             per_table.setdefault(name, []).append(p)
         if self.meta.get("first_sync_complete") == "1":  # an empty store has nothing to delete
             await self._delete_changed(session, per_table)
@@ -262,8 +262,8 @@ class SyncCycle:
         touched = {p for partitions in per_table.values() for p in partitions}
         ids = self.file.trace_ids_by_partition(touched)
         rows = await session.execute(trace_ids_select(touched))
-        for trace_id, experiment_id, hour in rows.all():
-            ids.setdefault(Partition(int(experiment_id), int(hour)), set()).add(trace_id)
+        for trace_id, experiment_id, slot in rows.all():
+            ids.setdefault(Partition(int(experiment_id), int(slot)), set()).add(trace_id)
         for table in TRACE_TABLES:
             partitions = per_table.get(table.name, [])
             doomed = set().union(*(ids.get(p, set()) for p in partitions))
