@@ -57,7 +57,7 @@ class SyncSettings:
     # Slots (15 minutes, counting the current one) compared whenever the gate reports a write.
     recent_slots: int = 12
     # Traces per cycle the reconciliation slice compares (their spans, tags, ... with them).
-    reconcile_budget_traces: int = 500
+    reconcile_budget_traces: int = 250
     # Rows per read from the tracking database, and per batch of partitions copied.
     chunk_rows: int = 10_000
     batch_rows: int = 50_000
