@@ -155,21 +155,28 @@ def in_slots(slots: SlotRange) -> ColumnElement[bool]:
 
 
 def in_partitions(partitions: Iterable[Partition]) -> ColumnElement[bool]:
-    by_slot: dict[int, set[int]] = {}
-    for p in partitions:
-        by_slot.setdefault(p.slot, set()).add(p.experiment_id)
-    if not by_slot:
-        return false()
-    return or_(
-        *(
-            and_(
-                _ti.c.timestamp_ms >= slot * PARTITION_MS,
-                _ti.c.timestamp_ms < (slot + 1) * PARTITION_MS,
-                _ti.c.experiment_id.in_(sorted(experiments)),
-            )
-            for slot, experiments in sorted(by_slot.items())
+    """One time range per run of consecutive slots of an experiment: a first sync's batch is a
+    few ranges, not thousands of slot conditions to build and plan."""
+    runs = [
+        and_(
+            _ti.c.experiment_id == experiment_id,
+            _ti.c.timestamp_ms >= first * PARTITION_MS,
+            _ti.c.timestamp_ms < (last + 1) * PARTITION_MS,
         )
-    )
+        for experiment_id, first, last in _slot_runs(partitions)
+    ]
+    return or_(*runs) if runs else false()
+
+
+def _slot_runs(partitions: Iterable[Partition]) -> list[tuple[int, int, int]]:
+    """(experiment_id, first slot, last slot) of each run of consecutive slots."""
+    runs: list[tuple[int, int, int]] = []
+    for p in sorted(partitions, key=lambda p: (p.experiment_id, p.slot)):
+        if runs and runs[-1][0] == p.experiment_id and runs[-1][2] == p.slot - 1:
+            runs[-1] = (p.experiment_id, runs[-1][1], p.slot)
+        else:
+            runs.append((p.experiment_id, p.slot, p.slot))
+    return runs
 
 
 def fingerprint_select(table: CopiedTable, where: ColumnElement[bool]) -> Select[Any]:

@@ -281,7 +281,10 @@ class SyncCycle:
         done = 0
         progress = _Progress(table.name, total, loud=self.stats.full)
         for batch in _batches(partitions, changed, table.name, self.settings.batch_rows):
-            result = await session.stream(rows_select(table, batch))
+            query = rows_select(table, batch).execution_options(
+                yield_per=self.settings.chunk_rows  # the driver's fetch size, too
+            )
+            result = await session.stream(query)
             try:
                 async for chunk in result.partitions(self.settings.chunk_rows):
                     rows = [tuple(r) for r in chunk]
