@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import mlflow
 import pytest
 import sqlalchemy as sa
@@ -503,6 +504,15 @@ async def test_deleted_or_corrupt_file_is_rebuilt(
     store_path.write_bytes(b"this is not a DuckDB file" * 1000)
     store = Store.open(store_path, database, SLICED)
     assert not store.ready
+    assert (await store.sync_once()).full
+    assert_exact_copy(store, source)
+    store.close()
+
+    # A DuckDB file that lost one of the store's tables.
+    damaged = duckdb.connect(str(store_path))
+    damaged.execute("DROP TABLE spans")
+    damaged.close()
+    store = Store.open(store_path, database, SLICED)
     assert (await store.sync_once()).full
     assert_exact_copy(store, source)
     store.close()

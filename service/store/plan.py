@@ -27,9 +27,8 @@ class Checks:
 
     ranges: list[SlotRange] = field(default_factory=list)
     partitions: set[Partition] = field(default_factory=set)
-
-    def empty(self) -> bool:
-        return not self.ranges and not self.partitions
+    # Fingerprint each range with its own statement (a full comparison) instead of one.
+    separately: bool = False
 
     def covers(self, p: Partition) -> bool:
         return p in self.partitions or any(
@@ -37,11 +36,14 @@ class Checks:
             for r in self.ranges
         )
 
-    def where(self) -> ColumnElement[bool]:
+    def wheres(self) -> list[ColumnElement[bool]]:
+        """The predicates to fingerprint with, one statement each."""
         conditions = [in_slots(r) for r in self.ranges]
         if self.partitions:
             conditions.append(in_partitions(self.partitions))
-        return or_(*conditions)
+        if self.separately or not conditions:
+            return conditions
+        return [or_(*conditions)]
 
 
 def slot_of(epoch_ms: int) -> int:

@@ -61,6 +61,10 @@ def _arrow_table(columns: dict[str, pa.DataType], rows: Sequence[Row]) -> pa.Tab
     )
 
 
+class BrokenStoreError(RuntimeError):
+    """A store file that DuckDB opens but that lacks some of the store's tables."""
+
+
 def _remove(path: Path) -> None:
     for leftover in (path, path.with_name(path.name + ".wal")):
         leftover.unlink(missing_ok=True)
@@ -72,7 +76,11 @@ class StoreFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.engine: Engine = create_engine(f"duckdb:///{path}")
-        self._pooled = self.engine.raw_connection()
+        try:
+            self._pooled = self.engine.raw_connection()
+        except BaseException:
+            self.engine.dispose()
+            raise
         # duckdb-engine's wrapper passes every call through to the DuckDB connection.
         self.db: duckdb.DuckDBPyConnection = self._pooled.driver_connection  # type: ignore[assignment]
         self._inode = os.stat(path).st_ino
@@ -84,9 +92,8 @@ class StoreFile:
         if not path.exists():
             _remove(path)  # a write-ahead log left by a deleted file must not replay into a new one
         try:
-            store = cls(path)
-            version = store.layout_version()
-        except (duckdb.Error, DBAPIError) as exc:
+            store, version = cls._open_existing(path)
+        except (duckdb.Error, DBAPIError, BrokenStoreError) as exc:
             logger.warning("analytics store %s is unreadable (%s): rebuilding it", path, exc)
             _remove(path)
             store, version = cls(path), None
@@ -104,13 +111,29 @@ class StoreFile:
             store.create_tables()
         return store
 
+    @classmethod
+    def _open_existing(cls, path: Path) -> tuple[StoreFile, str | None]:
+        store = cls(path)
+        try:
+            return store, store.layout_version()
+        except BaseException:
+            store.close()  # DuckDB keeps one instance per path: release it before a rebuild
+            raise
+
     def layout_version(self) -> str | None:
         """The file's layout version; ``None`` for a file without the store's tables."""
-        (found,) = self.db.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-            [STORE_META.name],
-        ).fetchone() or (0,)
-        return self.meta().get("layout_version") if found else None
+        present = {
+            name
+            for (name,) in self.db.execute(
+                "SELECT table_name FROM information_schema.tables"
+            ).fetchall()
+        }
+        if STORE_META.name not in present:
+            return None
+        missing = set(STORE_METADATA.tables) - present
+        if missing:
+            raise BrokenStoreError(f"tables {sorted(missing)} are missing")
+        return self.meta().get("layout_version")
 
     def close(self) -> None:
         self._pooled.close()

@@ -61,6 +61,8 @@ class SyncSettings:
     # Rows per read from the tracking database, and per batch of partitions copied.
     chunk_rows: int = 10_000
     batch_rows: int = 50_000
+    # Slots per fingerprint statement of a full comparison (two days).
+    full_scan_slots: int = 192
     # Feedback timestamps come from clients' clocks and commits land out of order.
     feedback_overlap_ms: int = 60_000
 
@@ -146,7 +148,7 @@ class SyncCycle:
             self.stats.recent_checked = True
             self.stats.as_of_ms = self.started_ms
             self.new_meta["as_of_ms"] = str(self.started_ms)
-            return Checks(ranges=[SlotRange(None, None)])
+            return Checks(ranges=await self._everything(session), separately=True)
         checks = Checks()
         previous_as_of = int(self.meta.get("as_of_ms", "0"))
         if token is None or token != self.meta.get("gate_token"):
@@ -160,6 +162,20 @@ class SyncCycle:
         self.new_meta["as_of_ms"] = str(as_of)
         await self._add_reconciliation_slice(session, checks)
         return checks
+
+    async def _everything(self, session: AsyncSession) -> list[SlotRange]:
+        """Every slot, in ranges of ``full_scan_slots``: no single fingerprint statement scans
+        a whole table (the service's statement timeout applies to the sync too)."""
+        oldest_ms = (await session.execute(oldest_trace_select())).scalar()
+        known = [p.slot for p, _ in self.file.fingerprints()]
+        if oldest_ms is not None:
+            known.append(slot_of(oldest_ms))
+        if not known:
+            return [SlotRange(None, None)]
+        first, now, step = min(known), slot_of(self.started_ms), self.settings.full_scan_slots
+        ranges = [SlotRange(s, s + step - 1) for s in range(first, now + 1, step)]
+        ranges[-1] = SlotRange(ranges[-1].first, None)  # and whatever is stamped in the future
+        return [SlotRange(None, first - 1), *ranges]
 
     async def _advance_feedback_cursor(self, session: AsyncSession) -> set[Partition]:
         """Partitions whose feedback changed since the cursor (minus an overlap)."""
@@ -213,8 +229,7 @@ class SyncCycle:
         store drops what the source deleted) and the store's recorded ones."""
         stored = {k: fp for k, fp in self.file.fingerprints().items() if checks.covers(k[0])}
         source: dict[Key, Fingerprint] = {}
-        if not checks.empty():
-            where = checks.where()
+        for where in checks.wheres():
             for table in TRACE_TABLES:
                 for p, fp in (await fingerprints(session, table, where)).items():
                     source[(p, table.name)] = fp
