@@ -265,7 +265,11 @@ class SyncCycle:
         if self.meta.get("first_sync_complete") == "1":  # an empty store has nothing to delete
             await self._delete_changed(session, per_table)
         for table in TRACE_TABLES:
-            if partitions := per_table.get(table.name):
+            # A partition the source emptied needed its delete only.
+            partitions = [
+                p for p in per_table.get(table.name, []) if changed[(p, table.name)].row_count
+            ]
+            if partitions:
                 total = sum(changed[(p, table.name)].row_count for p in partitions)
                 await self._copy_rows(session, table, partitions, changed, total)
 
