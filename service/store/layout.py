@@ -1,0 +1,171 @@
+"""The analytics store's tables: MLflow's narrow columns under MLflow's names, plus its own meta.
+
+The data tables repeat the table names, column names and column types of MLflow's ORM
+(``mlflow.store.tracking.dbmodels.models``), so a ``Select`` built on ``SqlTraceInfo`` & co. runs
+on the store unchanged. They keep only the columns the service's queries read (service/queries,
+filters, scope, dimensions); the wide ones (previews, span ``content``) stay behind. They carry no
+keys or indexes: the sync keeps rows unique, and DuckDB scans columns instead of using indexes.
+
+Bump ``LAYOUT_VERSION`` whenever a column or table changes: a store of another layout is rebuilt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow.store.tracking.dbmodels.models import (
+    SqlAssessments,
+    SqlEntityAssociation,
+    SqlExperiment,
+    SqlSpan,
+    SqlTraceInfo,
+    SqlTraceMetadata,
+    SqlTraceTag,
+)
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
+
+LAYOUT_VERSION = 1
+
+STORE_METADATA = MetaData()
+
+
+@dataclass(frozen=True)
+class CopiedTable:
+    """One MLflow table as the store holds it.
+
+    ``trace_key`` names the column that ties a row to its trace (``None`` for experiments, which
+    are copied whole every cycle); rows are copied per
+    (experiment, 15-minute slot of their trace's timestamp).
+    """
+
+    source: Table
+    store: Table
+    trace_key: str | None
+
+    @property
+    def name(self) -> str:
+        return self.store.name
+
+    @property
+    def columns(self) -> list[str]:
+        return [c.name for c in self.store.columns]
+
+
+def _narrow(source: Table, columns: list[str], trace_key: str | None) -> CopiedTable:
+    store = Table(
+        source.name,
+        STORE_METADATA,
+        *(Column(name, source.c[name].type) for name in columns),
+    )
+    return CopiedTable(source, store, trace_key)
+
+
+# Experiments are few and small: every column (lifecycle_stage follows delete/restore).
+EXPERIMENTS = _narrow(
+    SqlExperiment.__table__,
+    [c.name for c in SqlExperiment.__table__.columns],
+    None,
+)
+TRACE_INFO = _narrow(
+    SqlTraceInfo.__table__,
+    [
+        "request_id",
+        "experiment_id",
+        "timestamp_ms",
+        "execution_time_ms",
+        "status",
+        "trace_name",
+        "session_id",
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "cache_read_input_tokens",
+        "cache_creation_input_tokens",
+        "cache_creation_input_tokens_above_1hr",
+        "input_cost",
+        "output_cost",
+        "total_cost",
+    ],
+    "request_id",
+)
+TRACE_TAGS = _narrow(SqlTraceTag.__table__, ["request_id", "key", "value"], "request_id")
+TRACE_METADATA = _narrow(SqlTraceMetadata.__table__, ["request_id", "key", "value"], "request_id")
+SPANS = _narrow(
+    SqlSpan.__table__,
+    [
+        "trace_id",
+        "experiment_id",
+        "span_id",
+        "name",
+        "type",
+        "status",
+        "start_time_unix_nano",
+        "duration_ns",
+        "input_cost",
+        "output_cost",
+        "total_cost",
+        "model_name",
+        "model_provider",
+    ],
+    "trace_id",
+)
+ASSESSMENTS = _narrow(
+    SqlAssessments.__table__,
+    [
+        "assessment_id",
+        "trace_id",
+        "experiment_id",
+        "trace_timestamp_ms",
+        "name",
+        "assessment_type",
+        "value",
+        "error",
+        "aggregate_value",
+        "is_numeric_value",
+        "source_type",
+        "source_id",
+        "rationale",
+        "valid",
+        "assessment_metadata",
+    ],
+    "trace_id",
+)
+# The filter ``metadata.mlflow.sourceRun`` also matches traces linked to a run afterwards.
+ENTITY_ASSOCIATIONS = _narrow(
+    SqlEntityAssociation.__table__,
+    ["source_type", "source_id", "destination_type", "destination_id"],
+    "source_id",
+)
+
+# Copied per (experiment, slot) of their trace; trace_info first.
+TRACE_TABLES: tuple[CopiedTable, ...] = (
+    TRACE_INFO,
+    TRACE_TAGS,
+    TRACE_METADATA,
+    SPANS,
+    ASSESSMENTS,
+    ENTITY_ASSOCIATIONS,
+)
+ALL_TABLES: tuple[CopiedTable, ...] = (EXPERIMENTS, *TRACE_TABLES)
+
+# --- the store's own tables -------------------------------------------------------------------
+
+# layout_version, source_identity, as_of_ms, sync cursors: one row per key (no key constraint:
+# DuckDB checks them eagerly, and a cycle deletes and re-inserts its keys in one transaction).
+STORE_META = Table(
+    "insights_store_meta",
+    STORE_METADATA,
+    Column("key", String, nullable=False),
+    Column("value", String, nullable=False),
+)
+
+# The source's fingerprint of each (experiment, slot, table) as of its last copy or check.
+STORE_PARTITIONS = Table(
+    "insights_store_partitions",
+    STORE_METADATA,
+    Column("experiment_id", Integer, nullable=False),
+    Column("slot", BigInteger, nullable=False),
+    Column("table_name", String, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("hash_sum", BigInteger, nullable=False),
+)

@@ -1,0 +1,85 @@
+"""The analytics store's public face: open it, sync it, read it.
+
+    store = Store.open(path, database)
+    stats = await store.sync_once()      # one cycle; the first one copies everything
+    store.as_of_ms                        # the tracking DB's state the copy covers
+    with store.engine().connect() as conn: conn.execute(select(SqlTraceInfo.request_id))
+
+The store is disposable: a deleted or unreadable file, a file of another layout, or one copied
+from another tracking database is rebuilt from scratch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from service.db import Database
+from service.store.change_gate import gate_for
+from service.store.store_file import StoreFile
+from service.store.sync import SyncCycle, SyncSettings, SyncStats
+
+logger = logging.getLogger(__name__)
+
+
+class Store:
+    def __init__(self, file: StoreFile, database: Database, settings: SyncSettings) -> None:
+        self._file = file
+        self._database = database
+        self._settings = settings
+        self._gate = gate_for(database.engine.dialect.name)
+        self._lock = asyncio.Lock()
+        # The file's source identity is checked by the first cycle of this process.
+        self._bound = False
+
+    @classmethod
+    def open(
+        cls, path: str | Path, database: Database, settings: SyncSettings | None = None
+    ) -> Store:
+        return cls(StoreFile.open(Path(path)), database, settings or SyncSettings())
+
+    @property
+    def path(self) -> Path:
+        return self._file.path
+
+    @property
+    def ready(self) -> bool:
+        """True once a cycle of this process confirmed the file holds a whole copy of this
+        database (a file copied from another one is never reported ready)."""
+        return self._bound and self._file.meta().get("first_sync_complete") == "1"
+
+    @property
+    def as_of_ms(self) -> int | None:
+        """Epoch ms of the tracking DB's committed state the copy covers (``None``: no copy)."""
+        value = self._file.meta().get("as_of_ms")
+        return int(value) if value and self.ready else None
+
+    def engine(self) -> Engine:
+        """A SQLAlchemy engine on the store file (duckdb-engine), for reading."""
+        return self._file.engine
+
+    async def sync_once(self, *, full: bool = False) -> SyncStats:
+        """Run one cycle; ``full`` compares every partition instead of a slice of old slots.
+
+        A cycle that fails changes nothing in the store (it is one DuckDB transaction).
+        """
+        async with self._lock:
+            if not self._file.still_on_disk():
+                logger.warning("analytics store %s was deleted: rebuilding it", self.path)
+                self._reopen()
+            cycle = SyncCycle(self._file, self._database, self._gate, self._settings, full=full)
+            stats = await cycle.run()
+            self._bound = True
+        logger.debug("analytics store sync: %s", stats)
+        return stats
+
+    def _reopen(self) -> None:
+        self._file.close()  # first: closing may still write the old file's log
+        self._bound = False
+        self._file = StoreFile.open(self.path)
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,279 @@
+"""The DuckDB file: opened (or rebuilt when it is stale or broken) and written one cycle at a time.
+
+Everything a cycle changes (rows, fingerprints, cursors, ``as_of_ms``) is written inside one
+DuckDB transaction, so a cycle that fails half-way, or a process killed mid-sync, leaves the
+previous cycle's consistent copy behind and the next cycle starts from its cursors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from sqlalchemy import BigInteger, Boolean, Float, Integer, create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateTable
+from sqlalchemy.types import TypeEngine
+
+from service.store.layout import (
+    ALL_TABLES,
+    LAYOUT_VERSION,
+    STORE_META,
+    STORE_METADATA,
+    STORE_PARTITIONS,
+    TRACE_INFO,
+    CopiedTable,
+)
+from service.store.source_sql import PARTITION_MS, Fingerprint, Partition
+
+logger = logging.getLogger(__name__)
+
+Row = Sequence[Any]
+
+
+def _arrow_type(sql_type: TypeEngine[Any]) -> pa.DataType:
+    # Order matters: BigInteger is an Integer.
+    if isinstance(sql_type, BigInteger):
+        return pa.int64()
+    if isinstance(sql_type, Integer):
+        return pa.int32()
+    if isinstance(sql_type, Float):
+        return pa.float64()
+    if isinstance(sql_type, Boolean):
+        return pa.bool_()
+    return pa.string()
+
+
+def _arrow_table(columns: dict[str, pa.DataType], rows: Sequence[Row]) -> pa.Table:
+    by_column = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    return pa.table(
+        {
+            name: pa.array(values, type=kind)
+            for (name, kind), values in zip(columns.items(), by_column, strict=True)
+        }
+    )
+
+
+class BrokenStoreError(RuntimeError):
+    """A store file that DuckDB opens but that lacks some of the store's tables."""
+
+
+def _remove(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+
+
+class StoreFile:
+    """One open store file. Not thread-safe: one sync at a time writes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.engine: Engine = create_engine(f"duckdb:///{path}")
+        try:
+            self._pooled = self.engine.raw_connection()
+        except BaseException:
+            self.engine.dispose()
+            raise
+        # duckdb-engine's wrapper passes every call through to the DuckDB connection.
+        self.db: duckdb.DuckDBPyConnection = self._pooled.driver_connection  # type: ignore[assignment]
+        self._inode = os.stat(path).st_ino
+
+    @classmethod
+    def open(cls, path: Path) -> StoreFile:
+        """Open ``path``; a file of another layout, or one DuckDB cannot read, is rebuilt."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            _remove(path)  # a write-ahead log left by a deleted file must not replay into a new one
+        try:
+            store, version = cls._open_existing(path)
+        except (duckdb.Error, DBAPIError, BrokenStoreError) as exc:
+            logger.warning("analytics store %s is unreadable (%s): rebuilding it", path, exc)
+            _remove(path)
+            store, version = cls(path), None
+        if version is not None and version != str(LAYOUT_VERSION):
+            logger.warning(
+                "analytics store %s has layout %s, this service writes %s: rebuilding it",
+                path,
+                version,
+                LAYOUT_VERSION,
+            )
+            store.close()
+            _remove(path)
+            store, version = cls(path), None
+        if version is None:
+            store.create_tables()
+        return store
+
+    @classmethod
+    def _open_existing(cls, path: Path) -> tuple[StoreFile, str | None]:
+        store = cls(path)
+        try:
+            return store, store.layout_version()
+        except BaseException:
+            store.close()  # DuckDB keeps one instance per path: release it before a rebuild
+            raise
+
+    def layout_version(self) -> str | None:
+        """The file's layout version; ``None`` for a file without the store's tables."""
+        present = {
+            name
+            for (name,) in self.db.execute(
+                "SELECT table_name FROM information_schema.tables"
+            ).fetchall()
+        }
+        if STORE_META.name not in present:
+            return None
+        missing = set(STORE_METADATA.tables) - present
+        if missing:
+            raise BrokenStoreError(f"tables {sorted(missing)} are missing")
+        return self.meta().get("layout_version")
+
+    def close(self) -> None:
+        self._pooled.close()
+        self.engine.dispose()
+
+    def still_on_disk(self) -> bool:
+        """False once the file was deleted or replaced under the open connection."""
+        try:
+            return os.stat(self.path).st_ino == self._inode
+        except FileNotFoundError:
+            return False
+
+    # --- layout ------------------------------------------------------------------------------
+
+    def create_tables(self) -> None:
+        self.db.execute("BEGIN TRANSACTION")
+        for table in STORE_METADATA.sorted_tables:
+            self.db.execute(f'DROP TABLE IF EXISTS "{table.name}"')
+            self.db.execute(str(CreateTable(table).compile(self.engine)))
+        self.db.execute(
+            f'INSERT INTO "{STORE_META.name}" VALUES (?, ?)',
+            ["layout_version", str(LAYOUT_VERSION)],
+        )
+        self.db.execute("COMMIT")
+
+    def meta(self) -> dict[str, str]:
+        rows = self.db.execute(f'SELECT key, value FROM "{STORE_META.name}"').fetchall()
+        return {key: value for key, value in rows}
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def fingerprints(self) -> dict[tuple[Partition, str], Fingerprint]:
+        rows = self.db.execute(
+            "SELECT experiment_id, slot, table_name, row_count, hash_sum "
+            f'FROM "{STORE_PARTITIONS.name}"'
+        ).fetchall()
+        return {(Partition(e, d), t): Fingerprint(n, h) for e, d, t, n, h in rows}
+
+    def trace_ids_by_partition(self, partitions: Iterable[Partition]) -> dict[Partition, set[str]]:
+        wanted = _arrow_table(
+            {"experiment_id": pa.int32(), "slot": pa.int64()},
+            [(p.experiment_id, p.slot) for p in partitions],
+        )
+        self.db.register("wanted_partitions", wanted)
+        try:
+            rows = self.db.execute(
+                f"SELECT t.request_id, w.experiment_id, w.slot FROM {TRACE_INFO.name} t "
+                "JOIN wanted_partitions w ON t.experiment_id = w.experiment_id "
+                f"AND t.timestamp_ms // {PARTITION_MS} = w.slot"
+            ).fetchall()
+        finally:
+            self.db.unregister("wanted_partitions")
+        found: dict[Partition, set[str]] = {}
+        for trace_id, experiment_id, slot in rows:
+            found.setdefault(Partition(experiment_id, slot), set()).add(trace_id)
+        return found
+
+    def rows(self, table: CopiedTable) -> list[tuple[Any, ...]]:
+        names = ", ".join(f'"{c}"' for c in table.columns)
+        return [tuple(r) for r in self.db.execute(f"SELECT {names} FROM {table.name}").fetchall()]
+
+    # --- one cycle's writes ------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def delete_traces(self, table: CopiedTable, trace_ids: Iterable[str]) -> None:
+        assert table.trace_key is not None
+        ids = _arrow_table({"id": pa.string()}, [(i,) for i in trace_ids])
+        self.db.register("gone_traces", ids)
+        try:
+            self.db.execute(
+                f'DELETE FROM {table.name} WHERE "{table.trace_key}" '
+                "IN (SELECT id FROM gone_traces)"
+            )
+        finally:
+            self.db.unregister("gone_traces")
+
+    def insert(self, table: CopiedTable, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        columns = {c.name: _arrow_type(c.type) for c in table.store.columns}
+        self.db.register("incoming_rows", _arrow_table(columns, rows))
+        try:
+            names = ", ".join(f'"{c}"' for c in columns)
+            self.db.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM incoming_rows")
+        finally:
+            self.db.unregister("incoming_rows")
+
+    def replace_all(self, table: CopiedTable, rows: Sequence[Row]) -> None:
+        self.db.execute(f"DELETE FROM {table.name}")
+        self.insert(table, rows)
+
+    def record_fingerprints(self, checked: dict[tuple[Partition, str], Fingerprint]) -> None:
+        """Remember the source's fingerprints of the partitions checked; empty ones are dropped."""
+        keys = _arrow_table(
+            {"experiment_id": pa.int32(), "slot": pa.int64(), "table_name": pa.string()},
+            [(p.experiment_id, p.slot, t) for p, t in checked],
+        )
+        kept = [
+            (p.experiment_id, p.slot, t, f.row_count, f.hash_sum)
+            for (p, t), f in checked.items()
+            if f.row_count
+        ]
+        self.db.register("checked_keys", keys)
+        try:
+            self.db.execute(
+                f'DELETE FROM "{STORE_PARTITIONS.name}" s USING checked_keys c '
+                "WHERE s.experiment_id = c.experiment_id AND s.slot = c.slot "
+                "AND s.table_name = c.table_name"
+            )
+        finally:
+            self.db.unregister("checked_keys")
+        self.insert_fingerprints(kept)
+
+    def insert_fingerprints(self, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        columns = {c.name: _arrow_type(c.type) for c in STORE_PARTITIONS.columns}
+        self.db.register("new_fingerprints", _arrow_table(columns, rows))
+        try:
+            self.db.execute(f'INSERT INTO "{STORE_PARTITIONS.name}" SELECT * FROM new_fingerprints')
+        finally:
+            self.db.unregister("new_fingerprints")
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self.db.execute(f'DELETE FROM "{STORE_META.name}" WHERE key = ?', [key])
+            self.db.execute(f'INSERT INTO "{STORE_META.name}" VALUES (?, ?)', [key, value])
+
+    def clear(self) -> None:
+        """Empty every table but the layout version (another source: start over)."""
+        for table in ALL_TABLES:
+            self.db.execute(f"DELETE FROM {table.name}")
+        self.db.execute(f'DELETE FROM "{STORE_PARTITIONS.name}"')
+        self.db.execute(f"DELETE FROM \"{STORE_META.name}\" WHERE key <> 'layout_version'")

@@ -1,0 +1,360 @@
+"""One sync cycle: compare partition fingerprints, copy the partitions that differ.
+
+Reads go through the service's read-only ``Database``; writes go to the store file inside one
+DuckDB transaction per cycle (rows, fingerprints, cursors and ``as_of_ms`` together).
+
+A partition's fingerprint is read *before* its rows. If a write lands between the two reads,
+the store holds the newer rows under the older fingerprint; the next comparison of that
+partition sees a difference and copies it again. Reading in the other order could record a
+fingerprint that matches the source while the copy is stale, for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow.store.tracking.dbmodels.models import SqlAssessments
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db import Database
+from service.store.change_gate import ChangeGate
+from service.store.layout import EXPERIMENTS, TRACE_INFO, TRACE_TABLES, CopiedTable
+from service.store.plan import (
+    Checks,
+    recent_slots,
+    reconciliation_slice,
+    slot_of,
+    traces_per_slot,
+)
+from service.store.source_identity import source_identity
+from service.store.source_sql import (
+    EMPTY,
+    TRACE_SLOT,
+    Fingerprint,
+    Partition,
+    SlotRange,
+    fingerprints,
+    oldest_trace_select,
+    prepare_session,
+    rows_select,
+    trace_ids_select,
+)
+from service.store.store_file import StoreFile
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[Partition, str]
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    # Slots (15 minutes, counting the current one) compared whenever the gate reports a write.
+    recent_slots: int = 12
+    # Traces per cycle the reconciliation slice compares (their spans, tags, ... with them).
+    reconcile_budget_traces: int = 250
+    # Rows per read from the tracking database, and per batch of partitions copied.
+    chunk_rows: int = 10_000
+    batch_rows: int = 50_000
+    # Slots per fingerprint statement of a full comparison (two days).
+    full_scan_slots: int = 192
+    # Feedback timestamps come from clients' clocks and commits land out of order.
+    feedback_overlap_ms: int = 60_000
+
+
+@dataclass
+class SyncStats:
+    full: bool
+    rows: dict[str, int] = field(default_factory=dict)  # rows copied per table
+    partitions_checked: int = 0
+    partitions_copied: int = 0
+    recent_checked: bool = False
+    reconciled: SlotRange | None = None
+    reconciliation_wrapped: bool = False
+    as_of_ms: int = 0
+    duration_ms: float = 0.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SyncCycle:
+    """State of one cycle; ``run`` does it."""
+
+    def __init__(
+        self,
+        file: StoreFile,
+        database: Database,
+        gate: ChangeGate,
+        settings: SyncSettings,
+        *,
+        full: bool,
+    ) -> None:
+        self.file = file
+        self.database = database
+        self.gate = gate
+        self.settings = settings
+        self.started_ms = _now_ms()
+        self.meta = file.meta()
+        self.stats = SyncStats(full=full)
+        self.new_meta: dict[str, str] = {}
+
+    async def run(self) -> SyncStats:
+        clock = time.perf_counter()
+        async with self.database.session() as session:
+            await prepare_session(session)
+            await self._bind_source(session)
+            checks = await self._plan(session)
+            experiments = await self._read_experiments(session)
+            source, stored = await self._fingerprints(session, checks)
+            changed = {key: fp for key, fp in source.items() if stored.get(key, EMPTY) != fp}
+            with self.file.transaction():
+                self._copy_experiments(experiments)
+                await self._copy_partitions(session, changed)
+                self.file.record_fingerprints(source)
+                self.file.set_meta(self.new_meta)
+        self.stats.partitions_copied = len({p for p, _ in changed})
+        self.stats.duration_ms = (time.perf_counter() - clock) * 1000
+        return self.stats
+
+    # --- what to compare ---------------------------------------------------------------------
+
+    async def _bind_source(self, session: AsyncSession) -> None:
+        identity = await source_identity(session, self.database.engine.url)
+        known = self.meta.get("source_identity")
+        if known is not None and known != identity:
+            logger.warning(
+                "analytics store %s was copied from another tracking database: starting over",
+                self.file.path,
+            )
+            with self.file.transaction():
+                self.file.clear()
+            self.meta = self.file.meta()
+        if self.meta.get("first_sync_complete") != "1":
+            self.stats.full = True
+        self.new_meta |= {"source_identity": identity, "first_sync_complete": "1"}
+
+    async def _plan(self, session: AsyncSession) -> Checks:
+        token = await self.gate.token(session)
+        self.new_meta["gate_token"] = token or ""
+        if self.stats.full:
+            await self._advance_feedback_cursor(session)  # before the copy: overlap, not a gap
+            self.stats.recent_checked = True
+            self.stats.as_of_ms = self.started_ms
+            self.new_meta["as_of_ms"] = str(self.started_ms)
+            return Checks(ranges=await self._everything(session), separately=True)
+        checks = Checks()
+        previous_as_of = int(self.meta.get("as_of_ms", "0"))
+        if token is None or token != self.meta.get("gate_token"):
+            checks.ranges.append(recent_slots(self.started_ms, self.settings.recent_slots))
+            checks.partitions |= await self._advance_feedback_cursor(session)
+            self.stats.recent_checked = True
+            as_of = self.started_ms
+        else:
+            as_of = max(previous_as_of, self.started_ms - self.gate.delay_ms)
+        self.stats.as_of_ms = as_of
+        self.new_meta["as_of_ms"] = str(as_of)
+        await self._add_reconciliation_slice(session, checks)
+        return checks
+
+    async def _everything(self, session: AsyncSession) -> list[SlotRange]:
+        """Every slot, in ranges of ``full_scan_slots``: no single fingerprint statement scans
+        a whole table (the service's statement timeout applies to the sync too)."""
+        oldest_ms = (await session.execute(oldest_trace_select())).scalar()
+        known = [p.slot for p, _ in self.file.fingerprints()]
+        if oldest_ms is not None:
+            known.append(slot_of(oldest_ms))
+        if not known:
+            return [SlotRange(None, None)]
+        first, now, step = min(known), slot_of(self.started_ms), self.settings.full_scan_slots
+        ranges = [SlotRange(s, s + step - 1) for s in range(first, now + 1, step)]
+        ranges[-1] = SlotRange(ranges[-1].first, None)  # and whatever is stamped in the future
+        return [SlotRange(None, first - 1), *ranges]
+
+    async def _advance_feedback_cursor(self, session: AsyncSession) -> set[Partition]:
+        """Partitions whose feedback changed since the cursor (minus an overlap)."""
+        a = SqlAssessments.__table__.c
+        cursor = int(self.meta.get("feedback_cursor_ms", "0"))
+        since = cursor - self.settings.feedback_overlap_ms
+        newest = (await session.execute(select(func.max(a.last_updated_timestamp)))).scalar()
+        self.new_meta["feedback_cursor_ms"] = str(max(cursor, int(newest or 0)))
+        if self.stats.full or newest is None or newest < since:
+            return set()
+        ti = TRACE_INFO.source.c
+        rows = await session.execute(
+            select(ti.experiment_id, TRACE_SLOT)
+            .select_from(SqlAssessments.__table__)
+            .join(TRACE_INFO.source, ti.request_id == a.trace_id)
+            .where(a.last_updated_timestamp >= since)
+            .distinct()
+        )
+        return {Partition(int(e), int(d)) for e, d in rows.all()}
+
+    async def _add_reconciliation_slice(self, session: AsyncSession, checks: Checks) -> None:
+        oldest_ms = (await session.execute(oldest_trace_select())).scalar()
+        stored = self.file.fingerprints()
+        stored_slots = [p.slot for p, t in stored if t == TRACE_INFO.name]
+        if oldest_ms is not None:
+            stored_slots.append(slot_of(oldest_ms))
+        first_recent = recent_slots(self.started_ms, self.settings.recent_slots).first
+        assert first_recent is not None
+        next_slot = self.meta.get("reconcile_next_slot")
+        chosen = reconciliation_slice(
+            next_slot=int(next_slot) if next_slot else None,
+            oldest_slot=min(stored_slots) if stored_slots else None,
+            first_recent_slot=first_recent,
+            traces_per_slot=traces_per_slot(
+                (p, fp.row_count) for (p, t), fp in stored.items() if t == TRACE_INFO.name
+            ),
+            budget_traces=self.settings.reconcile_budget_traces,
+        )
+        if chosen.slots is not None:
+            checks.ranges.append(chosen.slots)
+        self.stats.reconciled = chosen.slots
+        self.stats.reconciliation_wrapped = chosen.wrapped
+        self.new_meta["reconcile_next_slot"] = (
+            "" if chosen.next_slot is None else str(chosen.next_slot)
+        )
+
+    async def _fingerprints(
+        self, session: AsyncSession, checks: Checks
+    ) -> tuple[dict[Key, Fingerprint], dict[Key, Fingerprint]]:
+        """The source's fingerprints of every checked partition (empty ones included, so the
+        store drops what the source deleted) and the store's recorded ones."""
+        stored = {k: fp for k, fp in self.file.fingerprints().items() if checks.covers(k[0])}
+        source: dict[Key, Fingerprint] = {}
+        for where in checks.wheres():
+            for table in TRACE_TABLES:
+                for p, fp in (await fingerprints(session, table, where)).items():
+                    source[(p, table.name)] = fp
+        partitions = {p for p, _ in source} | {p for p, _ in stored}
+        for p in partitions:
+            for table in TRACE_TABLES:
+                source.setdefault((p, table.name), EMPTY)
+        self.stats.partitions_checked = len(partitions)
+        return source, stored
+
+    # --- copying -----------------------------------------------------------------------------
+
+    async def _read_experiments(self, session: AsyncSession) -> list[tuple[Any, ...]]:
+        columns = [EXPERIMENTS.source.c[name] for name in EXPERIMENTS.columns]
+        return [tuple(r) for r in (await session.execute(select(*columns))).all()]
+
+    def _copy_experiments(self, rows: list[tuple[Any, ...]]) -> None:
+        if sorted(rows, key=repr) != sorted(self.file.rows(EXPERIMENTS), key=repr):
+            self.file.replace_all(EXPERIMENTS, rows)
+            self.stats.rows[EXPERIMENTS.name] = len(rows)
+
+    async def _copy_partitions(
+        self, session: AsyncSession, changed: dict[Key, Fingerprint]
+    ) -> None:
+        """Delete every row of a changed (partition, table) by trace id, then insert the source's.
+
+        Deleting by the trace ids of both sides also removes a trace's old rows when its
+        timestamp moved it to another partition; all deletes run before any insert.
+        """
+        per_table: dict[str, list[Partition]] = {}
+        for p, name in sorted(changed, key=lambda k: (-k[0].slot, k[0].experiment_id, k[1])):
+            per_table.setdefault(name, []).append(p)
+        if self.meta.get("first_sync_complete") == "1":  # an empty store has nothing to delete
+            await self._delete_changed(session, per_table)
+        for table in TRACE_TABLES:
+            # A partition the source emptied needed its delete only.
+            partitions = [
+                p for p in per_table.get(table.name, []) if changed[(p, table.name)].row_count
+            ]
+            if partitions:
+                total = sum(changed[(p, table.name)].row_count for p in partitions)
+                await self._copy_rows(session, table, partitions, changed, total)
+
+    async def _delete_changed(
+        self, session: AsyncSession, per_table: dict[str, list[Partition]]
+    ) -> None:
+        """Delete by the trace ids of both sides; ids are read before any row is deleted, since
+        deleting trace_info rows changes which traces the store's partitions hold."""
+        touched = {p for partitions in per_table.values() for p in partitions}
+        ids = self.file.trace_ids_by_partition(touched)
+        rows = await session.execute(trace_ids_select(touched))
+        for trace_id, experiment_id, slot in rows.all():
+            ids.setdefault(Partition(int(experiment_id), int(slot)), set()).add(trace_id)
+        for table in TRACE_TABLES:
+            partitions = per_table.get(table.name, [])
+            doomed = set().union(*(ids.get(p, set()) for p in partitions))
+            if doomed:
+                await asyncio.to_thread(self.file.delete_traces, table, doomed)
+
+    async def _copy_rows(
+        self,
+        session: AsyncSession,
+        table: CopiedTable,
+        partitions: Sequence[Partition],
+        changed: dict[Key, Fingerprint],
+        total: int,
+    ) -> None:
+        done = 0
+        progress = _Progress(table.name, total, loud=self.stats.full)
+        for batch in _batches(partitions, changed, table.name, self.settings.batch_rows):
+            query = rows_select(table, batch).execution_options(
+                yield_per=self.settings.chunk_rows  # the driver's fetch size, too
+            )
+            result = await session.stream(query)
+            try:
+                async for chunk in result.partitions(self.settings.chunk_rows):
+                    rows = [tuple(r) for r in chunk]
+                    await asyncio.to_thread(self.file.insert, table, rows)
+                    done += len(rows)
+                    progress.report(done)
+            finally:
+                await result.close()  # a failed chunk must not leave the cursor half-read
+        self.stats.rows[table.name] = self.stats.rows.get(table.name, 0) + done
+
+
+def _batches(
+    partitions: Sequence[Partition],
+    changed: dict[Key, Fingerprint],
+    table_name: str,
+    batch_rows: int,
+) -> list[list[Partition]]:
+    """Partitions grouped so that one read returns about ``batch_rows`` rows."""
+    batches: list[list[Partition]] = [[]]
+    size = 0
+    for p in partitions:
+        rows = changed[(p, table_name)].row_count
+        if batches[-1] and size + rows > batch_rows:
+            batches.append([])
+            size = 0
+        batches[-1].append(p)
+        size += rows
+    return [b for b in batches if b]
+
+
+class _Progress:
+    """Logs rows and percent per table, every few seconds on a long copy."""
+
+    _EVERY_SECONDS = 5.0
+
+    def __init__(self, table: str, total: int, *, loud: bool) -> None:
+        self.table, self.total = table, total
+        self.level = logging.INFO if loud else logging.DEBUG
+        self.last = time.monotonic()
+        logger.log(self.level, "analytics store sync: %s: copying %d rows", table, total)
+
+    def report(self, done: int) -> None:
+        now = time.monotonic()
+        if done >= self.total or now - self.last >= self._EVERY_SECONDS:
+            self.last = now
+            percent = 100.0 * done / self.total if self.total else 100.0
+            logger.log(
+                self.level,
+                "analytics store sync: %s: %d of %d rows (%.0f%%)",
+                self.table,
+                done,
+                self.total,
+                percent,
+            )
