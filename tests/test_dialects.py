@@ -28,6 +28,7 @@ from service.dialects import (
     to_async_url,
 )
 from service.dialects.case_sensitive import text_eq, text_in, text_like, text_ne
+from service.dialects.change_capture import row_hash
 from service.settings import Settings
 
 DIALECTS = {
@@ -90,6 +91,11 @@ EXPRESSIONS: dict[str, tuple[sa.ColumnElement[object], tuple[str, str, str]]] = 
             "(x LIKE 'a_%%*')",
             "(x LIKE 'a_%%*' AND CAST(x AS BINARY) LIKE 'a_%%*')",
         ),
+    ),
+    # The analytics store's partition fingerprints (SQLite's function is registered per connection).
+    "row_hash": (
+        row_hash(text),
+        ("insights_store_crc32(x)", "hashtext(x)", "crc32(x)"),
     ),
     "floor_float": (
         floor_float(number),

@@ -12,7 +12,6 @@ which then stays unseen until the partition changes again.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 from mlflow.store.tracking.dbmodels.models import SqlTraceInfo
 from sqlalchemy import (
     ColumnElement,
-    Integer,
     String,
     and_,
     cast,
@@ -29,71 +27,17 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Select
-from sqlalchemy.sql.expression import FunctionElement
 
 from service.dialects import int_div
+from service.dialects.change_capture import row_hash
 from service.store.layout import ENTITY_ASSOCIATIONS, TRACE_INFO, CopiedTable
 
 PARTITION_MS = 900_000  # a slot: 15 minutes of UTC time
-# Name of the hash function registered on SQLite connections (SQLite has no built-in hash).
-SQLITE_HASH_FUNCTION = "insights_store_crc32"
 _NULL = "\x01"  # stands for NULL in the hashed text (PostgreSQL text cannot hold \x00)
 _SEPARATOR = "\x1f"
-
-
-class row_hash(FunctionElement[int]):
-    """A 32-bit hash of one text value, in whatever cheap form each database has."""
-
-    type = Integer()
-    inherit_cache = True
-
-
-@compiles(row_hash, "postgresql")
-def _row_hash_postgresql(element: row_hash, compiler: Any, **kw: Any) -> str:
-    return f"hashtext({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(row_hash, "mysql")
-def _row_hash_mysql(element: row_hash, compiler: Any, **kw: Any) -> str:
-    return f"crc32({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(row_hash, "sqlite")
-def _row_hash_sqlite(element: row_hash, compiler: Any, **kw: Any) -> str:
-    return f"{SQLITE_HASH_FUNCTION}({compiler.process(element.clauses, **kw)})"
-
-
-def _crc32(text: str | None) -> int:
-    return zlib.crc32((text or "").encode("utf-8"))
-
-
-# For the sync's own transaction only (SET LOCAL): small index-driven reads, measured on
-# PostgreSQL 15 at 200k traces; JIT compilation alone cost ~95 ms of a 190 ms fingerprint, and the
-# default random_page_cost chose sequential scans of trace_tags and trace_request_metadata.
-_POSTGRES_SESSION = (
-    "SET LOCAL jit = off",
-    "SET LOCAL max_parallel_workers_per_gather = 0",
-    "SET LOCAL random_page_cost = 1.1",
-)
-
-
-async def prepare_session(session: AsyncSession) -> None:
-    """Tune the sync's PostgreSQL transaction; register the SQLite hash function."""
-    connection = await session.connection()
-    if connection.dialect.name == "postgresql":
-        for statement in _POSTGRES_SESSION:
-            await session.execute(text(statement))
-    if connection.dialect.name != "sqlite":
-        return
-    raw = await connection.get_raw_connection()
-    await raw.driver_connection.create_function(  # type: ignore[union-attr]
-        SQLITE_HASH_FUNCTION, 1, _crc32, deterministic=True
-    )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from service.db import Database
-from service.store.change_gate import gate_for
+from service.dialects.change_capture import gate_for
+from service.store.layout import TRACE_TABLES
 from service.store.store_file import StoreFile
 from service.store.sync import SyncCycle, SyncSettings, SyncStats
 
@@ -30,7 +31,7 @@ class Store:
         self._file = file
         self._database = database
         self._settings = settings
-        self._gate = gate_for(database.engine.dialect.name)
+        self._gate = gate_for(database.engine, [t.name for t in TRACE_TABLES])
         self._lock = asyncio.Lock()
         # The file's source identity is checked by the first cycle of this process.
         self._bound = False

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import Database
-from service.store.change_gate import ChangeGate
+from service.dialects.change_capture import ChangeGate, prepare_sync_session
 from service.store.layout import EXPERIMENTS, TRACE_INFO, TRACE_TABLES, CopiedTable
 from service.store.plan import (
     Checks,
@@ -41,7 +41,6 @@ from service.store.source_sql import (
     SlotRange,
     fingerprints,
     oldest_trace_select,
-    prepare_session,
     rows_select,
     trace_ids_select,
 )
@@ -108,7 +107,7 @@ class SyncCycle:
     async def run(self) -> SyncStats:
         clock = time.perf_counter()
         async with self.database.session() as session:
-            await prepare_session(session)
+            await prepare_sync_session(session)
             await self._bind_source(session)
             checks = await self._plan(session)
             experiments = await self._read_experiments(session)
