@@ -29,20 +29,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--statement-timeout", type=float, help="Seconds before a query is cancelled"
     )
     parser.add_argument("--pool-size", type=int, help="Database connection pool size")
+    parser.add_argument(
+        "--store",
+        choices=("on", "off"),
+        help="Answer from the analytics store when it is fresh enough (default on); "
+        "off: every request is answered live",
+    )
+    parser.add_argument(
+        "--store-path",
+        help="The analytics store's DuckDB file (default .insights/store.duckdb in the "
+        "working directory)",
+    )
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Flags override the environment; unset flags leave it alone."""
     overrides = {
         "database_url": args.backend_store_uri,
         "host": args.host,
         "port": args.port,
         "statement_timeout_seconds": args.statement_timeout,
         "pool_size": args.pool_size,
+        "store": args.store,
+        "store_path": args.store_path,
     }
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> None:
     try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = settings_from_args(parse_args(argv))
     except ValidationError as exc:
         sys.exit(f"insights-server: invalid configuration:\n{exc}")
     from service.app import create_app  # imported late so --help stays fast

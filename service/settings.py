@@ -7,6 +7,7 @@ driver it maps to is the dialects package's business (``service.dialects.urls``)
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,31 @@ class Settings(BaseSettings):
     )
     rate_limit_max_callers: int = Field(
         default=100_000, ge=1, description="Most callers tracked at once (idle ones are dropped)."
+    )
+
+    # The analytics store (docs/store.md): a DuckDB copy that answers when it is fresh enough.
+    store: Literal["on", "off"] = Field(
+        default="on", description="`off`: every request is answered live from the tracking DB."
+    )
+    store_path: str = Field(
+        default=".insights/store.duckdb",
+        min_length=1,
+        description="The store's DuckDB file (relative: to the working directory). Disposable: "
+        "deleted, it is rebuilt; one built from another tracking DB is never used.",
+    )
+    store_max_lag_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="A store lagging the tracking DB by more than this answers nothing: live.",
+    )
+    store_sync_interval_seconds: float = Field(
+        default=5.0, gt=0, description="Pause between two sync cycles of the store."
+    )
+    store_sync_max_backoff_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest pause between retries while sync cycles fail (doubling from the "
+        "interval).",
     )
 
     @field_validator("database_url")
