@@ -1,4 +1,5 @@
-"""The FastAPI application: lifespan (engine, schema check), routers under both prefixes."""
+"""The FastAPI application: lifespan (engine, schema check, store sync), routers under both
+prefixes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError
 
 from service.api import (
@@ -22,11 +24,14 @@ from service.api import (
 from service.api.docs import install_docs
 from service.db import Database, UnsupportedSchemaError
 from service.http.access import AccessChecker, AccessControlMiddleware
+from service.http.answering_path import AnsweringPathMiddleware
 from service.http.body import JSONBodyMiddleware
 from service.http.error_responses import ERROR_RESPONSES, install_error_handlers
+from service.http.metrics import Metrics, RequestMetricsMiddleware
 from service.http.rate_limit import RateLimiter, RateLimitMiddleware
 from service.http.request_log import RequestLogMiddleware
 from service.settings import Settings, get_settings
+from service.store.runner import StoreStatus, SyncRunner
 
 logger = logging.getLogger("service")
 
@@ -45,22 +50,41 @@ The service only reads: its database connections are read-only.
 """
 
 
+INSIGHTS_ROUTERS = (
+    traffic.router,
+    cost.router,
+    assessments.router,
+    tools.router,
+    tags.router,
+    dimensions.router,
+    correlations.router,
+)
+
+
 def insights_router() -> APIRouter:
     router = APIRouter()
-    router.include_router(traffic.router)
-    router.include_router(cost.router)
-    router.include_router(assessments.router)
-    router.include_router(tools.router)
-    router.include_router(tags.router)
-    router.include_router(dimensions.router)
-    router.include_router(correlations.router)
+    for area in INSIGHTS_ROUTERS:
+        router.include_router(area)
     return router
+
+
+def insights_endpoints() -> frozenset[str]:
+    """Every insights path below a prefix, e.g. ``/traffic-cost/volume`` (metric labels)."""
+    return frozenset(
+        r.path for area in INSIGHTS_ROUTERS for r in area.routes if isinstance(r, APIRoute)
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     access_checker = AccessChecker.from_settings(settings)  # None: access control off
     rate_limiter = RateLimiter.from_settings(settings)  # None: rate limiting off
+
+    def store_status() -> StoreStatus | None:
+        runner: SyncRunner | None = app.state.store_runner
+        return runner.status if runner is not None else None
+
+    metrics = Metrics(store_status)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,9 +100,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await database.dispose()
                 raise UnsupportedSchemaError(status.reason)
             logger.info("serving %s", status.reason)
+        runner = None
+        if settings.store == "on":
+            runner = SyncRunner.from_settings(settings, database, observer=metrics)
+            app.state.store_runner = runner
+            runner.start()
         try:
             yield
         finally:
+            if runner is not None:
+                app.state.store_runner = None
+                await runner.stop()
             await database.dispose()
             if access_checker is not None:
                 await access_checker.aclose()
@@ -93,6 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_docs(app)
     app.state.settings = settings
+    app.state.store_runner = None  # set in the lifespan while the store is on
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(JSONBodyMiddleware)
     # Added last runs first: rate limit, then access control, then the JSON body fix.
@@ -103,6 +137,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if rate_limiter is not None:
         app.state.rate_limiter = rate_limiter
         app.add_middleware(RateLimitMiddleware, limiter=rate_limiter, prefixes=prefixes)
+    # Every insights response is timed and says which path answered it, 429s and 403s too.
+    app.add_middleware(
+        RequestMetricsMiddleware, metrics=metrics, prefixes=prefixes, endpoints=insights_endpoints()
+    )
+    app.add_middleware(AnsweringPathMiddleware, prefixes=prefixes)
     # Outermost: every request is logged once, whatever answered it.
     app.add_middleware(RequestLogMiddleware)
     app.include_router(operations.router)
