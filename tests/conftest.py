@@ -35,6 +35,8 @@ from tests.oracle.rows import Raw, load_raw
 # In CI (CI=true): every skip is listed, and one not in tests/skips_allowed.toml fails the run.
 pytest_plugins = ["tests.skip_policy"]
 
+# Apps made here read the tracking DB live; tests/test_store_routing.py turns the store on.
+os.environ.setdefault("INSIGHTS_STORE", "off")
 ALL_BACKENDS = ("sqlite", "postgresql", "mysql")
 TEST_DB_NAME = os.environ.get("INSIGHTS_TEST_DB_NAME", "insights_test")
 PG_ADMIN_URL = os.environ.get(
