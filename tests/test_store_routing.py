@@ -362,6 +362,26 @@ async def test_a_deleted_store_file_is_rebuilt_while_answers_go_live(
         assert rebuilt.content == meanwhile.content
 
 
+async def test_a_store_that_cannot_be_created_leaves_answers_live(
+    backend: Backend, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the store's directory should be")
+    experiment = backend.experiment_id()
+    async with started(store_settings(backend.service_url, blocker / "s.duckdb")) as (_, http):
+        deadline = time.monotonic() + 60
+        while (store := (await http.get("/ready")).json()["store"])["failed_cycles"] < 2:
+            assert time.monotonic() < deadline, f"no failed cycle reported: {store}"
+            await asyncio.sleep(0.1)
+        assert (store["state"], store["last_error"]) == ("building", "store: StoreOpenError")
+        response = await volume(http, experiment)
+        assert answered_by(response) == "live"
+        assert response.json()["summary"]["count"] == trace_count(backend.sync_uri, experiment)
+        samples = metric_samples((await http.get("/metrics")).text)
+        assert sample(samples, "insights_store_sync_errors_total", kind="store") >= 2
+        assert sample(samples, "insights_store_sync_errors_total", kind="tracking_db") == 0
+
+
 @pytest.fixture
 def disposable_postgres() -> Iterator[DisposablePostgres]:
     server = DisposablePostgres()

@@ -67,8 +67,13 @@ class SyncObserver(Protocol):
     def cycle_failed(self, kind: FailureKind, seconds: float) -> None: ...
 
 
+class StoreOpenError(RuntimeError):
+    """The store file could not be opened or created (e.g. its directory is not writable)."""
+
+
 def failure_kind(exc: BaseException) -> FailureKind:
-    if isinstance(exc, duckdb.Error):
+    # Checked first: opening fails with OSError too, which would look like the tracking DB.
+    if isinstance(exc, duckdb.Error | StoreOpenError):
         return "store"
     if isinstance(exc, DBAPIError | OSError | TimeoutError | InsightsError):
         return "tracking_db"
@@ -161,9 +166,12 @@ class SyncRunner:
     async def _open_store(self) -> Store:
         if self._store is None:
             # Opening may rebuild a broken file: keep DuckDB's file work off the event loop.
-            self._store = await asyncio.to_thread(
-                Store.open, self.path, self._database, self._sync_settings
-            )
+            try:
+                self._store = await asyncio.to_thread(
+                    Store.open, self.path, self._database, self._sync_settings
+                )
+            except (OSError, duckdb.Error) as exc:
+                raise StoreOpenError(f"cannot open {self.path}: {exc}") from exc
             self._inode = self._current_inode()
         return self._store
 
