@@ -27,8 +27,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     MLFLOW_DISABLE_TELEMETRY=true \
-    INSIGHTS_PORT=5001
-RUN useradd --create-home --uid 10001 --user-group insights
+    INSIGHTS_PORT=5001 \
+    INSIGHTS_STORE_PATH=/var/lib/insights/store.duckdb
+# The analytics store's file lives on a volume the service owns (disposable: rebuilt if lost).
+RUN useradd --create-home --uid 10001 --user-group insights \
+    && install -d -o insights -g insights /var/lib/insights
 COPY --from=build /opt/venv /opt/venv
 USER insights
 WORKDIR /home/insights

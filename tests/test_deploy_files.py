@@ -347,3 +347,16 @@ def test_e2e_deps_script_is_executable() -> None:
     path = ROOT / "deploy" / "install-e2e-deps.sh"
     assert path.read_text().startswith("#!/usr/bin/env bash")
     assert path.stat().st_mode & 0o111
+
+
+def test_compose_keeps_the_store_on_a_named_volume_the_image_lets_it_write() -> None:
+    insights = COMPOSE["services"]["insights"]
+    store_dir = str(Path(insights["environment"]["INSIGHTS_STORE_PATH"]).parent)
+    mounts = dict(volume.split(":", 1) for volume in insights["volumes"])
+    by_target = {target: source for source, target in mounts.items()}
+    assert store_dir in by_target, f"no volume at {store_dir}: {insights['volumes']}"
+    assert by_target[store_dir] in COMPOSE["volumes"], "the store's volume is not a named volume"
+    # A named volume takes the ownership of the image's directory: the image must create it for
+    # the non-root user, or the service could not write its store.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"install -d -o insights -g insights {store_dir}" in dockerfile
