@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from mlflow.store.tracking.dbmodels.models import SqlTraceInfo
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api.deps import get_session
 from service.app import create_app
 from service.db import Database
+from service.dialects import WindowPercentiles, policy_for
 from service.settings import Settings
 from service.store import Store
 from service.store.reading import store_session
@@ -29,10 +31,12 @@ from tests.golden.requests import collect
 API = "/api/3.0/mlflow/traces/insights"
 
 
-@pytest.fixture
-async def synced_store(backend: Backend, tmp_path: Path) -> AsyncIterator[Store]:
+@pytest.fixture(scope="module")
+async def synced_store(
+    backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Store]:
     database = Database(Settings(database_url=backend.service_url))
-    store = Store.open(tmp_path / "insights-store.duckdb", database)
+    store = Store.open(tmp_path_factory.mktemp("store") / "insights-store.duckdb", database)
     try:
         await store.sync_once()
         assert store.ready, "the first sync did not complete"
@@ -40,6 +44,23 @@ async def synced_store(backend: Backend, tmp_path: Path) -> AsyncIterator[Store]
     finally:
         store.close()
         await database.dispose()
+
+
+async def test_store_session_reads_the_store_with_the_duckdb_policy(
+    backend: Backend, synced_store: Store
+) -> None:
+    count = sa.select(sa.func.count()).select_from(SqlTraceInfo)
+    engine = backend.sync_engine()
+    with engine.connect() as source:
+        expected = source.execute(count).scalar_one()
+    engine.dispose()
+    async with store_session(synced_store) as session:
+        result = await session.execute(count)
+        policy = policy_for(session.get_bind().dialect)
+    # Rows were fetched in the worker thread: the result is readable after the session closed.
+    assert result.scalar_one() == expected > 0
+    assert policy is policy_for(sa.make_url("duckdb:///any.duckdb"))
+    assert isinstance(policy.percentiles, WindowPercentiles)
 
 
 async def test_store_answers_equal_the_golden_capture(
