@@ -12,6 +12,7 @@ end): an answer never mixes the states before and after a sync cycle.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
@@ -29,6 +30,9 @@ class _StoreSession:
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        # A request cancelled mid-statement leaves its worker thread running: closing waits
+        # for it instead of using the session from two threads at once.
+        self._lock = threading.Lock()
 
     async def execute(
         self,
@@ -51,10 +55,12 @@ class _StoreSession:
     ) -> Result[Any]:
         # Fetch every row in the worker thread: a result read later on the event loop would
         # touch the DuckDB connection from another thread while the next statement runs.
-        return self._session.execute(statement, params, **kw).freeze()()
+        with self._lock:
+            return self._session.execute(statement, params, **kw).freeze()()
 
     def close(self) -> None:
-        self._session.close()  # rolls the read transaction back: nothing is ever written
+        with self._lock:
+            self._session.close()  # rolls the read transaction back: nothing is ever written
 
 
 def store_session(store: Store) -> AbstractAsyncContextManager[AsyncSession]:
