@@ -11,9 +11,12 @@ import ast
 import re
 from pathlib import Path
 
+import duckdb
 import pytest
 import sqlalchemy as sa
+from duckdb_engine import Dialect as DuckDBDialect
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, UnsupportedCompilationError
 
 from service.db import create_engine
 from service.dialects import (
@@ -29,23 +32,37 @@ from service.dialects import (
 )
 from service.dialects.case_sensitive import text_eq, text_in, text_like, text_ne
 from service.dialects.change_capture import row_hash
+from service.dialects.percentiles import WindowPercentiles
+from service.errors import ErrorCode
 from service.settings import Settings
 
 DIALECTS = {
     "sqlite": sqlite.dialect(),
     "postgresql": postgresql.dialect(),
     "mysql": mysql.dialect(),
+    # duckdb-engine: the analytics store (PostgreSQL's compiler, DuckDB's semantics).
+    "duckdb": DuckDBDialect(),
 }
 
 text = sa.column("x", sa.String())
 number = sa.column("n", sa.Float())
 
-# expression -> the SQL it compiles to on sqlite, postgresql, mysql (in that order).
-EXPRESSIONS: dict[str, tuple[sa.ColumnElement[object], tuple[str, str, str]]] = {
-    "int_div": (int_div(sa.column("x"), 7), ("(x) / (7)", "(x) / (7)", "(x) DIV (7)")),
+# expression -> the SQL it compiles to on sqlite, postgresql, mysql, duckdb (in that order);
+# None where the expression has no use on that dialect (compiling it must fail).
+EXPRESSIONS: dict[str, tuple[sa.ColumnElement[object], tuple[str, str, str, str | None]]] = {
+    "int_div": (
+        int_div(sa.column("x"), 7),
+        (
+            "(x) / (7)",
+            "(x) / (7)",
+            "(x) DIV (7)",
+            # DuckDB's `/` is a float division even between integers.
+            "(x) // (7)",
+        ),
+    ),
     "exact_text": (
         exact_text(text),
-        ("x", '((x) COLLATE "C")', "CAST(CONVERT((x) USING utf8mb4) AS BINARY)"),
+        ("x", '((x) COLLATE "C")', "CAST(CONVERT((x) USING utf8mb4) AS BINARY)", "x"),
     ),
     "text_equals": (
         text_equals(text, "Ab"),
@@ -53,6 +70,7 @@ EXPRESSIONS: dict[str, tuple[sa.ColumnElement[object], tuple[str, str, str]]] = 
             "((x) = ('Ab'))",
             "((x) = ('Ab'))",
             "((x) = ('Ab') AND CAST(CONVERT((x) USING utf8mb4) AS BINARY) = 'Ab')",
+            "((x) = ('Ab'))",
         ),
     ),
     "starts_with": (
@@ -61,6 +79,7 @@ EXPRESSIONS: dict[str, tuple[sa.ColumnElement[object], tuple[str, str, str]]] = 
             "substr(x, 1, 7) = 'mlflow.'",
             "((substr(x, 1, 7)) COLLATE \"C\") = 'mlflow.'",
             "CAST(CONVERT((substr(x, 1, 7)) USING utf8mb4) AS BINARY) = 'mlflow.'",
+            "substr(x, 1, 7) = 'mlflow.'",
         ),
     ),
     "json_text_value": (
@@ -69,20 +88,31 @@ EXPRESSIONS: dict[str, tuple[sa.ColumnElement[object], tuple[str, str, str]]] = 
             "(CASE WHEN substr((x), 1, 1) = '\"' THEN json_extract((x), '$') ELSE (x) END)",
             "(CASE WHEN left((x), 1) = '\"' THEN (((x)::json) #>> '{}') ELSE (x) END)",
             "(CASE WHEN LEFT((x), 1) = '\"' THEN JSON_UNQUOTE((x)) ELSE (x) END)",
+            "(CASE WHEN substr((x), 1, 1) = '\"' THEN json_extract_string((x), '$') ELSE (x) END)",
         ),
     ),
     # MLflow's case-sensitive filter comparisons: bytes on MySQL, GLOB for LIKE on SQLite.
     "text_eq": (
         text_eq(text, "Ab"),
-        ("(x = 'Ab')", "(x = 'Ab')", "(x = 'Ab' AND CAST(x AS BINARY) = 'Ab')"),
+        ("(x = 'Ab')", "(x = 'Ab')", "(x = 'Ab' AND CAST(x AS BINARY) = 'Ab')", "(x = 'Ab')"),
     ),
     "text_ne": (
         text_ne(text, "Ab"),
-        ("(x != 'Ab')", "(x != 'Ab')", "(x != 'Ab' OR CAST(x AS BINARY) != 'Ab')"),
+        (
+            "(x != 'Ab')",
+            "(x != 'Ab')",
+            "(x != 'Ab' OR CAST(x AS BINARY) != 'Ab')",
+            "(x != 'Ab')",
+        ),
     ),
     "text_in": (
         text_in(text, ("a", "B")),
-        ("(x IN ('a', 'B'))", "(x IN ('a', 'B'))", "(CAST(x AS BINARY) IN ('a', 'B'))"),
+        (
+            "(x IN ('a', 'B'))",
+            "(x IN ('a', 'B'))",
+            "(CAST(x AS BINARY) IN ('a', 'B'))",
+            "(x IN ('a', 'B'))",
+        ),
     ),
     "text_like": (
         text_like(text, "a_%*"),
@@ -90,12 +120,14 @@ EXPRESSIONS: dict[str, tuple[sa.ColumnElement[object], tuple[str, str, str]]] = 
             "(x GLOB 'a?*[*]')",
             "(x LIKE 'a_%%*')",
             "(x LIKE 'a_%%*' AND CAST(x AS BINARY) LIKE 'a_%%*')",
+            # DuckDB's LIKE is case-sensitive.
+            "(x LIKE 'a_%%*')",
         ),
     ),
     # The analytics store's partition fingerprints (SQLite's function is registered per connection).
     "row_hash": (
         row_hash(text),
-        ("insights_store_crc32(x)", "hashtext(x)", "crc32(x)"),
+        ("insights_store_crc32(x)", "hashtext(x)", "crc32(x)", None),
     ),
     "floor_float": (
         floor_float(number),
@@ -104,6 +136,7 @@ EXPRESSIONS: dict[str, tuple[sa.ColumnElement[object], tuple[str, str, str]]] = 
             "ELSE CAST(CAST((n) AS INTEGER) - ((n) < CAST((n) AS INTEGER)) AS REAL) END)",
             "FLOOR(n)",
             "FLOOR(n)",
+            "floor(n)",
         ),
     ),
 }
@@ -113,10 +146,15 @@ EXPRESSIONS: dict[str, tuple[sa.ColumnElement[object], tuple[str, str, str]]] = 
 @pytest.mark.parametrize("name", list(EXPRESSIONS))
 def test_expression_compiles_per_dialect(name: str, dialect_name: str) -> None:
     expression, expected = EXPRESSIONS[name]
+    sql = expected[list(DIALECTS).index(dialect_name)]
+    if sql is None:
+        with pytest.raises(UnsupportedCompilationError):
+            expression.compile(dialect=DIALECTS[dialect_name])
+        return
     compiled = expression.compile(
         dialect=DIALECTS[dialect_name], compile_kwargs={"literal_binds": True}
     )
-    assert str(compiled) == expected[list(DIALECTS).index(dialect_name)]
+    assert str(compiled) == sql
 
 
 def test_exact_text_reads_mysql_binary_as_utf8() -> None:
@@ -141,11 +179,33 @@ URLS = {
 }
 
 
-@pytest.mark.parametrize("dialect_name", list(DIALECTS))
+@pytest.mark.parametrize("dialect_name", list(URLS))
 def test_policy_is_the_same_from_url_and_from_dialect(dialect_name: str) -> None:
     from_url = policy_for(to_async_url(URLS[dialect_name]))
     assert from_url is policy_for(DIALECTS[dialect_name])
     assert from_url is policy_for(dialect_name)
+
+
+def test_the_store_has_a_duckdb_policy_without_pool_or_engine_options() -> None:
+    # The store's engine is duckdb-engine's (sync, no async driver): found by its dialect.
+    policy = policy_for(DIALECTS["duckdb"])
+    assert policy is policy_for(sa.make_url("duckdb:///store.duckdb"))
+    assert isinstance(policy.percentiles, WindowPercentiles)
+    assert policy.pool_options(LIMITS) == {}
+    assert policy.engine_options(LIMITS) == {}
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (duckdb.InterruptException("INTERRUPT Error: Interrupted!"), ErrorCode.DEADLINE_EXCEEDED),
+        (duckdb.IOException("IO Error: Cannot open file"), ErrorCode.TEMPORARILY_UNAVAILABLE),
+        (duckdb.BinderException("Binder Error: column not found"), None),
+    ],
+)
+def test_duckdb_errors_are_classified(error: Exception, expected: ErrorCode | None) -> None:
+    wrapped = DBAPIError("SELECT 1", None, error)
+    assert policy_for(DIALECTS["duckdb"]).classify_error(wrapped) == expected
 
 
 def test_unknown_dialect_has_no_policy() -> None:

@@ -1,4 +1,5 @@
-"""Everything that differs between SQLite, PostgreSQL and MySQL/MariaDB, and nothing else.
+"""Everything that differs between SQLite, PostgreSQL, MySQL/MariaDB and DuckDB (the analytics
+store), and nothing else.
 
 The only package that knows dialect names. Query builders and the engine factory use:
 
@@ -9,7 +10,9 @@ The only package that knows dialect names. Query builders and the engine factory
 * ``connections``: a per-dialect ``DialectPolicy`` (looked up with ``policy_for``) that sizes the
   pool, makes each connection read-only with a statement timeout, picks the percentile strategy
   and recognises the dialect's timeout and connection-loss errors;
-* ``urls``: MLflow backend-store URLs mapped to the async drivers.
+* ``urls``: MLflow backend-store URLs mapped to the async drivers;
+* ``duckdb_expressions``, ``duckdb_policy``: the same expressions and a policy for the store's
+  DuckDB file, so the query builders run on it unchanged (``service.store.reading``).
 
 The names below are what the rest of the service imports: ``from service.dialects import X``.
 """

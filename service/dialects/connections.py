@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL, Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util import await_only
 
+from service.dialects.duckdb_policy import DuckDBPolicy
 from service.dialects.percentiles import NativePercentiles, PercentileStrategy, WindowPercentiles
 from service.errors import ErrorCode
 
@@ -213,6 +214,7 @@ _POLICIES: dict[str, DialectPolicy] = {
     "mysql": MySQLPolicy(),
     "mariadb": MySQLPolicy(),
     "sqlite": SQLitePolicy(),
+    "duckdb": DuckDBPolicy(),
 }
 
 

@@ -1,0 +1,66 @@
+"""DuckDB's spelling of the portable expressions, for the analytics store.
+
+duckdb-engine's dialect is named ``duckdb`` but compiles with PostgreSQL's compiler; DuckDB's
+own semantics differ from PostgreSQL's in the places below, so each expression says exactly what
+it means there. Imported for its ``@compiles`` registrations by the DuckDB policy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.compiler import compiles
+
+from service.dialects.case_sensitive import _PerDatabase
+from service.dialects.expressions import (
+    _json_text_value,
+    exact_text,
+    floor_float,
+    int_div,
+    json_text_value,
+    text_equals,
+)
+
+DUCKDB = "duckdb"
+
+
+@compiles(int_div, DUCKDB)
+def _int_div_duckdb(element: int_div, compiler: Any, **kw: Any) -> str:
+    # DuckDB's `/` divides as doubles even between integers; `//` is integer division,
+    # truncating like the others' integer `/` and DIV.
+    left, right = list(element.clauses)
+    return f"({compiler.process(left, **kw)}) // ({compiler.process(right, **kw)})"
+
+
+@compiles(exact_text, DUCKDB)
+def _exact_text_duckdb(element: exact_text, compiler: Any, **kw: Any) -> str:
+    # DuckDB compares and sorts strings by their UTF-8 bytes unless told otherwise: code-point
+    # order, as the other databases are made to.
+    (value,) = list(element.clauses)
+    return str(compiler.process(value, **kw))
+
+
+@compiles(text_equals, DUCKDB)
+def _text_equals_duckdb(element: text_equals, compiler: Any, **kw: Any) -> str:
+    column, value = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(({column}) = ({value}))"
+
+
+@compiles(json_text_value, DUCKDB)
+def _json_text_value_duckdb(element: json_text_value, compiler: Any, **kw: Any) -> str:
+    # json_extract (SQLite's spelling) returns JSON here; json_extract_string decodes a string.
+    return _json_text_value(
+        element, compiler, "substr(({v}), 1, 1)", "json_extract_string(({v}), '$')", **kw
+    )
+
+
+@compiles(floor_float, DUCKDB)
+def _floor_float_duckdb(element: floor_float, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f"floor({compiler.process(value, **kw)})"
+
+
+@compiles(_PerDatabase, DUCKDB)
+def _case_sensitive_duckdb(element: _PerDatabase, compiler: Any, **kw: Any) -> str:
+    # DuckDB's =, IN and LIKE compare case-sensitively already: the portable spelling.
+    return f"({compiler.process(element.portable, **kw)})"
