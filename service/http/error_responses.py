@@ -16,7 +16,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.dialects import DialectPolicy, policy_for
 from service.errors import ErrorCode, InsightsError
+from service.http.answering_path import answer_of
 from service.models.common import ErrorResponse
 
 logger = logging.getLogger("service.errors")
@@ -114,7 +116,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        code = request.app.state.database.policy.classify_error(exc) or ErrorCode.INTERNAL_ERROR
+        code = _policy_of_answer(request).classify_error(exc) or ErrorCode.INTERNAL_ERROR
         logger.error("database error on %s (%s)", request.url.path, code.value, exc_info=exc)
         return error_response(InsightsError(code, _CLIENT_MESSAGES[code]))
 
@@ -144,3 +146,13 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.error("unexpected error on %s", request.url.path, exc_info=exc)
         code = ErrorCode.INTERNAL_ERROR
         return error_response(InsightsError(code, _CLIENT_MESSAGES[code]))
+
+
+def _policy_of_answer(request: Request) -> DialectPolicy:
+    """The policy of the database that answered: the analytics store's, or the tracking DB's."""
+    answer = answer_of(request.scope)
+    store = getattr(getattr(request.app.state, "store_runner", None), "store", None)
+    if answer is not None and answer.answered_by == "store" and store is not None:
+        return policy_for(store.engine().dialect)
+    policy: DialectPolicy = request.app.state.database.policy
+    return policy
