@@ -29,6 +29,7 @@ from service.app import create_app
 from service.demo import generate as demo_generate
 from service.demo.generate import GeneratedDataset, build_tracking_db
 from service.settings import Settings
+from tests.disposable_servers import DisposablePostgres
 from tests.oracle.edge_data import EdgeDB, build_edge_db
 from tests.oracle.rows import Raw, load_raw
 
@@ -259,3 +260,14 @@ def edge_raw(edge_dbs: list[EdgeDB]) -> dict[str, Raw]:
             result[db.name] = load_raw(conn)
         engine.dispose()
     return result
+
+
+@pytest.fixture
+def disposable_postgres() -> Iterator[DisposablePostgres]:
+    """A PostgreSQL server of the test's own, to stop and start (tests/disposable_servers.py)."""
+    server = DisposablePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()

@@ -8,7 +8,6 @@ database (tests/test_golden.py).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,7 +24,7 @@ from service.settings import Settings
 from service.store import Store
 from service.store.reading import store_session
 from tests.conftest import Backend, serve
-from tests.golden.__main__ import load
+from tests.golden.__main__ import assert_equals_golden
 from tests.golden.requests import collect
 
 API = "/api/3.0/mlflow/traces/insights"
@@ -86,18 +85,6 @@ async def test_store_answers_equal_the_golden_capture(
         ids = sorted(ds.experiment_ids.values(), key=int)
         actual = await collect(post, ids, ds.start_time_ms, ds.end_time_ms)
 
-    golden = load()
-    assert sorted(actual) == sorted(golden)
+    golden = assert_equals_golden(actual)
     # The store answered: one session per request that reached the query code.
-    answered = sum(1 for status, _ in golden.values() if status == 200)
-    assert answered > 2500
-    assert sessions_opened >= answered
-    differing = [
-        key
-        for key in sorted(golden)
-        if json.dumps(actual[key], sort_keys=True) != json.dumps(golden[key], sort_keys=True)
-    ]
-    assert not differing, f"{len(differing)} answers differ, first: {differing[0]}\n" + (
-        f"golden: {json.dumps(golden[differing[0]])[:2000]}\n"
-        f"actual: {json.dumps(actual[differing[0]])[:2000]}"
-    )
+    assert sessions_opened >= sum(1 for status, _ in golden.values() if status == 200)

@@ -12,7 +12,7 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -380,16 +380,6 @@ async def test_a_store_that_cannot_be_created_leaves_answers_live(
         samples = metric_samples((await http.get("/metrics")).text)
         assert sample(samples, "insights_store_sync_errors_total", kind="store") >= 2
         assert sample(samples, "insights_store_sync_errors_total", kind="tracking_db") == 0
-
-
-@pytest.fixture
-def disposable_postgres() -> Iterator[DisposablePostgres]:
-    server = DisposablePostgres()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.remove()
 
 
 def log_traces(tracking_uri: str, experiment_id: str, n: int) -> None:

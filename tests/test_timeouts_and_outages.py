@@ -126,16 +126,6 @@ async def test_busy_connection_pool_is_503_with_retry_after(backend: Backend) ->
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def disposable_postgres() -> Iterator[DisposablePostgres]:
-    server = DisposablePostgres()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.remove()
-
-
 @pytest.fixture(params=["postgresql", "mysql"])
 def disposable_server(request: pytest.FixtureRequest) -> Iterator[DisposableServer]:
     server: DisposableServer = (

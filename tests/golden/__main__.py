@@ -49,6 +49,26 @@ async def capture(uri: str, experiment_ids: list[str], start: int, end: int) -> 
             return await collect(post, experiment_ids, start, end)
 
 
+def assert_equals_golden(actual: dict[str, Any]) -> dict[str, Any]:
+    """Every answer of ``actual`` equals the capture's, byte for byte; returns the capture."""
+    golden = load()
+    assert sorted(actual) == sorted(golden), (
+        f"the request set differs from the capture's: {sorted(set(actual) ^ set(golden))[:3]}"
+    )
+    # The capture is not vacuous: most answers carry data, some are refusals.
+    assert sum(1 for status, _ in golden.values() if status == 200) > 2500
+    differing = [
+        key
+        for key in sorted(golden)
+        if json.dumps(actual[key], sort_keys=True) != json.dumps(golden[key], sort_keys=True)
+    ]
+    assert not differing, f"{len(differing)} answers differ, first: {differing[0]}\n" + (
+        f"golden: {json.dumps(golden[differing[0]])[:2000]}\n"
+        f"actual: {json.dumps(actual[differing[0]])[:2000]}"
+    )
+    return golden
+
+
 def main() -> None:
     from tests.conftest import N_TRACES, SEED
 
