@@ -253,6 +253,30 @@ def free_port() -> int:
         return port
 
 
+def wait_until_the_store_answers_as_live(insights_url: str, experiment_id: str) -> None:
+    """The service runs with its analytics store on, as deployed: its sync loop copies the new
+    traces within a few cycles. Wait until a store answer equals the live one (``no-cache``),
+    so the tests below check the store path through nginx."""
+    body = {"experiment_ids": [experiment_id], "time_bucket": "hour"}
+    url = f"{insights_url}{API}/traffic-cost/volume"
+    deadline, store, live = time.monotonic() + 90, None, None
+    with local_http() as http:
+        while time.monotonic() < deadline:
+            live = http.post(url, json=body, headers={"Cache-Control": "no-cache"})
+            store = http.post(url, json=body)
+            assert live.status_code == 200, live.text
+            assert live.headers["x-insights-answered-by"] == "live"
+            if store.headers.get("x-insights-answered-by") == "store" and (
+                store.content == live.content
+            ):
+                return
+            time.sleep(1)
+    raise AssertionError(
+        f"the store did not catch up in 90 s: store {store and store.text}, "
+        f"live {live and live.text}"
+    )
+
+
 def local_http() -> httpx.Client:
     # trust_env=False: no proxy from the environment between the test and loopback.
     return httpx.Client(trust_env=False, timeout=30)
@@ -493,8 +517,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         nginx_url = f"http://127.0.0.1:{nginx_port}"
         processes.wait_http("nginx", f"{nginx_url}/health", timeout=30)
 
-        # 5. Traces, through nginx.
+        # 5. Traces, through nginx; then the analytics store (on, as deployed) catches up.
         experiment_id, traces = log_traces(nginx_url, plan_traces())
+        wait_until_the_store_answers_as_live(insights_url, experiment_id)
         yield Stack(
             nginx_url=nginx_url,
             insights_url=insights_url,
@@ -951,6 +976,8 @@ def test_every_insights_endpoint_through_nginx_under_both_prefixes(stack: Stack)
             for prefix in (API, AJAX_API):
                 response = http.post(f"{stack.nginx_url}{prefix}/{endpoint}", json=body)
                 assert response.status_code == 200, (prefix, endpoint, response.text)
+                # The analytics store answers, and its headers pass through nginx.
+                assert response.headers["x-insights-answered-by"] == "store", endpoint
                 answers.append(response.json())
             assert answers[0] == answers[1], endpoint
             stack.responses[endpoint] = answers[0]
