@@ -11,7 +11,6 @@ fingerprint that matches the source while the copy is stale, for good.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -79,6 +78,18 @@ class SyncStats:
     duration_ms: float = 0.0
 
 
+@dataclass
+class CopyProgress:
+    """Rows copied so far by a cycle, out of the rows its changed partitions hold."""
+
+    done: int = 0
+    total: int = 0
+
+    @property
+    def percent(self) -> float | None:
+        return round(100.0 * self.done / self.total, 1) if self.total else None
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -94,18 +105,25 @@ class SyncCycle:
         settings: SyncSettings,
         *,
         full: bool,
+        progress: CopyProgress | None = None,
     ) -> None:
         self.file = file
         self.database = database
         self.gate = gate
         self.settings = settings
         self.started_ms = _now_ms()
-        self.meta = file.meta()
+        self.meta: dict[str, str] = {}
+        self.stored: dict[Key, Fingerprint] = {}
         self.stats = SyncStats(full=full)
+        self.progress = progress or CopyProgress()
         self.new_meta: dict[str, str] = {}
 
     async def run(self) -> SyncStats:
+        """One cycle. Every DuckDB call runs in a worker thread: the event loop that serves
+        requests never waits on the store file."""
         clock = time.perf_counter()
+        self.meta = await self.file.call(self.file.meta)
+        self.stored = await self.file.call(self.file.fingerprints)
         async with self.database.session() as session:
             await prepare_sync_session(session)
             await self._bind_source(session)
@@ -113,11 +131,17 @@ class SyncCycle:
             experiments = await self._read_experiments(session)
             source, stored = await self._fingerprints(session, checks)
             changed = {key: fp for key, fp in source.items() if stored.get(key, EMPTY) != fp}
-            with self.file.transaction():
-                self._copy_experiments(experiments)
+            self.progress.total = sum(fp.row_count for fp in changed.values())
+            await self.file.call(self.file.begin)
+            try:
+                await self.file.call(self._copy_experiments, experiments)
                 await self._copy_partitions(session, changed)
-                self.file.record_fingerprints(source)
-                self.file.set_meta(self.new_meta)
+                await self.file.call(self.file.record_fingerprints, source)
+                await self.file.call(self.file.set_meta, self.new_meta)
+            except BaseException:
+                await self.file.call(self.file.rollback)
+                raise
+            await self.file.call(self.file.commit)
         self.stats.partitions_copied = len({p for p, _ in changed})
         self.stats.duration_ms = (time.perf_counter() - clock) * 1000
         return self.stats
@@ -132,12 +156,15 @@ class SyncCycle:
                 "analytics store %s was copied from another tracking database: starting over",
                 self.file.path,
             )
-            with self.file.transaction():
-                self.file.clear()
-            self.meta = self.file.meta()
+            await self.file.call(self._clear)
         if self.meta.get("first_sync_complete") != "1":
             self.stats.full = True
         self.new_meta |= {"source_identity": identity, "first_sync_complete": "1"}
+
+    def _clear(self) -> None:
+        with self.file.transaction():
+            self.file.clear()
+        self.meta, self.stored = self.file.meta(), {}
 
     async def _plan(self, session: AsyncSession) -> Checks:
         token = await self.gate.token(session)
@@ -166,7 +193,7 @@ class SyncCycle:
         """Every slot, in ranges of ``full_scan_slots``: no single fingerprint statement scans
         a whole table (the service's statement timeout applies to the sync too)."""
         oldest_ms = (await session.execute(oldest_trace_select())).scalar()
-        known = [p.slot for p, _ in self.file.fingerprints()]
+        known = [p.slot for p, _ in self.stored]
         if oldest_ms is not None:
             known.append(slot_of(oldest_ms))
         if not known:
@@ -197,7 +224,7 @@ class SyncCycle:
 
     async def _add_reconciliation_slice(self, session: AsyncSession, checks: Checks) -> None:
         oldest_ms = (await session.execute(oldest_trace_select())).scalar()
-        stored = self.file.fingerprints()
+        stored = self.stored
         stored_slots = [p.slot for p, t in stored if t == TRACE_INFO.name]
         if oldest_ms is not None:
             stored_slots.append(slot_of(oldest_ms))
@@ -226,7 +253,7 @@ class SyncCycle:
     ) -> tuple[dict[Key, Fingerprint], dict[Key, Fingerprint]]:
         """The source's fingerprints of every checked partition (empty ones included, so the
         store drops what the source deleted) and the store's recorded ones."""
-        stored = {k: fp for k, fp in self.file.fingerprints().items() if checks.covers(k[0])}
+        stored = {k: fp for k, fp in self.stored.items() if checks.covers(k[0])}
         source: dict[Key, Fingerprint] = {}
         for where in checks.wheres():
             for table in TRACE_TABLES:
@@ -278,7 +305,7 @@ class SyncCycle:
         """Delete by the trace ids of both sides; ids are read before any row is deleted, since
         deleting trace_info rows changes which traces the store's partitions hold."""
         touched = {p for partitions in per_table.values() for p in partitions}
-        ids = self.file.trace_ids_by_partition(touched)
+        ids = await self.file.call(self.file.trace_ids_by_partition, touched)
         rows = await session.execute(trace_ids_select(touched))
         for trace_id, experiment_id, slot in rows.all():
             ids.setdefault(Partition(int(experiment_id), int(slot)), set()).add(trace_id)
@@ -286,7 +313,7 @@ class SyncCycle:
             partitions = per_table.get(table.name, [])
             doomed = set().union(*(ids.get(p, set()) for p in partitions))
             if doomed:
-                await asyncio.to_thread(self.file.delete_traces, table, doomed)
+                await self.file.call(self.file.delete_traces, table, doomed)
 
     async def _copy_rows(
         self,
@@ -306,8 +333,9 @@ class SyncCycle:
             try:
                 async for chunk in result.partitions(self.settings.chunk_rows):
                     rows = [tuple(r) for r in chunk]
-                    await asyncio.to_thread(self.file.insert, table, rows)
+                    await self.file.call(self.file.insert, table, rows)
                     done += len(rows)
+                    self.progress.done += len(rows)
                     progress.report(done)
             finally:
                 await result.close()  # a failed chunk must not leave the cursor half-read
