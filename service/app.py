@@ -16,6 +16,7 @@ from service.api import (
     correlations,
     cost,
     dimensions,
+    experiments,
     operations,
     tags,
     tools,
@@ -58,6 +59,7 @@ INSIGHTS_ROUTERS = (
     tags.router,
     dimensions.router,
     correlations.router,
+    experiments.router,
 )
 
 
