@@ -61,8 +61,14 @@ function setState(section, kind, message) {
 
 function failed(section, err) {
   if (err.name === 'AbortError') return;
+  // Numbers of an earlier scope must not stay on screen beside an error.
+  for (const box of $(section).querySelectorAll('.cards, .charts, .table-wrap, #cost-by-model, #tag-values, #npmi-detail')) box.replaceChildren();
+  if (err instanceof ApiError && err.status === 400) {
+    showScopeError(err.message);
+    setState(section, 'error', 'The scope above was refused; see the message under the filter.');
+    return;
+  }
   setState(section, 'error', err instanceof ApiError ? `${err.code || 'Error'}: ${err.message}` : String(err));
-  if (err instanceof ApiError && err.status === 400) showScopeError(err.message);
 }
 
 function showScopeError(message) {
@@ -429,7 +435,9 @@ async function correlations(base, signal) {
   result.data.forEach((row, i) => {
     const pair = pairs[i];
     const valueFilter = pair ? pair.dimension1.filter_string : null;
-    const link = valueFilter ? [slice, valueFilter].join(' AND ') : null;
+    // The window is part of the filter: the link opens exactly the traces counted here.
+    const window = `timestamp_ms >= ${base.start_time} AND timestamp_ms < ${base.end_time}`;
+    const link = valueFilter ? [window, slice, valueFilter].join(' AND ') : null;
     tbody.append(el('tr', { dataset: { dimension: row.dimension, value: row.value } },
       el('td', { class: 'text', text: row.dimension }), el('td', { class: 'text', text: row.value }),
       el('td', {}, metric('trace_count', row.trace_count, count(row.trace_count))),

@@ -69,7 +69,8 @@ export function chart(points, series, { title, kind = 'line', fmt = String, labe
     svg.append(hit);
   });
   const legend = el('div', { class: 'legend' }, series.map((x2, j) => el('span', {}, el('i', { style: `background:${x2.color || COLORS[j]}` }), x2.label)));
-  return el('figure', {}, el('figcaption', { text: title }), svg, legend);
+  const buckets = JSON.stringify(points.map((p) => p.time_bucket));
+  return el('figure', { dataset: { buckets } }, el('figcaption', { text: title }), svg, legend);
 }
 
 export function sparkline(values, { title } = {}) {
