@@ -388,12 +388,12 @@ function npmiDetail(row, pair, link, scope) {
   const box = $('npmi-detail');
   box.replaceChildren(
     el('h3', {}, 'NPMI of the slice and ', el('code', { text: `${row.dimension}: ${row.value}` })),
-    el('table', { 'aria-label': 'Contingency table' },
+    el('div', { class: 'table-wrap' }, el('table', { 'aria-label': 'Contingency table' },
       el('thead', {}, el('tr', {}, el('th', {}), el('th', { scope: 'col', text: 'has the value' }), el('th', { scope: 'col', text: 'does not' }), el('th', { scope: 'col', text: 'total' }))),
       el('tbody', {},
         el('tr', {}, el('th', { scope: 'row', text: 'in the slice' }), cell(n11, 'n11'), cell(n1 - n11, 'n10'), cell(n1, 'slice_count')),
         el('tr', {}, el('th', { scope: 'row', text: 'not in the slice' }), cell(n2 - n11, 'n01'), cell(n - n1 - n2 + n11, 'n00'), cell(n - n1, 'rest')),
-        el('tr', {}, el('th', { scope: 'row', text: 'total' }), cell(n2, 'value_count'), cell(n - n2, 'without'), cell(n, 'total_count')))),
+        el('tr', {}, el('th', { scope: 'row', text: 'total' }), cell(n2, 'value_count'), cell(n - n2, 'without'), cell(n, 'total_count'))))),
     el('p', {}, 'NPMI ', metric('npmi_score', row.npmi_score, num(row.npmi_score)), ' · smoothed ', metric('npmi_smoothed', row.npmi_smoothed, num(row.npmi_smoothed)), ` · ${row.strength ?? 'no'} correlation`),
     pair.slice ? el('p', { class: 'muted' }, 'dimensions/calculate-npmi for the same pair: NPMI ', metric('pair_npmi', pair.correlation.npmi_score, num(pair.correlation.npmi_score)), `, ${count(pair.intersection.count)} traces in both.`) : null,
     link ? el('p', {}, 'Traces in the slice with this value: ', el('code', { class: 'filter', text: link }), ' ',
@@ -462,8 +462,11 @@ function fillTimezones() {
 }
 
 function apply(push = true) {
-  state = scopeFromForm();
-  if (!$('bucket').dataset.touched) state.bucket = DEFAULT_BUCKET[state.window];
+  const next = scopeFromForm();
+  if (!$('bucket').dataset.touched) next.bucket = DEFAULT_BUCKET[next.window];
+  // The same scope already loading (Enter commits a field and submits the form): once is enough.
+  if (document.body.dataset.state === 'loading' && JSON.stringify(next) === JSON.stringify(state)) return;
+  state = next;
   writeState(state, push);
   showScope();
   refresh();
