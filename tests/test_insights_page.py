@@ -313,6 +313,8 @@ def test_a_correlation_link_opens_the_matching_traces(
     request = open_page(page, base_url, sqlite_backend)
     exp = sqlite_backend.experiment_id()
     store = SqlAlchemyStore(sqlite_backend.sync_uri, "/tmp/insights-artifacts")
+    # The links fill in after the numbers (each asks calculate-npmi for its filter string).
+    page.wait_for_selector("#correlation-table table[data-links=done]", timeout=60_000)
     links = page.eval_on_selector_all(
         "#correlation-table tbody tr",
         "r => r.map(x => [x.dataset.dimension, x.dataset.value, "

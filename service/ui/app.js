@@ -355,6 +355,19 @@ async function tags(base, signal) {
 }
 
 // ------------------------------------------------------------------ correlations
+// At most n of the calls given to the returned function run at once.
+function limiter(n) {
+  let running = 0;
+  const waiting = [];
+  const next = () => {
+    if (running >= n || !waiting.length) return;
+    running += 1;
+    const { call, resolve, reject } = waiting.shift();
+    call().then(resolve, reject).finally(() => { running -= 1; next(); });
+  };
+  return (call) => new Promise((resolve, reject) => { waiting.push({ call, resolve, reject }); next(); });
+}
+
 // A correlation row as a dimension of dimensions/calculate-npmi (API.md §4.5).
 function dimensionOf(row) {
   const [key, ...rest] = row.value.split('=');
@@ -382,7 +395,8 @@ function tracesUrl(filterString) {
 function npmiDetail(row, pair, link, scope) {
   const n = scope.total_count;
   const n1 = scope.slice_count;
-  const n2 = pair.dimension1.count;
+  // Traces with the value: percentage_of_total is 100 * n2 / n, so rounding gives n2 back.
+  const n2 = Math.round((row.percentage_of_total * n) / 100);
   const n11 = row.trace_count;
   const cell = (v, label) => el('td', {}, metric(label, v, count(v)));
   const box = $('npmi-detail');
@@ -395,7 +409,7 @@ function npmiDetail(row, pair, link, scope) {
         el('tr', {}, el('th', { scope: 'row', text: 'not in the slice' }), cell(n2 - n11, 'n01'), cell(n - n1 - n2 + n11, 'n00'), cell(n - n1, 'rest')),
         el('tr', {}, el('th', { scope: 'row', text: 'total' }), cell(n2, 'value_count'), cell(n - n2, 'without'), cell(n, 'total_count'))))),
     el('p', {}, 'NPMI ', metric('npmi_score', row.npmi_score, num(row.npmi_score)), ' · smoothed ', metric('npmi_smoothed', row.npmi_smoothed, num(row.npmi_smoothed)), ` · ${row.strength ?? 'no'} correlation`),
-    pair.slice ? el('p', { class: 'muted' }, 'dimensions/calculate-npmi for the same pair: NPMI ', metric('pair_npmi', pair.correlation.npmi_score, num(pair.correlation.npmi_score)), `, ${count(pair.intersection.count)} traces in both.`) : null,
+    pair && pair.slice ? el('p', { class: 'muted' }, 'dimensions/calculate-npmi for the same pair: NPMI ', metric('pair_npmi', pair.correlation.npmi_score, num(pair.correlation.npmi_score)), `, ${count(pair.intersection.count)} traces in both.`) : null,
     link ? el('p', {}, 'Traces in the slice with this value: ', el('code', { class: 'filter', text: link }), ' ',
       el('button', { type: 'button', onclick: () => navigator.clipboard && navigator.clipboard.writeText(link) }, 'Copy filter')) : el('p', { class: 'muted', text: 'MLflow search syntax cannot express this value.' }));
   box.focus();
@@ -425,19 +439,21 @@ async function correlations(base, signal) {
     el('thead', {}, el('tr', {}, ['Dimension', 'Value', 'Traces', '% of slice', '% of all', 'NPMI', 'Smoothed', 'Strength', ''].map((h, i) => el('th', { scope: 'col', class: i < 2 ? 'text' : null, text: h })))),
     el('tbody'));
   const tbody = table.querySelector('tbody');
-  const scopeFilter = { ...base };
-  const pairs = await Promise.all(result.data.map((row) => {
-    const dim = dimensionOf(row);
-    return post('dimensions/calculate-npmi', { ...scopeFilter, dimension1: dim, dimension2: sliceDim || dim }, { signal })
-      .then((pair) => ({ ...pair, slice: Boolean(sliceDim) }))
-      .catch((err) => { if (err.name === 'AbortError') throw err; return null; });
+  // Each row's MLflow filter string comes from dimensions/calculate-npmi. Those calls can be slow
+  // (span dimensions), so the rows show at once and the links fill in behind, a few at a time.
+  const inWindow = `timestamp_ms >= ${base.start_time} AND timestamp_ms < ${base.end_time}`;
+  const gate = limiter(3);
+  table.dataset.links = result.data.length ? 'pending' : 'done';
+  const pairs = result.data.map((row) => gate(() => post('dimensions/calculate-npmi', {
+    experiment_ids: base.experiment_ids, start_time: base.start_time, end_time: base.end_time,
+    ...(base.filter_string ? { filter_string: base.filter_string } : {}),
+    dimension1: dimensionOf(row), dimension2: sliceDim || dimensionOf(row),
+  }, { signal })).then((pair) => ({ ...pair, slice: Boolean(sliceDim) }), (err) => {
+    if (err.name === 'AbortError') throw err;
+    return null;
   }));
   result.data.forEach((row, i) => {
-    const pair = pairs[i];
-    const valueFilter = pair ? pair.dimension1.filter_string : null;
-    // The window is part of the filter: the link opens exactly the traces counted here.
-    const window = `timestamp_ms >= ${base.start_time} AND timestamp_ms < ${base.end_time}`;
-    const link = valueFilter ? [window, slice, valueFilter].join(' AND ') : null;
+    const links = el('td', { class: 'text' }, el('span', { class: 'muted', text: '…' }));
     tbody.append(el('tr', { dataset: { dimension: row.dimension, value: row.value } },
       el('td', { class: 'text', text: row.dimension }), el('td', { class: 'text', text: row.value }),
       el('td', {}, metric('trace_count', row.trace_count, count(row.trace_count))),
@@ -446,10 +462,17 @@ async function correlations(base, signal) {
       el('td', {}, metric('npmi_score', row.npmi_score, num(row.npmi_score))),
       el('td', {}, metric('npmi_smoothed', row.npmi_smoothed, num(row.npmi_smoothed))),
       el('td', { text: row.strength ?? '–' }),
-      el('td', { class: 'text' },
+      links));
+    pairs[i].then((pair) => {
+      const valueFilter = pair ? pair.dimension1.filter_string : null;
+      // The window is part of the filter: the link opens exactly the traces counted here.
+      const link = valueFilter ? [inWindow, slice, valueFilter].join(' AND ') : null;
+      links.replaceChildren(
         link ? el('a', { class: 'traces-link', href: tracesUrl(link), target: '_blank', rel: 'noopener', dataset: { filterString: link }, title: `MLflow's trace list; filter: ${link}` }, 'Traces') : '',
-        ' ', pair ? el('button', { type: 'button', class: 'link npmi-link', onclick: () => npmiDetail(row, pair, link, result) }, 'NPMI detail') : '')));
+        ' ', el('button', { type: 'button', class: 'link npmi-link', onclick: () => npmiDetail(row, pair, link, result) }, 'NPMI detail'));
+    }).catch(() => {});
   });
+  Promise.allSettled(pairs).then(() => { if (!signal.aborted) table.dataset.links = 'done'; });
   $('correlation-table').replaceChildren(table);
   const empty = !result.data.length;
   setState('correlations', empty ? 'empty' : 'ready', empty ? (result.slice_count ? 'Nothing goes with this slice more than with the rest.' : 'No traces in this slice.') : '');
