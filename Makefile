@@ -20,6 +20,7 @@ install: $(STAMP) ## Create .venv and install the service with its test and demo
 demo: $(STAMP) ## Build a demo SQLite DB of realistic traces (once) and serve it
 	$(BIN)/python -m service.demo --db $(DEMO_DB)
 	@echo
+	@echo "Insights page:     http://127.0.0.1:$(PORT)/insights/"
 	@echo "Interactive docs:  http://127.0.0.1:$(PORT)/docs"
 	@EXP=$$($(BIN)/python -m service.demo --db $(DEMO_DB) --print-experiment-id 2>/dev/null); \
 	echo "Try:  curl -X POST http://127.0.0.1:$(PORT)/api/3.0/mlflow/traces/insights/traffic-cost/volume \\"; \

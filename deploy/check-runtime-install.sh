@@ -22,7 +22,14 @@ for module in pkgutil.walk_packages(service.__path__, "service."):
         importlib.import_module(module.name)
 from service.app import create_app
 
-create_app()
+app = create_app()
+# The Insights page ships as package data and is served without a database.
+from fastapi.testclient import TestClient
+
+page = TestClient(app).get("/insights/")
+assert page.status_code == 200 and "Trace Insights" in page.text, page.status_code
+for asset in ("app.js", "api.js", "chart.js", "format.js", "style.css"):
+    assert TestClient(app).get(f"/insights/{asset}").status_code == 200, asset
 try:
     md.distribution("mlflow")
 except md.PackageNotFoundError:

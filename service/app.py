@@ -16,6 +16,7 @@ from service.api import (
     correlations,
     cost,
     dimensions,
+    experiments,
     operations,
     tags,
     tools,
@@ -32,6 +33,7 @@ from service.http.rate_limit import RateLimiter, RateLimitMiddleware
 from service.http.request_log import RequestLogMiddleware
 from service.settings import Settings, get_settings
 from service.store.runner import StoreStatus, SyncRunner
+from service.ui import install_ui
 
 logger = logging.getLogger("service")
 
@@ -58,6 +60,7 @@ INSIGHTS_ROUTERS = (
     tags.router,
     dimensions.router,
     correlations.router,
+    experiments.router,
 )
 
 
@@ -147,4 +150,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operations.router)
     app.include_router(insights_router(), prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(insights_router(), prefix=AJAX_PREFIX, include_in_schema=False)
+    install_ui(app)  # the Insights page at /insights/
     return app

@@ -333,6 +333,24 @@ async def test_admin_reads_everything(
     assert response.json()["summary"]["count"] == expected
 
 
+async def test_the_experiment_listing_shows_only_readable_experiments(
+    service: httpx.AsyncClient, tracking_server: TrackingServer
+) -> None:
+    """The page's picker: each experiment is checked with MLflow, like experiment_ids are."""
+    listing = f"{API}/experiments"
+
+    def ids(response: httpx.Response) -> list[str]:
+        assert response.status_code == 200, response.text
+        return [e["experiment_id"] for e in response.json()["data"]]
+
+    a, b = tracking_server.exp_a, tracking_server.exp_b
+    assert ids(await service.post(listing, json={}, auth=ALICE)) == [a]
+    assert ids(await service.post(listing, json={}, auth=BOB)) == []
+    everything = ids(await service.post(listing, json={}, auth=ADMIN))
+    assert {a, b} <= set(everything) and len(everything) > 2
+    assert_error(await service.post(listing, json={}), 401, "UNAUTHENTICATED")
+
+
 async def test_unknown_experiment_is_answered_by_the_service(
     service: httpx.AsyncClient,
 ) -> None:

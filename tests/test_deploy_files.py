@@ -273,7 +273,8 @@ def test_nginx_template_routes_insights_to_the_service_and_the_rest_to_mlflow() 
     for prefix in INSIGHTS_PREFIXES:
         assert "proxy_pass http://trace_insights;" in locations[prefix]
     assert "proxy_pass http://mlflow_server;" in locations["/"]
-    assert set(locations) == {*INSIGHTS_PREFIXES, "/"}
+    assert "proxy_pass http://trace_insights;" in locations["/insights/"]  # the Insights page
+    assert set(locations) == {*INSIGHTS_PREFIXES, "/insights/", "/"}
 
 
 # --------------------------------------------------------------------------- runtime dependencies

@@ -1047,6 +1047,17 @@ def test_everything_else_reaches_mlflow_through_nginx(stack: Stack) -> None:
     assert sum(r.startswith("POST ") and r.endswith("/assessments") for r in requests) == feedback
 
 
+def test_the_insights_page_loads_through_nginx(stack: Stack) -> None:
+    with local_http() as http:
+        page = http.get(f"{stack.nginx_url}/insights/")
+        assert page.status_code == 200 and "<title>Trace Insights</title>" in page.text
+        script = http.get(f"{stack.nginx_url}/insights/app.js")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+        # Its experiment picker, on the same origin under the prefix the page calls.
+        listed = http.post(f"{stack.nginx_url}{AJAX_API}/experiments", json={})
+        assert EXPERIMENT in {e["name"] for e in listed.json()["data"]}
+
+
 def test_the_images_health_check_command_works(stack: Stack) -> None:
     """The Dockerfile's HEALTHCHECK, run as written against the service: passes while it runs,
     fails where nothing answers."""

@@ -159,12 +159,7 @@ class AccessChecker:
 
         decisions = await asyncio.gather(*(one(i) for i in ids))
         if Decision.UNAUTHENTICATED in decisions:
-            raise InsightsError(
-                ErrorCode.UNAUTHENTICATED,
-                "The MLflow tracking server refused the request's credentials (missing or "
-                "wrong). Send the same HTTP Basic credentials you use for MLflow.",
-                headers={"WWW-Authenticate": WWW_AUTHENTICATE},
-            )
+            raise _unauthenticated()
         denied = [i for i, d in zip(ids, decisions, strict=True) if d is Decision.DENIED]
         if denied:
             who = credentials.basic_username
@@ -177,6 +172,21 @@ class AccessChecker:
                 "permission, or leave the experiment out of experiment_ids.",
                 details={"experiment_ids": denied},
             )
+
+    async def readable(self, experiment_ids: Iterable[str], credentials: Credentials) -> list[str]:
+        """The experiments the caller may read, in order; raise when the credentials are
+        refused (a listing must not hide a login problem behind an empty answer)."""
+        ids = list(dict.fromkeys(experiment_ids))
+        limit = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
+
+        async def one(experiment_id: str) -> Decision:
+            async with limit:
+                return await self._decision(experiment_id, credentials)
+
+        decisions = await asyncio.gather(*(one(i) for i in ids))
+        if Decision.UNAUTHENTICATED in decisions:
+            raise _unauthenticated()
+        return [i for i, d in zip(ids, decisions, strict=True) if d is Decision.ALLOW]
 
     async def _decision(self, experiment_id: str, credentials: Credentials) -> Decision:
         key = (credentials.digest, experiment_id)
@@ -236,6 +246,15 @@ class AccessChecker:
             "The permission check got an unexpected answer from the MLflow tracking server; "
             "the details are in the service log.",
         )
+
+
+def _unauthenticated() -> InsightsError:
+    return InsightsError(
+        ErrorCode.UNAUTHENTICATED,
+        "The MLflow tracking server refused the request's credentials (missing or "
+        "wrong). Send the same HTTP Basic credentials you use for MLflow.",
+        headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+    )
 
 
 def _unavailable() -> InsightsError:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from service.errors import ErrorCode
 from service.timebuckets import load_timezone
@@ -126,6 +134,59 @@ class SeriesRequest(InsightsRequest):
     def _known_timezone(cls, name: str) -> str:
         load_timezone(name)
         return name
+
+
+class ComparableSeriesRequest(SeriesRequest):
+    """A series request on an endpoint with a summary that can be set beside the previous
+    window's (API.md §9): the page's period-over-period changes."""
+
+    compare_previous: bool = Field(
+        default=False,
+        description=(
+            "Also return previous_summary: the summary of the window of the same length that "
+            "ends where this one starts, with the same experiments, filter and time zone. "
+            "Needs start_time and end_time."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _previous_needs_a_window(self) -> Self:
+        if not self.compare_previous:
+            return self
+        start, end = self.start_time, self.end_time
+        if start is None or end is None:
+            raise ValueError(
+                "compare_previous needs both start_time and end_time: the previous window is "
+                "the one of the same length ending at start_time"
+            )
+        if 2 * start < end:
+            raise ValueError(
+                "compare_previous: the previous window would start before 1970-01-01 "
+                f"(start_time - (end_time - start_time) = {2 * start - end}); shorten the "
+                "window or move it later"
+            )
+        return self
+
+    def previous(self) -> SeriesRequest:
+        """The same request over ``[start - (end - start), start)``."""
+        if self.start_time is None or self.end_time is None:
+            raise RuntimeError("compare_previous is validated to come with a window")
+        fields = self.model_dump(exclude={"compare_previous", "start_time", "end_time"})
+        return SeriesRequest(
+            **fields, start_time=2 * self.start_time - self.end_time, end_time=self.start_time
+        )
+
+
+class WithPreviousSummary(BaseModel):
+    """A response whose ``previous_summary`` appears only when the request asked for it, so an
+    answer without it is byte for byte what it was before the field existed."""
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_previous(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("previous_summary") is None:
+            data.pop("previous_summary", None)
+        return data
 
 
 class TimePoint(BaseModel):

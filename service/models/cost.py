@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from service.models.common import TimePoint
+from service.models.common import TimePoint, WithPreviousSummary
 
 
 class TokenSums(BaseModel):
@@ -31,8 +31,11 @@ class TokensPoint(TokenSums, TimePoint):
     pass
 
 
-class TokensResponse(BaseModel):
+class TokensResponse(WithPreviousSummary):
     summary: TokensSummary
+    previous_summary: TokensSummary | None = Field(
+        default=None, description="The previous window's summary; only with compare_previous."
+    )
     time_series: list[TokensPoint]
 
 
@@ -61,8 +64,11 @@ class ModelCost(BaseModel):
     output_cost: float = Field(description="Cost of their output tokens in USD.")
 
 
-class CostResponse(BaseModel):
+class CostResponse(WithPreviousSummary):
     summary: CostSummary
+    previous_summary: CostSummary | None = Field(
+        default=None, description="The previous window's summary; only with compare_previous."
+    )
     time_series: list[CostPoint]
     by_model: list[ModelCost] = Field(
         description="Cost per model from the spans that carry cost, most expensive first."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from service.models.common import TimePoint
+from service.models.common import TimePoint, WithPreviousSummary
 
 
 class VolumeCounts(BaseModel):
@@ -17,8 +17,11 @@ class VolumePoint(VolumeCounts, TimePoint):
     pass
 
 
-class VolumeResponse(BaseModel):
+class VolumeResponse(WithPreviousSummary):
     summary: VolumeCounts
+    previous_summary: VolumeCounts | None = Field(
+        default=None, description="The previous window's summary; only with compare_previous."
+    )
     time_series: list[VolumePoint]
 
 
@@ -40,8 +43,11 @@ class LatencyPoint(LatencyStats, TimePoint):
     pass
 
 
-class LatencyResponse(BaseModel):
+class LatencyResponse(WithPreviousSummary):
     summary: LatencySummary
+    previous_summary: LatencySummary | None = Field(
+        default=None, description="The previous window's summary; only with compare_previous."
+    )
     time_series: list[LatencyPoint]
 
 
@@ -55,6 +61,9 @@ class ErrorsPoint(ErrorCounts, TimePoint):
     pass
 
 
-class ErrorsResponse(BaseModel):
+class ErrorsResponse(WithPreviousSummary):
     summary: ErrorCounts
+    previous_summary: ErrorCounts | None = Field(
+        default=None, description="The previous window's summary; only with compare_previous."
+    )
     time_series: list[ErrorsPoint]
