@@ -35,10 +35,18 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from mlflow.entities.trace_metrics import AggregationType, MetricViewType
+from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
 from mlflow.store.tracking.utils.sql_trace_metrics_utils import VIEW_TYPE_CONFIGS
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.api.deps import get_session
+from service.app import create_app
+from service.db import Database
 from service.queries.trace_metrics import DIMENSION_COLUMNS, VALUE_COLUMNS
-from tests.conftest import Backend, InsightsClient, build_backend, enabled_backends
+from service.settings import Settings
+from service.store import Store
+from service.store.reading import store_session
+from tests.conftest import Backend, InsightsClient, build_backend, enabled_backends, serve
 from tests.mlflow_server import MlflowServer, start_mlflow_server, wait_until_up
 
 METRICS = "/api/3.0/mlflow/traces/metrics"
@@ -122,47 +130,39 @@ class Data:
     assessment_name: str
 
 
+def _most_common(conn: sa.Connection, column: Any, *where: Any) -> Any:
+    """The most common non-null value of ``column`` (ties: the smallest)."""
+    stmt = (
+        sa.select(column)
+        .where(column.is_not(None), *where)
+        .group_by(column)
+        .order_by(sa.func.count().desc(), column)
+        .limit(1)
+    )
+    return conn.execute(stmt).scalar_one()
+
+
 def read_data(backend: Backend) -> Data:
     engine = backend.sync_engine()
     with engine.connect() as conn:
-
-        def one(sql: str) -> Any:
-            return conn.execute(sa.text(sql)).first()
-
-        first, last = one("SELECT min(timestamp_ms), max(timestamp_ms) FROM trace_info")
-        (trace_name,) = one(
-            "SELECT trace_name FROM trace_info WHERE trace_name IS NOT NULL "
-            "GROUP BY trace_name ORDER BY count(*) DESC, trace_name LIMIT 1"
-        )
-        (session_id,) = one(
-            "SELECT session_id FROM trace_info WHERE session_id IS NOT NULL "
-            "GROUP BY session_id ORDER BY count(*) DESC, session_id LIMIT 1"
-        )
-        tag = one(
-            "SELECT " + "key, value FROM trace_tags WHERE key = 'persona' "
-            "GROUP BY key, value ORDER BY count(*) DESC, value LIMIT 1"
-        )
-        (span_name,) = one(
-            "SELECT name FROM spans WHERE type = 'TOOL' GROUP BY name "
-            "ORDER BY count(*) DESC, name LIMIT 1"
-        )
-        (assessment_name,) = one(
-            "SELECT name FROM assessments WHERE assessment_type = 'feedback' GROUP BY name "
-            "ORDER BY count(*) DESC, name LIMIT 1"
+        stamp = SqlTraceInfo.timestamp_ms
+        first, last = conn.execute(sa.select(sa.func.min(stamp), sa.func.max(stamp))).one()
+        data = Data(
+            experiment=backend.experiment_id("support-agent"),
+            other=backend.experiment_id("sql-copilot"),
+            empty=backend.experiment_id("empty-experiment"),
+            first_ms=int(first),
+            last_ms=int(last),
+            trace_name=_most_common(conn, SqlTraceInfo.trace_name),
+            session_id=_most_common(conn, SqlTraceInfo.session_id),
+            tag=("persona", _most_common(conn, SqlTraceTag.value, SqlTraceTag.key == "persona")),
+            span_name=_most_common(conn, SqlSpan.name, SqlSpan.type == "TOOL"),
+            assessment_name=_most_common(
+                conn, SqlAssessments.name, SqlAssessments.assessment_type == "feedback"
+            ),
         )
     engine.dispose()
-    return Data(
-        experiment=backend.experiment_id("support-agent"),
-        other=backend.experiment_id("sql-copilot"),
-        empty=backend.experiment_id("empty-experiment"),
-        first_ms=int(first),
-        last_ms=int(last),
-        trace_name=trace_name,
-        session_id=session_id,
-        tag=(tag[0], tag[1]),
-        span_name=span_name,
-        assessment_name=assessment_name,
-    )
+    return data
 
 
 def aggregation(kind: AggregationType, percentile: float | None = None) -> dict[str, Any]:
@@ -710,7 +710,7 @@ async def test_lenient_fields_as_mlflow(
         "metric_name": "latency",
         "aggregations": [
             {"aggregation_type": "AVG"},
-            {"aggregation_type": "PERCENTILE", "percentile_value": "50"},
+            {"aggregation_type": "PERCENTILE", "percentile_value": 50.0},
         ],
     }
     bodies = [
@@ -784,3 +784,54 @@ async def test_filter_correlation_equals_mlflow(
         a = await client.http.post(CORRELATION, json=bad)
         b = await mlflow_http.http.post(CORRELATION, json=bad)
         assert (a.status_code, a.json()["error_code"]) == (b.status_code, b.json()["error_code"])
+
+
+# ------------------------------------------------------------------------------ the store
+
+
+@pytest.fixture(scope="session")
+async def store_client(
+    backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The service answering from a synced analytics store (DuckDB) of the backend."""
+    database = Database(Settings(database_url=backend.service_url))
+    store = Store.open(tmp_path_factory.mktemp("store") / "insights-store.duckdb", database)
+    try:
+        await store.sync_once()
+        assert store.ready, "the first sync did not complete"
+
+        async def from_store() -> AsyncIterator[AsyncSession]:
+            async with store_session(store) as session:
+                yield session
+
+        app = create_app(Settings(database_url=backend.service_url))
+        app.dependency_overrides[get_session] = from_store
+        async with serve(app) as http:
+            yield http
+    finally:
+        store.close()
+        await database.dispose()
+
+
+async def test_store_answers_equal_live(
+    client: InsightsClient, store_client: httpx.AsyncClient, data: Data
+) -> None:
+    """Same bodies, same JSON, digit for digit, from the analytics store as from the live DB."""
+    bodies = generated_bodies(data) + ui_bodies(data)
+    live = await send_all(client.http, METRICS, bodies)
+    stored = await send_all(store_client, METRICS, bodies)
+    differ = [
+        f"{body}\n  live {a.text[:300]}\n  store {b.text[:300]}"
+        for body, a, b in zip(bodies, live, stored, strict=True)
+        if (a.status_code, a.json()) != (b.status_code, b.json())
+    ]
+    assert not differ, f"{len(differ)} of {len(bodies)} differ:\n" + "\n".join(differ[:5])
+    correlation = {
+        "experiment_ids": [data.experiment],
+        "filter_string1": "status = 'ERROR'",
+        "filter_string2": "span.type = 'TOOL'",
+    }
+    a = await client.http.post(CORRELATION, json=correlation)
+    b = await store_client.post(CORRELATION, json=correlation)
+    assert a.status_code == b.status_code == 200
+    assert a.json() == b.json()

@@ -67,6 +67,8 @@ def parse_metric_filters(filters: Sequence[str]) -> list[TraceMetricsFilter]:
             parsed.append(SearchTraceMetricsUtils.parse_search_filter(text))
         except MlflowException as exc:
             raise invalid_parameter(exc.message) from None
+        except Exception:  # sqlparse on odd text: the filter is at fault, not the service
+            raise invalid_parameter(f"Invalid filter: {text!r}") from None
     return parsed
 
 

@@ -13,14 +13,28 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, Self
 
 from mlflow.entities.trace_metrics import AggregationType, MetricViewType
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from service.filters.parser import MAX_FILTER_SUBQUERIES
 from service.models.common import unstorable_text
 
 # MLflow's default and only page size (mlflow.store.tracking.MAX_RESULTS_QUERY_TRACE_METRICS).
 DEFAULT_MAX_RESULTS: Final = 1000
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
+# A bucket's width in ms must be a BIGINT: about 292 million years.
+MAX_INTERVAL_SECONDS: Final = INT64_MAX // 1000
 
 
 def _int_like(value: Any) -> Any:
@@ -41,12 +55,31 @@ def _int_like(value: Any) -> Any:
     return value
 
 
-IntLike = Annotated[int, BeforeValidator(_int_like)]
+IntLike = Annotated[
+    int,
+    BeforeValidator(_int_like),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+                {"type": "string", "pattern": r"^\s*[+-]?[0-9]+\s*$"},
+            ]
+        }
+    ),
+]
 
 
 def _enum_name(enum: type[MetricViewType] | type[AggregationType]) -> Any:
     """Proto JSON enums: the name, or its number (MLflow's proto numbers start at 1)."""
     members = list(enum)
+    schema = WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "enum": [str(m) for m in members]},
+                {"type": "integer", "enum": list(range(1, len(members) + 1))},
+            ]
+        }
+    )
 
     def parse(value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= len(members):
@@ -56,11 +89,11 @@ def _enum_name(enum: type[MetricViewType] | type[AggregationType]) -> Any:
         names = ", ".join(str(m) for m in members)
         raise ValueError(f"must be one of {names}, got {value!r}")
 
-    return BeforeValidator(parse)
+    return (BeforeValidator(parse), schema)
 
 
-ViewType = Annotated[MetricViewType, _enum_name(MetricViewType)]
-Aggregation = Annotated[AggregationType, _enum_name(AggregationType)]
+ViewType = Annotated[MetricViewType, *_enum_name(MetricViewType)]
+Aggregation = Annotated[AggregationType, *_enum_name(AggregationType)]
 
 
 class _MlflowMessage(BaseModel):
@@ -81,7 +114,8 @@ class _MlflowMessage(BaseModel):
 
 class MetricAggregation(_MlflowMessage):
     aggregation_type: Aggregation = Field(examples=["PERCENTILE"])
-    percentile_value: float | None = Field(
+    # A JSON number (MLflow also takes a numeric string; its UI sends numbers).
+    percentile_value: StrictFloat | StrictInt | None = Field(
         default=None,
         ge=0,
         le=100,
@@ -163,13 +197,27 @@ class QueryTraceMetricsRequest(_MlflowMessage):
         default=None, description="Accepted and ignored: MLflow returns one page.", examples=[None]
     )
 
+    @field_validator("dimensions")
+    @classmethod
+    def _distinct_dimensions(cls, dimensions: list[str] | None) -> list[str] | None:
+        return None if dimensions is None else list(dict.fromkeys(dimensions))
+
+    @field_validator("filters")
+    @classmethod
+    def _few_filters(cls, filters: list[str] | None) -> list[str] | None:
+        # Each filter may be a subquery: as many as a search_traces filter may hold (API.md §6).
+        if filters is not None and len(filters) > MAX_FILTER_SUBQUERIES:
+            raise ValueError(f"at most {MAX_FILTER_SUBQUERIES} filters, got {len(filters)}")
+        return filters
+
     @model_validator(mode="after")
     def _sizes(self) -> Self:
         if self.max_results is not None and self.max_results < 0:
             raise ValueError(f"max_results must not be negative, got {self.max_results}")
-        if self.time_interval_seconds is not None and self.time_interval_seconds < 0:
+        interval = self.time_interval_seconds
+        if interval is not None and not 0 <= interval <= MAX_INTERVAL_SECONDS:
             raise ValueError(
-                f"time_interval_seconds must not be negative, got {self.time_interval_seconds}"
+                f"time_interval_seconds must be from 0 to {MAX_INTERVAL_SECONDS}, got {interval}"
             )
         return self
 
