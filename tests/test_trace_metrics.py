@@ -18,6 +18,8 @@ narrowly as it is stated:
 * MLflow answers a malformed aggregation (a percentile without a value, out of range, or a value
   on another aggregation) with a 500 and an unknown enum name as if it were the first one; this
   service says 400.
+
+The same bodies answered from a synced analytics store equal the live answers exactly.
 """
 
 from __future__ import annotations
