@@ -382,6 +382,39 @@ async def test_oversized_body_is_refused_before_buffering_it(
     assert app_checker.stats.sent == sent  # nobody asked MLflow about an unread body
 
 
+async def test_mlflow_trace_metrics_routes_are_checked_as_mlflow_checks_them(
+    service: httpx.AsyncClient, tracking_server: TrackingServer
+) -> None:
+    """MLflow's own routes served here (API.md §8) need the same READ permission as in MLflow:
+    the answer MLflow's basic-auth server gives alice is the one the service gives her."""
+    a, b = tracking_server.exp_a, tracking_server.exp_b
+    metrics = {
+        "view_type": "TRACES",
+        "metric_name": "trace_count",
+        "aggregations": [{"aggregation_type": "COUNT"}],
+        "dimensions": ["trace_status"],
+    }
+    correlation = {"filter_string1": "status = 'OK'", "filter_string2": "span.type = 'TOOL'"}
+    routes = [
+        (f"{prefix}/3.0/mlflow/traces/{route}", body)
+        for prefix in ("/api", "/ajax-api")
+        for route, body in (("metrics", metrics), ("calculate-filter-correlation", correlation))
+    ]
+    async with httpx.AsyncClient(base_url=tracking_server.url, timeout=120) as mlflow:
+        for path, body in routes:
+            assert_error(await service.post(path, json={**body, "experiment_ids": [a]}), 401,
+                         "UNAUTHENTICATED")  # fmt: skip
+            denied = await service.post(path, json={**body, "experiment_ids": [b]}, auth=ALICE)
+            assert_error(denied, 403, "PERMISSION_DENIED")
+            mlflow_denied = await mlflow.post(path, json={**body, "experiment_ids": [b]},
+                                              auth=ALICE)  # fmt: skip
+            assert mlflow_denied.status_code == 403, mlflow_denied.text
+            allowed = await service.post(path, json={**body, "experiment_ids": [a]}, auth=ALICE)
+            theirs = await mlflow.post(path, json={**body, "experiment_ids": [a]}, auth=ALICE)
+            assert allowed.status_code == theirs.status_code == 200, (allowed.text, theirs.text)
+            assert allowed.json() == theirs.json()
+
+
 # ----------------------------------------------------------------------------- unreachable
 # Last in the module: it stops the shared tracking server.
 

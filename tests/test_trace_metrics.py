@@ -186,7 +186,8 @@ def all_aggregations(kinds: set[AggregationType]) -> list[dict[str, Any]]:
 
 def dimension_sets(dimensions: set[str]) -> list[list[str]]:
     names = sorted(dimensions)
-    return [[], *([d] for d in names), *(list(p) for p in itertools.permutations(names, 2))]
+    pairs = [list(p) for p in itertools.permutations(names, 2)]
+    return [[], *([d] for d in names), *pairs, *([names] if len(names) > 2 else [])]
 
 
 def view_filters(view: MetricViewType, data: Data) -> list[list[str]]:
@@ -357,7 +358,8 @@ def ui_bodies(data: Data) -> list[dict[str, Any]]:
     for length, default_interval in RANGES_MS.values():
         s, t = now - length, now
         for interval in sorted({default_interval, 3600 if length > DAY_MS else 60}):
-            for raw_filters in USAGE_FILTERS:
+            # Each filter-bar column with the default unit; a user-picked unit without filters.
+            for raw_filters in USAGE_FILTERS if interval == default_interval else ([],):
                 f = [x.replace("{session}", data.session_id) for x in raw_filters]
                 bodies += [
                     body("TRACES", "trace_count", count(), interval, s, t, f, ["trace_status"]),
@@ -454,6 +456,11 @@ def ui_bodies(data: Data) -> list[dict[str, Any]]:
             None,
             ['trace.metadata.`mlflow.modelId` = "m-123"'],
         ),
+        *(
+            body(view_metric[0], view_metric[1], count(), None, None, None, [run_filter])
+            for view_metric in (("TRACES", "trace_count"), ("TRACES", "session_count"))
+            for run_filter in ('trace.metadata.`mlflow.sourceRun` = "0123456789abcdef"',)
+        ),
         body(
             "ASSESSMENTS",
             "assessment_count",
@@ -491,6 +498,11 @@ def differences(
     mine, other = ours.get("data_points", []), theirs.get("data_points", [])
     if set(ours) - {"data_points"} or set(theirs) - {"data_points"}:
         return [f"other keys: {sorted(ours)} vs {sorted(theirs)}"]
+    if backend == "mysql" and "assessment_value" in (body.get("dimensions") or []):
+        # Documented: MariaDB's collation merges feedback values differing only by case
+        # ('"Friendly"', '"friendly"') into one of MLflow's groups; ours stay apart, and
+        # folded the same way they give MLflow's counts.
+        return _collation_folded_differences(mine, other)
     if len(mine) != len(other):
         return [f"{len(mine)} data points vs MLflow's {len(other)}"]
     problems = []
@@ -506,6 +518,24 @@ def differences(
                 if not documented_equal(body, backend, key, value, b["values"][key]):
                     problems.append(f"{a.get('dimensions')} {key}: {value} vs {b['values'][key]}")
     return problems
+
+
+def _fold(dimensions: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """As MariaDB's default (case-insensitive, PAD SPACE) collation compares the values."""
+    return tuple(sorted((k, v.lower().rstrip(" ")) for k, v in dimensions.items()))
+
+
+def _collation_folded_differences(
+    mine: list[dict[str, Any]], other: list[dict[str, Any]]
+) -> list[str]:
+    folded: dict[tuple[tuple[str, str], ...], float] = {}
+    for point in mine:
+        key = _fold(point.get("dimensions", {}))
+        folded[key] = folded.get(key, 0.0) + point["values"]["COUNT"]
+    theirs = {_fold(p.get("dimensions", {})): p["values"]["COUNT"] for p in other}
+    if len(theirs) != len(other):
+        return ["MLflow's groups are not distinct under MariaDB's collation"]
+    return [] if folded == theirs else [f"folded counts {folded} vs {theirs}"]
 
 
 async def send_all(
