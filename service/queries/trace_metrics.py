@@ -64,6 +64,9 @@ from service.scope import MAX_EXPERIMENT_ID
 TIME_BUCKET: Final = "time_bucket"
 _VALUE: Final = "v"
 _NS_PER_MS: Final = 1_000_000
+# Percentile ranks are num * (count - 1) // den in SQL: a small den keeps that a BIGINT for any
+# count below 9e12 rows.
+_MAX_QUANTILE_DENOMINATOR: Final = 1_000_000
 
 # Metric value columns, per view. Latency of a span: whole milliseconds, truncated.
 _TRACE_VALUES: Final[dict[str, Any]] = {
@@ -257,14 +260,29 @@ class MetricQuery:
         return (self.view, self.metric) in _DOUBLE_METRICS
 
 
+@dataclass(frozen=True)
+class _MlflowQuantile(Quantile):
+    """A percentile as MLflow gives it: its rows are ranked with the small exact fraction
+    ``num/den`` (``33.3`` -> 333/1000: ``num * (count - 1)`` stays a BIGINT), and interpolated
+    with MLflow's double ``value / 100``, as MLflow's percentile_cont and SQLite aggregate do."""
+
+    mlflow_fraction: float = 0.0
+
+    @property
+    def fraction(self) -> float:
+        return self.mlflow_fraction
+
+
 def _quantiles(aggregations: Sequence[MetricAggregation]) -> dict[str, Quantile]:
-    """One exact quantile per distinct percentile asked for, by its value key (``P50.0``)."""
+    """One quantile per distinct percentile asked for, by its value key (``P50.0``)."""
     result: dict[str, Quantile] = {}
     for agg in aggregations:
         if agg.aggregation_type == AggregationType.PERCENTILE and agg.key not in result:
-            # MLflow's fraction is the double ``value / 100``: the same double, held exactly.
-            fraction = Fraction((agg.percentile_value or 0.0) / 100)
-            result[agg.key] = Quantile(f"q{len(result)}", fraction.numerator, fraction.denominator)
+            value = float(agg.percentile_value or 0.0)
+            exact = (Fraction(repr(value)) / 100).limit_denominator(_MAX_QUANTILE_DENOMINATOR)
+            result[agg.key] = _MlflowQuantile(
+                f"q{len(result)}", exact.numerator, exact.denominator, value / 100
+            )
     return result
 
 
