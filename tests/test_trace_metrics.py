@@ -44,7 +44,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.api.deps import get_session
 from service.app import create_app
 from service.db import Database
-from service.queries.trace_metrics import DIMENSION_COLUMNS, VALUE_COLUMNS
+from service.models.trace_metrics import MetricAggregation
+from service.queries.trace_metrics import DIMENSION_COLUMNS, VALUE_COLUMNS, _quantiles
 from service.settings import Settings
 from service.store import Store
 from service.store.reading import store_session
@@ -867,3 +868,13 @@ async def test_store_answers_equal_live(
     b = await store_client.post(CORRELATION, json=correlation)
     assert a.status_code == b.status_code == 200
     assert a.json() == b.json()
+
+
+def test_percentile_ranks_stay_bigints_at_any_size() -> None:
+    """Ranks are ``num * (count - 1) // den`` in SQL: with the double 0.9 as an exact binary
+    fraction (num about 8e15) that overflowed a BIGINT past about 1,100 rows."""
+    for value in (*PERCENTILES, 99.9, 12.3456789012345, 1e-9):
+        aggs = [MetricAggregation(aggregation_type="PERCENTILE", percentile_value=value)]
+        (quantile,) = _quantiles(aggs).values()
+        assert quantile.den <= 10**6 and quantile.num * 10**12 < 2**63
+        assert quantile.fraction == value / 100  # interpolated as MLflow does
