@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import sqlalchemy as sa
 
-from bench import report
+from bench import report, ui_requests
 from bench.baseline import MlflowBaseline, Window, run_plan
 from bench.cases import build_cases, discover_endpoints
 from bench.machine import database, load_average, machine
@@ -153,6 +153,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             m.mlflow_calls, m.mlflow_note = result.calls, result.note
                     measurements.append(m)
                     print(report.progress_line(m), flush=True)
+                if not args.only or any(o in ui_requests.LABEL for o in args.only):
+                    measurements.append(
+                        _ui_measurement(client, baseline, experiment_id, window, args)
+                    )
+                    print(report.progress_line(measurements[-1]), flush=True)
     finally:
         peak_rss = service.peak_rss_mb() if service else None
         if service is not None:
@@ -184,6 +189,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for m in measurements
         ],
     }
+
+
+def _ui_measurement(
+    client: httpx.Client,
+    baseline: MlflowBaseline | None,
+    experiment_id: str,
+    window: Window,
+    args: argparse.Namespace,
+) -> Measurement:
+    """Case group "ui" (bench/ui_requests.py): the Overview page's whole request set."""
+    bodies = ui_requests.overview_bodies(experiment_id, window)
+    status, samples, error = ui_requests.time_service(client, bodies, args.repeat)
+    label = f"{ui_requests.LABEL} ({len(bodies)} requests)"
+    m = Measurement(window.label, label, "mlflow/traces/metrics", status, samples, error)
+    if baseline is not None and status == 200:
+        result = run_plan(ui_requests.mlflow_plan(baseline, bodies), args.mlflow_repeat)
+        m.mlflow_samples_ms = [s * 1000 for s in result.samples_s]
+        m.mlflow_calls, m.mlflow_note = result.calls, result.note
+    return m
 
 
 def _manifest(url: str, db: dict[str, Any]) -> dict[str, Any] | None:
