@@ -63,7 +63,7 @@ class _Recorder:
 
     def attach(self, page: Page) -> None:
         page.on("request", self._request)
-        page.on("requestfinished", self.in_flight.discard)
+        page.on("requestfinished", self._request_finished)
         page.on("requestfailed", self._request_failed)
         page.on("response", self._response)
         page.on("pageerror", lambda error: self.page_errors.append(str(error)))
@@ -77,6 +77,9 @@ class _Recorder:
     def _request(self, request: Request) -> None:
         if TRACE_METRICS_PATH.match(urlsplit(request.url).path):
             self.in_flight.add(request)
+
+    def _request_finished(self, request: Request) -> None:
+        self.in_flight.discard(request)
 
     def _request_failed(self, request: Request) -> None:
         self.in_flight.discard(request)
@@ -122,7 +125,8 @@ def open_page(
     """Load ``url`` in a fresh page and wait until every one of ``expected_texts`` is on it and
     no ``traces/metrics`` request has been in flight for ``quiet_s``. Returns what it showed
     even when the wait times out: the caller's assertions say what is missing."""
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    # Tall: the UI scrolls inside its own panel, so a full-page screenshot is one viewport.
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
     recorder = _Recorder()
     recorder.attach(page)
     try:
