@@ -19,6 +19,7 @@ from service.api import (
     operations,
     tags,
     tools,
+    trace_metrics,
     traffic,
 )
 from service.api.docs import install_docs
@@ -38,6 +39,14 @@ logger = logging.getLogger("service")
 API_PREFIX = "/api/3.0/mlflow/traces/insights"
 # The MLflow web UI calls its own server under /ajax-api; the same handlers answer there.
 AJAX_PREFIX = "/ajax-api/3.0/mlflow/traces/insights"
+# MLflow's own trace-metrics routes (API.md §8) live at MLflow's paths, next to ``insights``.
+MLFLOW_TRACES_PREFIXES = ("/api/3.0/mlflow/traces", "/ajax-api/3.0/mlflow/traces")
+MLFLOW_TRACES_PATHS = tuple(
+    f"{prefix}{route.path}"
+    for prefix in MLFLOW_TRACES_PREFIXES
+    for route in trace_metrics.router.routes
+    if isinstance(route, APIRoute)
+)
 
 DESCRIPTION = """
 Analytics over the GenAI traces in an MLflow tracking database: traffic, latency, errors,
@@ -73,6 +82,11 @@ def insights_endpoints() -> frozenset[str]:
     return frozenset(
         r.path for area in INSIGHTS_ROUTERS for r in area.routes if isinstance(r, APIRoute)
     )
+
+
+def mlflow_traces_endpoints() -> frozenset[str]:
+    """MLflow's trace-metrics paths below ``/api/3.0/mlflow/traces``, e.g. ``/metrics``."""
+    return frozenset(r.path for r in trace_metrics.router.routes if isinstance(r, APIRoute))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -130,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(JSONBodyMiddleware)
     # Added last runs first: rate limit, then access control, then the JSON body fix.
-    prefixes = (API_PREFIX, AJAX_PREFIX)
+    prefixes = (API_PREFIX, AJAX_PREFIX, *MLFLOW_TRACES_PATHS)
     if access_checker is not None:
         app.state.access_checker = access_checker
         app.add_middleware(AccessControlMiddleware, checker=access_checker, prefixes=prefixes)
@@ -138,8 +152,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rate_limiter = rate_limiter
         app.add_middleware(RateLimitMiddleware, limiter=rate_limiter, prefixes=prefixes)
     # Every insights response is timed and says which path answered it, 429s and 403s too.
+    # MLflow's routes are labelled by their path below /api/3.0/mlflow/traces (e.g. /metrics).
     app.add_middleware(
-        RequestMetricsMiddleware, metrics=metrics, prefixes=prefixes, endpoints=insights_endpoints()
+        RequestMetricsMiddleware,
+        metrics=metrics,
+        prefixes=(API_PREFIX, AJAX_PREFIX, *MLFLOW_TRACES_PREFIXES),
+        endpoints=insights_endpoints() | mlflow_traces_endpoints(),
     )
     app.add_middleware(AnsweringPathMiddleware, prefixes=prefixes)
     # Outermost: every request is logged once, whatever answered it.
@@ -147,4 +165,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operations.router)
     app.include_router(insights_router(), prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(insights_router(), prefix=AJAX_PREFIX, include_in_schema=False)
+    app.include_router(
+        trace_metrics.router, prefix=MLFLOW_TRACES_PREFIXES[0], responses=ERROR_RESPONSES
+    )
+    app.include_router(
+        trace_metrics.router, prefix=MLFLOW_TRACES_PREFIXES[1], include_in_schema=False
+    )
     return app
