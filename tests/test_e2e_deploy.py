@@ -58,6 +58,7 @@ READER_ROLE = f"{DB_NAME}_reader"
 READER_PASSWORD = "e2e-reader-pw"
 EXPERIMENT = "e2e-deploy"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+PYTHONPATH = os.environ.get("PYTHONPATH", "")
 
 
 def _binary(name: str, *fallbacks: str) -> str | None:
@@ -500,7 +501,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 *(sys.executable, "-m", "service.cli", "--backend-store-uri", reader_url),
                 *("--host", "127.0.0.1", "--port", str(insights_port)),
             ],
-            child_env(),
+            # The code under test, also when the venv's editable install is another checkout.
+            child_env(PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), PYTHONPATH]))),
         )
         processes.wait_http("insights", f"{insights_url}/ready", timeout=90)
 
@@ -1191,8 +1193,11 @@ def assert_answered_by_the_service(
     request with this path and status: MLflow neither sends nor logs our ids."""
     request_id = headers.get("x-request-id")
     assert request_id, f"{path}: no X-Request-ID, so not the service's answer ({headers})"
-    entry = service_request_log(stack).get(request_id)
-    assert entry is not None, f"{path}: request {request_id} is not in the service's log"
+    # The service writes the line once the response is sent: give it a moment.
+    deadline = time.monotonic() + 10
+    while (entry := service_request_log(stack).get(request_id)) is None:
+        assert time.monotonic() < deadline, f"{path}: request {request_id} is not in the log"
+        time.sleep(0.1)
     assert (entry["method"], entry["path"], entry["status"]) == ("POST", path, status), entry
 
 
