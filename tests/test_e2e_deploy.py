@@ -11,9 +11,16 @@
 Traces are logged with the MLflow client THROUGH nginx (tracking URI = nginx), with controlled
 timestamps, errors, tags, TOOL spans, token usage and feedback. Every insights endpoint the app
 lists in its OpenAPI document is then called THROUGH nginx under both prefixes, and the numbers
-are checked against what was logged; non-insights paths must reach MLflow. Finally headless
-Chromium renders ``/docs`` with every host name but 127.0.0.1 unresolvable, and the test checks
-that the operations are on the page and that no connection left the machine.
+are checked against what was logged; non-insights paths must reach MLflow. Headless Chromium
+renders ``/docs`` with every host name but 127.0.0.1 unresolvable, and the test checks that the
+operations are on the page and that no connection left the machine.
+
+MLflow's own trace-metrics API (``POST .../traces/metrics``, ``.../calculate-filter-correlation``)
+is answered by the service through nginx, equal to MLflow's own answers; ``GET`` there still
+reaches MLflow; with the service stopped nginx falls back to MLflow. MLflow's own web UI, opened
+through nginx in the same Chromium (driven by Playwright, ``tests/mlflow_ui.py``), shows the
+logged numbers on each sub-tab of the experiment's Overview, every ``traces/metrics`` call it made
+answered by the service; screenshots go to ``test-artifacts/mlflow-ui/``.
 
 nginx and Chromium come from Debian (``deploy/install-e2e-deps.sh``, which ``.ci/run`` calls). If
 either is missing the test is skipped, except in CI (``CI=true``), where that is a failure.
