@@ -44,6 +44,7 @@ class MetricsCall:
 @dataclass
 class PageVisit:
     text: str  # the page's visible text, whitespace collapsed to single spaces
+    charts: int  # charts drawn (recharts, the UI's chart library: one wrapper per chart)
     metrics_calls: list[MetricsCall]
     failed_responses: list[tuple[str, int]]  # every other response with status >= 400
     page_errors: list[str]  # uncaught exceptions in the page
@@ -149,6 +150,7 @@ def open_page(
         calls = [metrics_call(response) for response in recorder.metrics_responses]
         return PageVisit(
             text=text,
+            charts=page.locator(".recharts-wrapper > svg.recharts-surface").count(),
             metrics_calls=calls,
             failed_responses=recorder.failed_responses,
             page_errors=recorder.page_errors,

@@ -1348,6 +1348,10 @@ def expected_overview(stack: Stack) -> dict[str, list[str]]:
 # How many distinct trace-metrics requests each sub-tab sends (../shared/mlflow_ui_requests.md:
 # U1-U11, Q1-Q2, T1-T6; Q3 only when the window has no feedback).
 OVERVIEW_REQUESTS = {"usage": 11, "quality": 2, "tool-calls": 6}
+# The charts each sub-tab draws on this data. Usage: traces, latency, errors, token usage, tokens
+# per trace, cost breakdown, cost over time. Quality: one distribution per feedback name and the
+# numeric one's moving average. Tool calls: usage, latency, and one error-rate chart per tool.
+OVERVIEW_CHARTS = {"usage": 7, "quality": 3, "tool-calls": 4}
 # MLflow's UI asks who is logged in; a server without its auth app answers 404 (MLflow's route).
 EXPECTED_FAILED_RESPONSES = {"/ajax-api/2.0/mlflow/users/current": 404}
 
@@ -1380,6 +1384,7 @@ def test_mlflow_ui_overview_charts_come_from_the_service_in_headless_chromium(
             missing = [t for t in texts if t not in visit.text]
             assert not missing, f"{tab}: not on the page: {missing}\n{visit.text}"
             assert "Failed to load chart data" not in visit.text, tab
+            assert visit.charts == OVERVIEW_CHARTS[tab], (tab, visit.charts)
             assert not visit.page_errors, (tab, visit.page_errors)
             failed = {urlsplit(url).path: status for url, status in visit.failed_responses}
             assert failed.items() <= EXPECTED_FAILED_RESPONSES.items(), (tab, failed)
