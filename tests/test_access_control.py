@@ -10,14 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,55 +25,19 @@ from service.http.access import AccessChecker, requested_experiment_ids
 from service.http.body import TOO_LARGE_MESSAGE
 from service.settings import Settings
 from tests.conftest import AJAX_API, API, assert_error, serve
+from tests.mlflow_server import MlflowServer, start_mlflow_server, wait_until_up
 
 ADMIN = ("admin", "admin-pass-1234")
 ALICE = ("alice", "alice-pass-1234")
 BOB = ("bob", "bob-pass-1234")
 VOLUME = f"{API}/traffic-cost/volume"
-SERVER_START_TIMEOUT_S = 180
 
 
 @dataclass
-class TrackingServer:
-    url: str
+class TrackingServer(MlflowServer):
     db_uri: str
     exp_a: str  # alice may read it
     exp_b: str  # alice may not
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            # The server runs uvicorn workers in its own process group: stop them all.
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=20)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until_up(server: TrackingServer) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            log = server.log_path.read_text(errors="replace")[-4000:]
-            raise RuntimeError(f"mlflow server exited with {server.process.returncode}:\n{log}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    log = server.log_path.read_text(errors="replace")[-4000:]
-    raise RuntimeError(f"mlflow server did not answer within {SERVER_START_TIMEOUT_S}s:\n{log}")
 
 
 def set_up_users(server: TrackingServer) -> None:
@@ -118,49 +76,22 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracki
         # MLflow's own credential cache: skips re-hashing a good password on every request.
         "auth_cache_ttl_seconds = 300\n"
     )
-    port = free_port()
     env = {
         **os.environ,
         "MLFLOW_AUTH_CONFIG_PATH": str(config),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "insights-test-secret",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
-    for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_TRACKING_URI"):
+    for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
         env.pop(name, None)
-    log_path = workdir / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--app-name",
-                "basic-auth",
-                "--backend-store-uri",
-                db_uri,
-                "--default-artifact-root",
-                str(workdir / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    started = start_mlflow_server(db_uri, workdir, extra_args=("--app-name", "basic-auth"), env=env)
     server = TrackingServer(
-        url=f"http://127.0.0.1:{port}",
+        url=started.url,
+        process=started.process,
+        log_path=started.log_path,
         db_uri=db_uri,
         exp_a=dataset.experiment_ids["support-agent"],
         exp_b=dataset.experiment_ids["sql-copilot"],
-        process=process,
-        log_path=log_path,
     )
     try:
         wait_until_up(server)

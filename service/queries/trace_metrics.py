@@ -262,7 +262,8 @@ def _quantiles(aggregations: Sequence[MetricAggregation]) -> dict[str, Quantile]
     result: dict[str, Quantile] = {}
     for agg in aggregations:
         if agg.aggregation_type == AggregationType.PERCENTILE and agg.key not in result:
-            fraction = Fraction(str(agg.percentile_value)) / 100
+            # MLflow's fraction is the double ``value / 100``: the same double, held exactly.
+            fraction = Fraction((agg.percentile_value or 0.0) / 100)
             result[agg.key] = Quantile(f"q{len(result)}", fraction.numerator, fraction.denominator)
     return result
 
