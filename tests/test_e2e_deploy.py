@@ -1196,10 +1196,12 @@ def service_request_log(stack: Stack) -> dict[str, dict[str, Any]]:
 def assert_answered_by_the_service(
     stack: Stack, path: str, status: int, headers: httpx.Headers | dict[str, str]
 ) -> None:
-    """The response carries the request id the service made up, and the service logged that
-    request with this path and status: MLflow neither sends nor logs our ids."""
+    """The response carries the service's headers (X-Insights-Answered-By, the request id it
+    made up), and the service logged that request with this path and status: MLflow neither
+    sends nor logs our ids."""
     request_id = headers.get("x-request-id")
     assert request_id, f"{path}: no X-Request-ID, so not the service's answer ({headers})"
+    assert headers.get("x-insights-answered-by") in ("live", "store"), headers
     # The service writes the line once the response is sent: give it a moment.
     deadline = time.monotonic() + 10
     while (entry := service_request_log(stack).get(request_id)) is None:
@@ -1417,6 +1419,7 @@ def test_mlflow_trace_metrics_fall_back_to_mlflow_while_the_service_is_stopped(
             fallback = http.post(f"{stack.nginx_url}{path}", json=body)
             assert fallback.status_code == 200, fallback.text
             assert "x-request-id" not in fallback.headers
+            assert "x-insights-answered-by" not in fallback.headers
             # MLflow answered it (its own access log), with the body the service gave.
             time.sleep(0.5)
             after = mlflow_log.read_text(errors="replace").count(f'"POST {path} HTTP')
