@@ -268,13 +268,58 @@ def test_nginx_template_and_compose_agree() -> None:
     assert published == variables["NGINX_LISTEN"]
 
 
+def nginx_locations(template: str) -> dict[str, str]:
+    """``location [modifier] path { body }`` -> body, nested blocks (``if``) included."""
+    locations = {}
+    for match in re.finditer(r"location\s+(?:(?:\^~|~\*?|=)\s+)?(\S+)\s*\{", template):
+        depth, end = 1, match.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(template[end], 0)
+            end += 1
+        locations[match.group(1)] = template[match.end() : end - 1]
+    return locations
+
+
+TRACE_METRICS_PATHS = [
+    f"/{prefix}/3.0/mlflow/traces/{route}"
+    for prefix in ("api", "ajax-api")
+    for route in ("metrics", "calculate-filter-correlation")
+]
+
+
 def test_nginx_template_routes_insights_to_the_service_and_the_rest_to_mlflow() -> None:
-    locations = dict(re.findall(r"location\s+(?:\^~\s+)?(\S+)\s*\{\s*([^}]*)\}", TEMPLATE))
+    locations = nginx_locations(TEMPLATE)
     for prefix in INSIGHTS_PREFIXES:
         assert "proxy_pass http://trace_insights;" in locations[prefix]
     assert "proxy_pass http://mlflow_server;" in locations["/"]
+    assert "proxy_pass http://mlflow_server;" in locations["@mlflow_server"]
     assert "proxy_pass http://trace_insights;" in locations["/insights/"]  # the Insights page
-    assert set(locations) == {*INSIGHTS_PREFIXES, "/insights/", "/"}
+    (metrics,) = set(locations) - {*INSIGHTS_PREFIXES, "/insights/", "/", "@mlflow_server"}
+    # The regex location takes MLflow's two trace-metrics routes under both prefixes, and only
+    # them: its sibling paths (a trace id, .../metricsx) stay MLflow's.
+    pattern = re.compile(metrics)
+    assert all(pattern.search(path) for path in TRACE_METRICS_PATHS)
+    for path in (
+        "/api/3.0/mlflow/traces/metricsx",
+        "/api/3.0/mlflow/traces/tr-123",
+        "/api/2.0/mlflow/traces/metrics",
+        "/api/3.0/mlflow/traces/metrics/x",
+    ):
+        assert not pattern.search(path), path
+
+
+def test_nginx_sends_only_post_trace_metrics_to_the_service_and_falls_back_to_mlflow() -> None:
+    """POST goes to the service; any other method (a GET on .../traces/metrics is MLflow's
+    get-trace route) and any answer the service cannot give (502, 503, 504) go to MLflow."""
+    (body,) = [v for k, v in nginx_locations(TEMPLATE).items() if k.startswith("^")]
+    lines = [line.split("#")[0].strip() for line in body.splitlines()]
+    assert "proxy_pass http://trace_insights;" in lines
+    assert "error_page 418 = @mlflow_server;" in lines
+    assert re.search(r"if \(\$request_method != POST\) \{\s*return 418;\s*\}", body)
+    assert "proxy_intercept_errors on;" in lines
+    fallback = next(line for line in lines if line.startswith("error_page 50"))
+    codes = set(fallback.removesuffix(";").split()[1:])
+    assert codes == {"502", "503", "504", "=", "@mlflow_server"}
 
 
 # --------------------------------------------------------------------------- runtime dependencies

@@ -11,9 +11,16 @@
 Traces are logged with the MLflow client THROUGH nginx (tracking URI = nginx), with controlled
 timestamps, errors, tags, TOOL spans, token usage and feedback. Every insights endpoint the app
 lists in its OpenAPI document is then called THROUGH nginx under both prefixes, and the numbers
-are checked against what was logged; non-insights paths must reach MLflow. Finally headless
-Chromium renders ``/docs`` with every host name but 127.0.0.1 unresolvable, and the test checks
-that the operations are on the page and that no connection left the machine.
+are checked against what was logged; non-insights paths must reach MLflow. Headless Chromium
+renders ``/docs`` with every host name but 127.0.0.1 unresolvable, and the test checks that the
+operations are on the page and that no connection left the machine.
+
+MLflow's own trace-metrics API (``POST .../traces/metrics``, ``.../calculate-filter-correlation``)
+is answered by the service through nginx, equal to MLflow's own answers; ``GET`` there still
+reaches MLflow; with the service stopped nginx falls back to MLflow. MLflow's own web UI, opened
+through nginx in the same Chromium (driven by Playwright, ``tests/mlflow_ui.py``), shows the
+logged numbers on each sub-tab of the experiment's Overview, every ``traces/metrics`` call it made
+answered by the service; screenshots go to ``test-artifacts/mlflow-ui/``.
 
 nginx and Chromium come from Debian (``deploy/install-e2e-deps.sh``, which ``.ci/run`` calls). If
 either is missing the test is skipped, except in CI (``CI=true``), where that is a failure.
@@ -22,6 +29,7 @@ either is missing the test is skipped, except in CI (``CI=true``), where that is
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -57,6 +65,7 @@ READER_ROLE = f"{DB_NAME}_reader"
 READER_PASSWORD = "e2e-reader-pw"
 EXPERIMENT = "e2e-deploy"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+PYTHONPATH = os.environ.get("PYTHONPATH", "")
 
 
 def _binary(name: str, *fallbacks: str) -> str | None:
@@ -289,9 +298,11 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (self.log_dir / f"{name}.log").open("wb") as log:
+        # Appending: a restarted process keeps its earlier lines in the same log.
+        with (self.log_dir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -302,7 +313,11 @@ class Processes:
                 start_new_session=True,
             )
         self.procs[name] = proc
+        self.commands[name] = (argv, env)
         return proc
+
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        return self.start(name, *self.commands[name])
 
     def log(self, name: str, lines: int = 60) -> str:
         path = self.log_dir / f"{name}.log"
@@ -323,20 +338,24 @@ class Processes:
                     pytest.fail(f"{name} not ready at {url} after {timeout}s:\n{self.log(name)}")
                 time.sleep(0.5)
 
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs.values()):
-            if proc.poll() is None:
+    def stop(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
                 with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    with suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
-            # A worker the leader left behind still carries the leader's group id.
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        # A worker the leader left behind still carries the leader's group id.
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for name in reversed(self.procs):
+            self.stop(name)
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -489,7 +508,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 *(sys.executable, "-m", "service.cli", "--backend-store-uri", reader_url),
                 *("--host", "127.0.0.1", "--port", str(insights_port)),
             ],
-            child_env(),
+            # The code under test, also when the venv's editable install is another checkout.
+            child_env(PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), PYTHONPATH]))),
         )
         processes.wait_http("insights", f"{insights_url}/ready", timeout=90)
 
@@ -856,12 +876,12 @@ def check_calculate_npmi(stack: Stack, got: dict[str, Any]) -> None:
     assert got["correlation"]["npmi_score"] == approx(expected.npmi)
     assert got["correlation"]["npmi_smoothed"] == approx(expected.npmi_smoothed)
     assert got["correlation"]["strength"] in ("Strong", "Moderate", "Weak")
-    # MLflow computes the same correlation from the dimensions' filter strings, asked through
-    # nginx (its REST API), over the same window.
+    # MLflow computes the same correlation from the dimensions' filter strings, asked directly
+    # (its REST API; nginx sends this route to the service), over the same window.
     from mlflow.tracing.client import TracingClient
 
-    with mlflow_client_env(stack.nginx_url):
-        mlflow_result = TracingClient(stack.nginx_url).calculate_trace_filter_correlation(
+    with mlflow_client_env(stack.mlflow_url):
+        mlflow_result = TracingClient(stack.mlflow_url).calculate_trace_filter_correlation(
             experiment_ids=[stack.experiment_id],
             filter_string1=got["dimension1"]["filter_string"],
             filter_string2=got["dimension2"]["filter_string"],
@@ -1163,3 +1183,266 @@ def load_net_log(path: Path) -> tuple[list[dict[str, Any]], dict[int, str]]:
         log = json.loads(text.rstrip().rstrip(",") + "]}")
     names = {number: name for name, number in log["constants"]["logEventTypes"].items()}
     return log["events"], names
+
+
+# --------------------------------------------------------------------------- MLflow's trace metrics
+
+# MLflow's own trace-metrics API (QueryTraceMetrics), which MLflow's UI calls for its Overview
+# tab: nginx sends POSTs on it to the service and falls back to MLflow when the service is down.
+TRACE_METRICS = "/3.0/mlflow/traces/metrics"
+FILTER_CORRELATION = "/3.0/mlflow/traces/calculate-filter-correlation"
+ARTIFACTS = ROOT / "test-artifacts" / "mlflow-ui"  # gitignored: the screenshots, kept after the run
+
+
+def service_request_log(stack: Stack) -> dict[str, dict[str, Any]]:
+    """The service's own request log (one JSON line per request), by request id."""
+    entries = {}
+    for line in (stack.work_dir / "insights.log").read_text(errors="replace").splitlines():
+        if " service.access " in line and "{" in line:
+            entry = json.loads(line[line.index("{") :])
+            entries[entry["request_id"]] = entry
+    return entries
+
+
+def assert_answered_by_the_service(
+    stack: Stack, path: str, status: int, headers: httpx.Headers | dict[str, str]
+) -> None:
+    """The response carries the service's headers (X-Insights-Answered-By, the request id it
+    made up), and the service logged that request with this path and status: MLflow neither
+    sends nor logs our ids."""
+    request_id = headers.get("x-request-id")
+    assert request_id, f"{path}: no X-Request-ID, so not the service's answer ({headers})"
+    assert headers.get("x-insights-answered-by") in ("live", "store"), headers
+    # The service writes the line once the response is sent: give it a moment.
+    deadline = time.monotonic() + 10
+    while (entry := service_request_log(stack).get(request_id)) is None:
+        assert time.monotonic() < deadline, f"{path}: request {request_id} is not in the log"
+        time.sleep(0.1)
+    assert (entry["method"], entry["path"], entry["status"]) == ("POST", path, status), entry
+
+
+def assert_same_trace_metrics(got: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Same data points in the same order, values equal to 1e-9."""
+    got_points, expected_points = got.get("data_points", []), expected.get("data_points", [])
+    assert [(p["metric_name"], p.get("dimensions")) for p in got_points] == [
+        (p["metric_name"], p.get("dimensions")) for p in expected_points
+    ]
+    for point, want in zip(got_points, expected_points, strict=True):
+        assert point["values"] == {k: approx(v) for k, v in want["values"].items()}, point
+    assert got.get("next_page_token") == expected.get("next_page_token")
+
+
+def mlflow_answer(stack: Stack, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """What MLflow's own server answers to ``body``, asked directly (not through nginx)."""
+    with local_http() as http:
+        response = http.post(f"{stack.mlflow_url}{path}", json=body)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def trace_count_request(stack: Stack) -> dict[str, Any]:
+    """The Overview tab's request for its Traces and Errors charts, over the logged window."""
+    return {
+        "experiment_ids": [stack.experiment_id],
+        "view_type": "TRACES",
+        "metric_name": "trace_count",
+        "aggregations": [{"aggregation_type": "COUNT"}],
+        "time_interval_seconds": 3600,
+        "start_time_ms": WINDOW_START,
+        "end_time_ms": WINDOW_END,
+        "dimensions": ["trace_status"],
+    }
+
+
+def correlation_request(stack: Stack) -> dict[str, Any]:
+    return {
+        "experiment_ids": [stack.experiment_id],
+        "filter_string1": "trace.status = 'ERROR'",
+        "filter_string2": "span.type = 'TOOL'",
+    }
+
+
+def test_mlflow_trace_metrics_post_reaches_the_service_and_get_reaches_mlflow(
+    stack: Stack,
+) -> None:
+    body = trace_count_request(stack)
+    expected = mlflow_answer(stack, f"/api{TRACE_METRICS}", body)
+    # The logged numbers: per hour, three OK traces and one ERROR trace.
+    counts = {
+        (p["dimensions"]["time_bucket"], p["dimensions"]["trace_status"]): p["values"]["COUNT"]
+        for p in expected["data_points"]
+    }
+    assert sorted(counts.values()) == [1] * 3 + [3] * 3, counts
+    with local_http() as http:
+        for prefix in ("/api", "/ajax-api"):
+            for path, request, check in (
+                (f"{prefix}{TRACE_METRICS}", body, assert_same_trace_metrics),
+                (f"{prefix}{FILTER_CORRELATION}", correlation_request(stack), None),
+            ):
+                response = http.post(f"{stack.nginx_url}{path}", json=request)
+                assert response.status_code == 200, (path, response.text)
+                assert_answered_by_the_service(stack, path, 200, response.headers)
+                want = mlflow_answer(stack, path, request)
+                if check is not None:
+                    check(response.json(), want)
+                else:
+                    got = response.json()
+                    assert got == {k: approx(v) for k, v in want.items()}, (got, want)
+        # GET on the same path is MLflow's get-trace route (the trace id "metrics"): MLflow
+        # answers it, through nginx exactly as directly, and the service never sees it.
+        for prefix in ("/api", "/ajax-api"):
+            params = {"experiment_ids": stack.experiment_id}
+            through = http.get(f"{stack.nginx_url}{prefix}{TRACE_METRICS}", params=params)
+            direct = http.get(f"{stack.mlflow_url}{prefix}{TRACE_METRICS}", params=params)
+            assert (through.status_code, through.text) == (direct.status_code, direct.text)
+            assert "x-request-id" not in through.headers
+    assert not any(
+        e["method"] == "GET" and e["path"].endswith(TRACE_METRICS)
+        for e in service_request_log(stack).values()
+    )
+
+
+def js_round(value: float) -> int:
+    return math.floor(value + 0.5)  # JavaScript's Math.round, which the UI formats with
+
+
+def compact(value: int) -> str:
+    return str(value) if value < 1000 else f"{value / 1000:.2f}K"
+
+
+def expected_overview(stack: Stack) -> dict[str, list[str]]:
+    """Per sub-tab of the Overview page, text it must show: the logged numbers, computed from
+    the plan (and MLflow's price catalog), formatted as the UI formats them."""
+    traces = stack.in_window
+    count, errors = len(traces), sum(t.error for t in traces)
+    inputs = sum(t.input_tokens for t in traces)
+    outputs = sum(t.output_tokens for t in traces)
+    with mlflow_client_env(stack.mlflow_url):
+        input_price, output_price = catalog_prices(LLM_MODEL, LLM_PROVIDER)
+    cost = inputs * input_price + outputs * output_price
+    correctness = [t.correctness for t in traces if t.correctness is not None]
+    helpfulness = [t.helpfulness for t in traces if t.helpfulness is not None]
+    helpful_avg = sum(helpfulness) / len(helpfulness)
+    calls = tool_calls(traces, None)
+    failed = sum(f for _, _, f in calls)
+    usage = [
+        f"Traces {count}",
+        f"Latency {sum(t.latency_ms for t in traces) / count:.2f}ms",
+        f"Errors {errors} (Overall error rate: {100 * errors / count:.1f}%)",
+        f"Token Usage {compact(inputs + outputs)} ({compact(inputs)} input, "
+        f"{compact(outputs)} output)",
+        f"Tokens per Trace {js_round((inputs + outputs) / count)} avg per trace",
+        f"Cost Breakdown ${cost:.3g} Total Cost",
+        f"Cost Over Time ${cost:.3g} Total Cost",
+    ]
+    quality = [
+        f"correctness {len(correctness)} -",
+        f"helpfulness {len(helpfulness)} {helpful_avg:.2f}",
+        f"helpfulness {helpful_avg:.2f} avg score",
+    ]
+    tool_texts = [
+        f"{len(calls)} Total Tool Calls",
+        f"{sum(d for _, d, _ in calls) / len(calls):.2f}ms Avg Latency",
+        f"{100 * (len(calls) - failed) / len(calls):.2f}% Success Rate",
+        f"{failed} Failed Calls",
+    ]
+    for tool in ("search_orders", "get_weather"):
+        mine = tool_calls(traces, tool)
+        ok = sum(not f for _, _, f in mine)
+        tool_texts.append(
+            f"{tool} {len(mine)} {100 * ok / len(mine):.2f}% "
+            f"{sum(d for _, d, _ in mine) / len(mine):.2f}ms"
+        )
+        tool_texts.append(f"{tool} {100 * (len(mine) - ok) / len(mine):.2f}% overall error rate")
+    return {"usage": usage, "quality": quality, "tool-calls": tool_texts}
+
+
+# How many distinct trace-metrics requests each sub-tab sends (../shared/mlflow_ui_requests.md:
+# U1-U11, Q1-Q2, T1-T6; Q3 only when the window has no feedback).
+OVERVIEW_REQUESTS = {"usage": 11, "quality": 2, "tool-calls": 6}
+# The charts each sub-tab draws on this data. Usage: traces, latency, errors, token usage, tokens
+# per trace, cost breakdown, cost over time. Quality: one distribution per feedback name and the
+# numeric one's moving average. Tool calls: usage, latency, and one error-rate chart per tool.
+OVERVIEW_CHARTS = {"usage": 7, "quality": 3, "tool-calls": 4}
+# MLflow's UI asks who is logged in; a server without its auth app answers 404 (MLflow's route).
+EXPECTED_FAILED_RESPONSES = {"/ajax-api/2.0/mlflow/users/current": 404}
+
+
+def iso_utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_mlflow_ui_overview_charts_come_from_the_service_in_headless_chromium(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """MLflow's own UI (3.17.2's build, served by `mlflow server`) through nginx: each sub-tab
+    of the experiment's Overview shows the logged numbers, every traces/metrics call it made was
+    answered by the service with what MLflow itself answers, and the page shows no error."""
+    from tests.mlflow_ui import chromium, open_page
+
+    assert CHROMIUM is not None
+    expected = expected_overview(stack)
+    window = f"startTimeLabel=CUSTOM&startTime={iso_utc(WINDOW_START)}"
+    window += f"&endTime={iso_utc(WINDOW_END)}"
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    with chromium(CHROMIUM) as browser:
+        for tab, texts in expected.items():
+            url = f"{stack.nginx_url}/#/experiments/{stack.experiment_id}/overview/{tab}?{window}"
+            visit = open_page(
+                browser, url, expected_texts=texts, screenshot=tmp_path / f"overview-{tab}.png"
+            )
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(visit.screenshot, ARTIFACTS / visit.screenshot.name)
+            missing = [t for t in texts if t not in visit.text]
+            assert not missing, f"{tab}: not on the page: {missing}\n{visit.text}"
+            assert "Failed to load chart data" not in visit.text, tab
+            assert visit.charts == OVERVIEW_CHARTS[tab], (tab, visit.charts)
+            assert not visit.page_errors, (tab, visit.page_errors)
+            failed = {urlsplit(url).path: status for url, status in visit.failed_responses}
+            assert failed.items() <= EXPECTED_FAILED_RESPONSES.items(), (tab, failed)
+            assert len(visit.console_errors) <= len(visit.failed_responses), visit.console_errors
+
+            bodies = {json.dumps(c.request, sort_keys=True) for c in visit.metrics_calls}
+            assert len(bodies) == OVERVIEW_REQUESTS[tab], (tab, sorted(bodies))
+            for call in visit.metrics_calls:
+                assert call.request["experiment_ids"] == [stack.experiment_id]
+                assert call.status == 200, (tab, call)
+                assert_answered_by_the_service(stack, call.path, 200, call.headers)
+                oracle = mlflow_answer(stack, call.path, call.request)
+                assert_same_trace_metrics(call.answer, oracle)
+
+
+def test_mlflow_trace_metrics_fall_back_to_mlflow_while_the_service_is_stopped(
+    stack: Stack,
+) -> None:
+    """The last test of the module: it stops the service, and starts it again at the end."""
+    body = trace_count_request(stack)
+    path = f"/ajax-api{TRACE_METRICS}"
+    mlflow_log = stack.work_dir / "mlflow.log"
+    with local_http() as http:
+        served = http.post(f"{stack.nginx_url}{path}", json=body)
+        assert served.status_code == 200, served.text
+        assert_answered_by_the_service(stack, path, 200, served.headers)
+        stack.processes.stop("insights")
+        try:
+            before = mlflow_log.read_text(errors="replace").count(f'"POST {path} HTTP')
+            fallback = http.post(f"{stack.nginx_url}{path}", json=body)
+            assert fallback.status_code == 200, fallback.text
+            assert "x-request-id" not in fallback.headers
+            assert "x-insights-answered-by" not in fallback.headers
+            # MLflow answered it (its own access log), with the body the service gave.
+            time.sleep(0.5)
+            after = mlflow_log.read_text(errors="replace").count(f'"POST {path} HTTP')
+            assert after == before + 1
+            assert_same_trace_metrics(fallback.json(), served.json())
+            # Same for the correlation route, under the other prefix.
+            correlation = http.post(
+                f"{stack.nginx_url}/api{FILTER_CORRELATION}", json=correlation_request(stack)
+            )
+            assert correlation.status_code == 200, correlation.text
+            assert "x-request-id" not in correlation.headers
+        finally:
+            stack.processes.restart("insights")
+            stack.processes.wait_http("insights", f"{stack.insights_url}/ready", timeout=90)
+    wait_until_the_store_answers_as_live(stack.insights_url, stack.experiment_id)
