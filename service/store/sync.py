@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import Database
+from service.dialects.batch_reads import batch_reader_for
 from service.dialects.change_capture import ChangeGate, prepare_sync_session
 from service.store.layout import EXPERIMENTS, TRACE_INFO, TRACE_TABLES, CopiedTable
 from service.store.plan import (
@@ -44,7 +46,7 @@ from service.store.source_sql import (
     rows_select,
     trace_ids_select,
 )
-from service.store.store_file import StoreFile
+from service.store.store_file import StoreFile, arrow_schema
 
 logger = logging.getLogger(__name__)
 
@@ -298,19 +300,19 @@ class SyncCycle:
     ) -> None:
         done = 0
         progress = _Progress(table.name, total, loud=self.stats.full)
+        connection = await session.connection()
+        reader = batch_reader_for(connection.dialect)
+        schema = arrow_schema(table)
         for batch in _batches(partitions, changed, table.name, self.settings.batch_rows):
-            query = rows_select(table, batch).execution_options(
-                yield_per=self.settings.chunk_rows  # the driver's fetch size, too
-            )
-            result = await session.stream(query)
-            try:
-                async for chunk in result.partitions(self.settings.chunk_rows):
-                    rows = [tuple(r) for r in chunk]
-                    await asyncio.to_thread(self.file.insert, table, rows)
-                    done += len(rows)
+            query = rows_select(table, batch)
+            # Closed even when an insert fails: no cursor is left half-read.
+            async with aclosing(
+                reader.batches(connection, query, schema, self.settings.chunk_rows)
+            ) as chunks:
+                async for chunk in chunks:
+                    await asyncio.to_thread(self.file.insert_arrow, table, chunk)
+                    done += chunk.num_rows
                     progress.report(done)
-            finally:
-                await result.close()  # a failed chunk must not leave the cursor half-read
         self.stats.rows[table.name] = self.stats.rows.get(table.name, 0) + done
 
 
