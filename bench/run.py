@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -303,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     import os
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # A terminated run stops its service too (the finally blocks run on SystemExit).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = parse_args(argv)
     results = run(args)
     traces = results["database"]["rows"]["trace_info"]
