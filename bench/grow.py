@@ -80,7 +80,7 @@ def grow(
     source: Path, out: Path, factor: int, *, memory_limit: str, threads: int
 ) -> dict[str, object]:
     if factor < 2 or factor > 99:
-        raise ValueError("--factor is 2 to 99")
+        raise ValueError("--factor is 2 to 99 (1 with --rebind-db-url: only re-stamp --out)")
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     for leftover in (out, out.with_name(out.name + ".wal")):
@@ -123,6 +123,33 @@ def grow(
     return manifest
 
 
+def rebind(out: Path, db_url: str) -> str:
+    """Stamp the file with the identity this checkout computes for ``db_url`` (the file was
+    synced from it, possibly by a service whose identity rules differed)."""
+    import asyncio
+
+    from service.db import Database
+    from service.settings import Settings
+    from service.store.source_identity import source_identity
+
+    async def identity() -> str:
+        database = Database(Settings(database_url=db_url))
+        try:
+            async with database.session() as session:
+                return await source_identity(session, database.engine.url)
+        finally:
+            await database.dispose()
+
+    value = asyncio.run(identity())
+    db = duckdb.connect(str(out))
+    try:
+        db.execute("DELETE FROM insights_store_meta WHERE key = 'source_identity'")
+        db.execute("INSERT INTO insights_store_meta VALUES ('source_identity', ?)", [value])
+    finally:
+        db.close()
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.grow", description=__doc__)
     parser.add_argument("--from-store", type=Path, required=True, help="a synced store file")
@@ -130,10 +157,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--memory-limit", default="2GB", help="DuckDB's memory_limit")
     parser.add_argument("--threads", type=int, default=2, help="DuckDB's threads")
+    parser.add_argument("--rebind-db-url", help="stamp --out with this tracking DB's identity")
     args = parser.parse_args(argv)
+    if args.rebind_db_url and args.factor == 1:  # only re-stamp an existing file
+        print(rebind(args.out, args.rebind_db_url))
+        return
     manifest = grow(
         args.from_store, args.out, args.factor, memory_limit=args.memory_limit, threads=args.threads
     )
+    if args.rebind_db_url:
+        manifest["rebound_to"] = rebind(args.out, args.rebind_db_url)
     print(json.dumps(manifest, indent=1))
 
 

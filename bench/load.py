@@ -16,6 +16,8 @@ import argparse
 import asyncio
 import json
 import random
+import signal
+import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -156,6 +158,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stops the service too
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     db = database(args.db_url)
     experiment = db["experiment_id"]
@@ -170,10 +173,10 @@ def main(argv: list[str] | None = None) -> None:
         log_path = DATA_DIR / f"server-load-{backend_of(args.db_url)}.log"
         service = start_service(args.db_url, log_path=log_path, env=env)
         base_url = service.url
-    if args.store == "on":
-        wait_for_store(base_url, timeout_s=args.store_timeout)
-    load_before = load_average()
     try:
+        if args.store == "on":
+            wait_for_store(base_url, timeout_s=args.store_timeout)
+        load_before = load_average()
         with httpx.Client(base_url=base_url, timeout=600) as client:
             endpoints = discover_endpoints(client.get("/openapi.json").json())
             longest = max(windows, key=lambda w: w.end_ms - w.start_ms)

@@ -176,15 +176,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if base_url is None:
         service = start_service(args.db_url, log_path=log_path, env=service_env(args))
         base_url = service.url
-    if args.store == "on":
-        store_wait_s = wait_for_store(base_url, timeout_s=args.store_timeout)
-        print(f"analytics store answers (waited {store_wait_s:.0f} s)", flush=True)
-    ready_rss = service.rss_mb() if service else None
-    load_before = load_average()
-    with_live = args.live_repeat > 0
-    baseline = None if args.skip_mlflow else MlflowBaseline(sync_url(args.db_url), experiment_id)
+    baseline = None
     measurements: list[Measurement] = []
     try:
+        if args.store == "on":
+            store_wait_s = wait_for_store(base_url, timeout_s=args.store_timeout)
+            print(f"analytics store answers (waited {store_wait_s:.0f} s)", flush=True)
+        ready_rss = service.rss_mb() if service else None
+        load_before = load_average()
+        with_live = args.live_repeat > 0
+        if not args.skip_mlflow:
+            baseline = MlflowBaseline(sync_url(args.db_url), experiment_id)
         with httpx.Client(base_url=base_url, timeout=args.timeout) as client:
             endpoints = discover_endpoints(client.get("/openapi.json").json())
             longest = max(windows, key=lambda w: w.end_ms - w.start_ms)

@@ -21,6 +21,8 @@ import argparse
 import json
 import os
 import re
+import signal
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -279,6 +281,7 @@ def render(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stops the service too
     parser = argparse.ArgumentParser(prog="python -m bench.sync_figures", description=__doc__)
     parser.add_argument("--db-url", required=True)
     parser.add_argument("--rate", type=float, default=20.0, help="traces per second")

@@ -561,3 +561,25 @@ async def test_a_store_copied_from_another_database_is_never_used(
         store.close()
     finally:
         await other_db.dispose()
+
+
+async def test_a_new_or_renamed_experiment_keeps_the_store(
+    source: Source, database: Database, store_path: Path
+) -> None:
+    """The source's identity hashes nothing users change: a new experiment (the bench's writer
+    made one) or a renamed one must not empty a store and copy everything again."""
+    store = Store.open(store_path, database, SLICED)
+    await store.sync_once()
+    client = MlflowClient(source.tracking_uri)
+    renamed = source.experiment_ids[0]
+    old_name = client.get_experiment(renamed).name
+    created = client.create_experiment(f"identity-{uuid.uuid4().hex[:8]}")
+    try:
+        client.rename_experiment(renamed, f"renamed-{uuid.uuid4().hex[:8]}")
+        stats = await store.sync_once()
+        assert not stats.full and store.ready
+        assert_exact_copy(store, source)
+    finally:
+        client.rename_experiment(renamed, old_name)
+        client.delete_experiment(created)
+    store.close()
