@@ -22,6 +22,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,7 +164,9 @@ def service_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace, on_progress: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     started_at = datetime.now(UTC)
     db = database(args.db_url)
     experiment_id = db["experiment_id"]
@@ -178,6 +181,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base_url = service.url
     baseline = None
     measurements: list[Measurement] = []
+    ready_rss: float | None = None
+    load_before = load_average()
+
+    def snapshot(peak_rss: float | None, end_rss: float | None) -> dict[str, Any]:
+        store_file = args.store_path if args.store == "on" else None
+        return {
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "db_url": sa.make_url(sync_url(args.db_url)).render_as_string(hide_password=True),
+            "backend": backend_of(args.db_url),
+            "machine": machine(),
+            "database": db,
+            "manifest": _manifest(args.db_url, db),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+            "server_peak_rss_mb": peak_rss,
+            "server_rss_mb": {"store_ready": ready_rss, "end": end_rss},
+            "store": None
+            if store_file is None
+            else {
+                "path": str(store_file),
+                "size_mb": store_file.stat().st_size / 1e6 if store_file.exists() else None,
+                "wait_until_ready_s": store_wait_s,
+            },
+            "repeat": args.repeat,
+            "live_repeat": args.live_repeat,
+            "mlflow_repeat": args.mlflow_repeat,
+            "windows": [asdict(w) for w in windows],
+            "measurements": [
+                {
+                    **asdict(m),
+                    "p50": m.p50,
+                    "p95": m.p95,
+                    "live_p50": m.live_p50,
+                    "live_p95": m.live_p95,
+                    "mlflow_p50": m.mlflow_p50,
+                    "speedup": m.speedup,
+                }
+                for m in measurements
+            ],
+        }
+
     try:
         if args.store == "on":
             store_wait_s = wait_for_store(base_url, timeout_s=args.store_timeout)
@@ -223,6 +268,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             m.mlflow_calls, m.mlflow_note = result.calls, result.note
                     measurements.append(m)
                     print(report.progress_line(m), flush=True)
+                    if on_progress is not None:  # a run cut short still leaves its results
+                        on_progress(snapshot(service.peak_rss_mb() if service else None, None))
     finally:
         peak_rss = service.peak_rss_mb() if service else None
         end_rss = service.rss_mb() if service else None
@@ -230,43 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             service.stop()
         if baseline is not None:
             baseline.close()
-    store_file = args.store_path if args.store == "on" else None
-    return {
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "db_url": sa.make_url(sync_url(args.db_url)).render_as_string(hide_password=True),
-        "backend": backend_of(args.db_url),
-        "machine": machine(),
-        "database": db,
-        "manifest": _manifest(args.db_url, db),
-        "load_average_before": load_before,
-        "load_average_after": load_average(),
-        "server_peak_rss_mb": peak_rss,
-        "server_rss_mb": {"store_ready": ready_rss, "end": end_rss},
-        "store": None
-        if store_file is None
-        else {
-            "path": str(store_file),
-            "size_mb": store_file.stat().st_size / 1e6 if store_file.exists() else None,
-            "wait_until_ready_s": store_wait_s,
-        },
-        "repeat": args.repeat,
-        "live_repeat": args.live_repeat,
-        "mlflow_repeat": args.mlflow_repeat,
-        "windows": [asdict(w) for w in windows],
-        "measurements": [
-            {
-                **asdict(m),
-                "p50": m.p50,
-                "p95": m.p95,
-                "live_p50": m.live_p50,
-                "live_p95": m.live_p95,
-                "mlflow_p50": m.mlflow_p50,
-                "speedup": m.speedup,
-            }
-            for m in measurements
-        ],
-    }
+    return snapshot(peak_rss, end_rss)
 
 
 def _manifest(url: str, db: dict[str, Any]) -> dict[str, Any] | None:
@@ -310,13 +321,18 @@ def main(argv: list[str] | None = None) -> None:
     # A terminated run stops its service too (the finally blocks run on SystemExit).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = parse_args(argv)
-    results = run(args)
-    traces = results["database"]["rows"]["trace_info"]
     suffix = "" if args.store == "on" else "-live"
-    out = args.out or RESULTS_DIR / f"{results['backend']}-{traces}{suffix}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.render(results))
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
+    DATA_DIR.mkdir(exist_ok=True)
+
+    def write(results: dict[str, Any]) -> Path:
+        traces = results["database"]["rows"]["trace_info"]
+        out = args.out or RESULTS_DIR / f"{results['backend']}-{traces}{suffix}.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report.render(results))
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
+        return out
+
+    out = write(run(args, on_progress=write))
     print(f"wrote {out}")
 
 

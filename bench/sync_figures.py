@@ -78,6 +78,13 @@ def _rows_per_table(log_path: Path) -> dict[str, int]:
     return rows
 
 
+def _full_sync_line(log_path: Path) -> str | None:
+    lines = [
+        line for line in log_path.read_text(errors="replace").splitlines() if "full sync" in line
+    ]
+    return lines[-1] if lines else None
+
+
 class TraceWriter(threading.Thread):
     """Logs traces through MLflow's tracing API at a steady rate, until stopped."""
 
@@ -172,8 +179,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     backend = backend_of(args.db_url)
     db = database(args.db_url)
     store_path = DATA_DIR / f"store-sync-figures-{backend}.duckdb"
-    for leftover in (store_path, store_path.with_name(store_path.name + ".wal")):
-        leftover.unlink(missing_ok=True)
+    if not args.reuse_store:
+        for leftover in (store_path, store_path.with_name(store_path.name + ".wal")):
+            leftover.unlink(missing_ok=True)
     log_path = DATA_DIR / f"server-sync-{backend}.log"
     env = {
         "INSIGHTS_STORE": "on",
@@ -189,6 +197,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         started_s = time.monotonic() - clock
         waited = wait_for_store(service.url, timeout_s=args.store_timeout)
         result["first_sync"] = {
+            "reused_store": args.reuse_store,
+            "full_sync_log": _full_sync_line(log_path),
             "seconds_until_store_answers": started_s + waited,
             "service_start_s": started_s,
             "rows": _rows_per_table(log_path),
@@ -244,11 +254,19 @@ def render(r: dict[str, Any]) -> str:
         "| | |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in r["machine"].items()],
-        f"| first sync | store answers {first['seconds_until_store_answers']:.0f} s after the "
-        f"service was started with an empty store file (service start "
-        f"{first['service_start_s']:.0f} s); rows: {rows} |",
-        f"| RSS during the first sync | {first['peak_rss_mb']:,.0f} MB (VmHWM) |",
     ]
+    if first.get("reused_store"):
+        lines.append(
+            f"| start with a kept store | store answers {first['seconds_until_store_answers']:.0f}"
+            " s after the service was started |"
+        )
+    else:
+        lines += [
+            f"| first sync | store answers {first['seconds_until_store_answers']:.0f} s after the "
+            f"service was started with an empty store file (service start "
+            f"{first['service_start_s']:.0f} s; log: {first['full_sync_log']}); rows: {rows} |",
+            f"| RSS during the first sync | {first['peak_rss_mb']:,.0f} MB (VmHWM) |",
+        ]
     lag = r.get("lag")
     if lag:
         p = lag["lag_seconds"]
@@ -288,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lag-seconds", type=float, default=120.0, help="0: no writer")
     parser.add_argument("--store-timeout", type=float, default=1800.0)
     parser.add_argument("--keep-store", action="store_true")
+    parser.add_argument(
+        "--reuse-store", action="store_true", help="start from the kept file: no first sync"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     result = run(args) | {"rate": args.rate}
