@@ -5,10 +5,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-# Targets (2-core machine, PostgreSQL, 1M traces): p95 per window, speed-up over MLflow.
-P95_TARGET_MS = {"7d": 500.0, "30d": 1500.0}
+# Targets (2-core machine, PostgreSQL, 1M traces, issue 12): p95 of the store's answers per
+# window length; 7 days is held to the 30-day target. Speed-up over MLflow as before.
+STORE_P95_TARGET_MS = {"24h": 100.0, "7d": 250.0, "30d": 250.0}
+CORRELATIONS_STORE_P95_TARGET_MS = {"30d": 500.0}
 SPEEDUP_TARGET = 2.0
 CORRELATIONS_SPEEDUP_TARGET = 20.0
+
+
+def _window_length(window: str) -> str:
+    return window.split("/", 1)[0]
+
+
+def store_target_ms(window: str, endpoint: str) -> float | None:
+    length = _window_length(window)
+    if endpoint == "correlations" and length in CORRELATIONS_STORE_P95_TARGET_MS:
+        return CORRELATIONS_STORE_P95_TARGET_MS[length]
+    return STORE_P95_TARGET_MS.get(length)
 
 
 def _ms(value: float | None) -> str:
@@ -22,20 +35,29 @@ def _iso(ms: int) -> str:
 
 
 def progress_line(m: Any) -> str:
-    if m.status != 200:
-        return f"{m.window:>4} {m.case:<60} HTTP {m.status}: {m.error}"
-    speed = f"  MLflow {_ms(m.mlflow_p50)} ms ({m.speedup:.1f}x)" if m.speedup else ""
-    return f"{m.window:>4} {m.case:<60} p50 {_ms(m.p50)} ms  p95 {_ms(m.p95)} ms{speed}"
+    parts = [f"{m.window:>9} {m.case:<60}"]
+    if m.status != 200 or m.error:
+        parts.append(f"HTTP {m.status}: {m.error}")
+    if m.samples_ms:
+        parts.append(f"store p50 {_ms(m.p50)} p95 {_ms(m.p95)} ms")
+    if m.live_samples_ms:
+        parts.append(f"live p50 {_ms(m.live_p50)} p95 {_ms(m.live_p95)} ms")
+    elif m.live_error:
+        parts.append(f"live: {m.live_error}")
+    if m.speedup:
+        parts.append(f"MLflow {_ms(m.mlflow_p50)} ms ({m.speedup:.1f}x)")
+    return "  ".join(parts)
 
 
 def verdict(row: dict[str, Any]) -> str:
-    """Which targets this row meets: p95 for the window, and the speed-up over MLflow."""
-    if row["status"] != 200:
+    """Which targets this row meets: the store's p95 for the window, the speed-up over MLflow."""
+    if row["status"] != 200 or row.get("error"):
         return "skipped"
     marks = []
-    limit = P95_TARGET_MS.get(row["window"])
+    limit = store_target_ms(row["window"], row["endpoint"])
     if limit is not None and row["p95"] is not None:
-        marks.append("p95 ok" if row["p95"] < limit else f"p95 > {limit:.0f} ms")
+        ok = row["p95"] <= limit
+        marks.append(f"p95 ≤ {limit:.0f} ms ok" if ok else f"p95 > {limit:.0f} ms")
     if row["speedup"] is not None:
         need = CORRELATIONS_SPEEDUP_TARGET if row["endpoint"] == "correlations" else SPEEDUP_TARGET
         marks.append(f"≥{need:.0f}x ok" if row["speedup"] >= need else f"< {need:.0f}x")
@@ -70,6 +92,46 @@ def _dataset(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _store_lines(results: dict[str, Any]) -> list[str]:
+    store = results.get("store")
+    if not store:
+        return []
+    rss = results.get("server_rss_mb") or {}
+    size = f"{store['size_mb']:,.0f} MB" if store.get("size_mb") else "—"
+    return [
+        f"| analytics store | `{store['path']}`, {size}; answered after "
+        f"{store['wait_until_ready_s']:.0f} s (first sync, or catching up with a kept file) |",
+        f"| server RSS | {_ms(rss.get('store_ready'))} MB once the store answered, "
+        f"{_ms(rss.get('end'))} MB at the end |",
+    ]
+
+
+def _window_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| endpoint | store p50 | store p95 | live p50 | live p95 | MLflow p50 | MLflow calls "
+        "| speed-up | vs targets |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        if r["status"] != 200 or r.get("error"):
+            why = r.get("error") or f"HTTP {r['status']}"
+            lines.append(f"| {r['case']} | {why} | | | | | | | skipped |")
+            continue
+        live = (
+            (_ms(r["live_p50"]), _ms(r["live_p95"]))
+            if r.get("live_samples_ms")
+            else (r.get("live_error") or "—", "")
+        )
+        speed = f"{r['speedup']:.1f}x" if r["speedup"] else "—"
+        calls = f"{r['mlflow_calls']}" if r["mlflow_calls"] else "no MLflow API"
+        note = f" ({r['mlflow_note']})" if r["mlflow_note"] else ""
+        lines.append(
+            f"| {r['case']} | {_ms(r['p50'])} | {_ms(r['p95'])} | {live[0]} | {live[1]} "
+            f"| {_ms(r['mlflow_p50'])} | {calls}{note} | {speed} | {verdict(r)} |"
+        )
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     backend, traces = results["backend"], results["database"]["rows"]["trace_info"]
     lines = [
@@ -77,9 +139,12 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Run {results['started_at']} → {results['finished_at']} with `python -m bench.run "
         f"--db-url {results['db_url']}`: the service as one uvicorn process on loopback, one "
-        f"request at a time, {results['repeat']} timed requests per case after one warm-up; "
+        f"request at a time, each case timed after one warm-up request: "
+        f"{results['repeat']} requests answered by the analytics store, "
+        f"{results.get('live_repeat', 0)} answered live (`Cache-Control: no-cache`), and "
         f"MLflow 3.17's own store calls on the same database in the same run "
-        f"({results['mlflow_repeat']} runs, median).",
+        f"({results['mlflow_repeat']} runs, median). Every answer's `X-Insights-Answered-By` "
+        f"header was checked. p95 of few samples is close to their maximum.",
         "",
         "## Machine",
         "",
@@ -87,43 +152,35 @@ def render(results: dict[str, Any]) -> str:
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in results["machine"].items()],
         f"| load average (1/5/15 min) | before {results['load_average_before']}, after "
-        f"{results['load_average_after']} |",
+        f"{results['load_average_after']} (2 cores; other sessions were running) |",
         f"| server peak RSS (VmHWM) | {_ms(results['server_peak_rss_mb'])} MB |",
+        *_store_lines(results),
         "",
         "## Dataset",
         "",
         *_dataset(results),
         "",
     ]
-    windows = {w["label"]: w for w in results["windows"]}
-    for label, window in windows.items():
+    for window in results["windows"]:
+        label = window["label"]
         rows = [r for r in results["measurements"] if r["window"] == label]
         lines += [
-            f"## {label} window ({_iso(window['start_ms'])} → {_iso(window['end_ms'])}, "
+            f"## {label} ({_iso(window['start_ms'])} → {_iso(window['end_ms'])}, "
             f"{window['bucket']} buckets)",
             "",
-            "| endpoint | p50 ms | p95 ms | MLflow ms (p50) | MLflow calls | speed-up "
-            "| vs targets (set for PostgreSQL, 1M) |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            *_window_table(rows),
+            "",
         ]
-        for r in rows:
-            if r["status"] != 200:
-                lines.append(f"| {r['case']} | HTTP {r['status']} | | | | | skipped |")
-                continue
-            speed = f"{r['speedup']:.1f}x" if r["speedup"] else "—"
-            calls = f"{r['mlflow_calls']}" if r["mlflow_calls"] else "no MLflow API"
-            note = f" ({r['mlflow_note']})" if r["mlflow_note"] else ""
-            lines.append(
-                f"| {r['case']} | {_ms(r['p50'])} | {_ms(r['p95'])} | {_ms(r['mlflow_p50'])} "
-                f"| {calls}{note} | {speed} | {verdict(r)} |"
-            )
-        lines.append("")
     lines += [
+        "Times in ms. Targets (issue 12, PostgreSQL, 1M traces): the store's p95 ≤ 100 ms over",
+        "24 hours and ≤ 250 ms over 30 days (7 days held to the same 250 ms), correlations",
+        "≤ 500 ms over 30 days.",
+        "",
         "MLflow calls: `SqlAlchemyStore.query_trace_metrics` for the same statistics (sums that",
         "can be added up from a series' buckets are not asked again for the summary), one",
         "`calculate_trace_filter_correlation` per candidate value for NPMI and correlations",
         "(correlations: a few calls per kind measured, multiplied by the number of candidates).",
-        "Speed-up = MLflow median / service p50. Service latencies include HTTP on loopback,",
+        "Speed-up = MLflow median / the store's p50. Service latencies include HTTP on loopback,",
         "validation and JSON; MLflow's are in-process store calls (no HTTP), so a few ms of",
         "fixed overhead weigh in for the smallest windows.",
         "",

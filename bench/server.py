@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,15 @@ def start_service(
     server = Path(sys.executable).with_name("insights-server")
     command = [str(server), "--backend-store-uri", db_url, "--host", "127.0.0.1"]
     command += ["--port", str(port)]
-    environment = {**os.environ, "INSIGHTS_LOG_LEVEL": "warning", **(env or {})}
+    # The service of this checkout (the venv may have another one installed in editable mode).
+    python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    environment = {
+        **os.environ,
+        "INSIGHTS_LOG_LEVEL": "warning",
+        "INSIGHTS_STORE": "off",  # bench.run and bench.load turn it on with a path of their own
+        **(env or {}),
+        "PYTHONPATH": python_path,
+    }
     log = log_path.open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
     url = f"http://127.0.0.1:{port}"
@@ -89,3 +98,25 @@ def start_service(
         time.sleep(0.3)
     process.kill()
     raise RuntimeError(f"insights-server not ready after {timeout_s} s; see {log_path}")
+
+
+def wait_for_store(url: str, *, timeout_s: float, log: Callable[[str], None] = print) -> float:
+    """Wait until ``/ready`` says the analytics store answers; returns the seconds waited."""
+    started = time.monotonic()
+    last_report = 0.0
+    while True:
+        waited = time.monotonic() - started
+        try:
+            store = httpx.get(f"{url}/ready", timeout=10).json().get("store", {})
+        except httpx.TimeoutException:  # the sync's last DuckDB commit runs on the event loop
+            store = {"state": "not answering /ready within 10 s"}
+        if store.get("state") == "ready":
+            return waited
+        if store.get("state") == "off":
+            raise RuntimeError("the service runs with its analytics store off")
+        if waited > timeout_s:
+            raise RuntimeError(f"analytics store not ready after {timeout_s:.0f} s: {store}")
+        if waited - last_report >= 30:
+            last_report = waited
+            log(f"waiting for the analytics store ({waited:.0f} s): {store}")
+        time.sleep(1.0)

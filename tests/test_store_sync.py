@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from mlflow import MlflowClient
 
 from service.db import Database
 from service.demo.generate import mlflow_tracking
@@ -83,6 +85,10 @@ async def test_first_sync_copies_every_table(
     # Nothing was written: the next cycle copies nothing.
     again = await store.sync_once()
     assert not again.full and again.rows == {} and again.partitions_copied == 0
+    # The first sync summed its fingerprints from the rows it read: they equal the source's
+    # own fingerprint statements, so a full comparison finds nothing to copy.
+    full = await store.sync_once(full=True)
+    assert full.partitions_checked > 0 and full.partitions_copied == 0 and full.rows == {}
     store.close()
 
 
@@ -146,7 +152,7 @@ async def test_a_failed_cycle_changes_nothing_and_the_next_resumes(
     writer: Writer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_insert = StoreFile.insert
+    real_insert = StoreFile.insert_arrow
     calls = 0
 
     def insert_then_die(self: StoreFile, table: CopiedTable, rows: Any) -> None:
@@ -157,7 +163,7 @@ async def test_a_failed_cycle_changes_nothing_and_the_next_resumes(
         real_insert(self, table, rows)
 
     # First sync killed between chunks: nothing is kept, the store is not ready.
-    monkeypatch.setattr(StoreFile, "insert", insert_then_die)
+    monkeypatch.setattr(StoreFile, "insert_arrow", insert_then_die)
     store = Store.open(store_path, database, SLICED)
     with pytest.raises(RuntimeError, match="killed between chunks"):
         await store.sync_once()
@@ -165,7 +171,7 @@ async def test_a_failed_cycle_changes_nothing_and_the_next_resumes(
     store.close()
 
     # A new process opens the same file and copies everything exactly once.
-    monkeypatch.setattr(StoreFile, "insert", real_insert)
+    monkeypatch.setattr(StoreFile, "insert_arrow", real_insert)
     store = Store.open(store_path, database, SLICED)
     await store.sync_once()
     assert_exact_copy(store, source)
@@ -174,13 +180,13 @@ async def test_a_failed_cycle_changes_nothing_and_the_next_resumes(
     # An incremental cycle killed mid-copy leaves the previous copy and cursors untouched.
     writer.random_round(16)
     calls = 0
-    monkeypatch.setattr(StoreFile, "insert", insert_then_die)
+    monkeypatch.setattr(StoreFile, "insert_arrow", insert_then_die)
     with pytest.raises(RuntimeError, match="killed between chunks"):
         await store.sync_once(full=True)
     assert store_counts(store) == before and store.as_of_ms == as_of
     store.close()
 
-    monkeypatch.setattr(StoreFile, "insert", real_insert)
+    monkeypatch.setattr(StoreFile, "insert_arrow", real_insert)
     store = Store.open(store_path, database, SLICED)
     stats = await store.sync_once(full=True)
     assert stats.rows, "the resumed cycle found the writes again"
@@ -250,3 +256,25 @@ async def test_a_store_copied_from_another_database_is_never_used(
         store.close()
     finally:
         await other_db.dispose()
+
+
+async def test_a_new_or_renamed_experiment_keeps_the_store(
+    source: Source, database: Database, store_path: Path
+) -> None:
+    """The source's identity hashes nothing users change: a new experiment (the bench's writer
+    made one) or a renamed one must not empty a store and copy everything again."""
+    store = Store.open(store_path, database, SLICED)
+    await store.sync_once()
+    client = MlflowClient(source.tracking_uri)
+    renamed = source.experiment_ids[0]
+    old_name = client.get_experiment(renamed).name
+    created = client.create_experiment(f"identity-{uuid.uuid4().hex[:8]}")
+    try:
+        client.rename_experiment(renamed, f"renamed-{uuid.uuid4().hex[:8]}")
+        stats = await store.sync_once()
+        assert not stats.full and store.ready
+        assert_exact_copy(store, source)
+    finally:
+        client.rename_experiment(renamed, old_name)
+        client.delete_experiment(created)
+    store.close()

@@ -2,8 +2,10 @@
 
 A store is used only for the database it was built from: the identity hashes the URL without
 its password (host, port, database, user), the alembic revision (an MLflow upgrade may change
-what the columns mean) and the first experiments' ids, names and creation times (a database
-dropped and re-created under the same URL gets new creation times).
+what the columns mean) and the oldest experiment's id and creation time (a database dropped and
+re-created under the same URL gets a new one: MLflow creates its Default experiment with the
+schema). Nothing users change is hashed: creating or renaming an experiment must not make a
+store of a million traces start over.
 """
 
 from __future__ import annotations
@@ -16,17 +18,13 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
-_FIRST_EXPERIMENTS = 3
-
 
 async def source_identity(session: AsyncSession, url: URL) -> str:
     revision = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar()
     e = SqlExperiment.__table__.c
     first = (
         await session.execute(
-            select(e.experiment_id, e.name, e.creation_time)
-            .order_by(e.experiment_id)
-            .limit(_FIRST_EXPERIMENTS)
+            select(e.experiment_id, e.creation_time).order_by(e.experiment_id).limit(1)
         )
     ).all()
     described = {

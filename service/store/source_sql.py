@@ -148,6 +148,22 @@ def rows_select(table: CopiedTable, partitions: Iterable[Partition]) -> Select[A
     return _with_trace(table, query).where(in_partitions(partitions))
 
 
+# Extra columns of ``fingerprinted_rows_select``: the row's partition and its hash.
+FP_EXPERIMENT, FP_SLOT, FP_HASH = "insights_fp_experiment", "insights_fp_slot", "insights_fp_hash"
+
+
+def fingerprinted_rows_select(table: CopiedTable, where: ColumnElement[bool]) -> Select[Any]:
+    """The narrow rows of ``table`` where ``where`` holds, each with its partition and the hash
+    ``fingerprint_select`` sums: the fingerprints of the rows read, from the same statement."""
+    query = select(
+        *(table.source.c[name] for name in table.columns),
+        _ti.c.experiment_id.label(FP_EXPERIMENT),
+        TRACE_SLOT.label(FP_SLOT),
+        row_hash(_row_text(table)).label(FP_HASH),
+    )
+    return _with_trace(table, query).where(where)
+
+
 def trace_ids_select(partitions: Iterable[Partition]) -> Select[Any]:
     """(request_id, experiment_id, slot) of the traces in ``partitions``."""
     query = select(_ti.c.request_id, _ti.c.experiment_id, TRACE_SLOT)

@@ -66,6 +66,11 @@ def _arrow_table(columns: dict[str, pa.DataType], rows: Sequence[Row]) -> pa.Tab
     )
 
 
+def arrow_schema(table: CopiedTable) -> pa.Schema:
+    """The Arrow schema of a copied table's rows, in the store's column order."""
+    return pa.schema([(c.name, _arrow_type(c.type)) for c in table.store.columns])
+
+
 class BrokenStoreError(RuntimeError):
     """A store file that DuckDB opens but that lacks some of the store's tables."""
 
@@ -252,9 +257,15 @@ class StoreFile:
         if not rows:
             return
         columns = {c.name: _arrow_type(c.type) for c in table.store.columns}
-        self.db.register("incoming_rows", _arrow_table(columns, rows))
+        self.insert_arrow(table, _arrow_table(columns, rows))
+
+    def insert_arrow(self, table: CopiedTable, rows: pa.Table) -> None:
+        """Insert rows given as an Arrow table with the columns of ``arrow_schema(table)``."""
+        if not rows.num_rows:
+            return
+        self.db.register("incoming_rows", rows)
         try:
-            names = ", ".join(f'"{c}"' for c in columns)
+            names = ", ".join(f'"{c}"' for c in rows.column_names)
             self.db.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM incoming_rows")
         finally:
             self.db.unregister("incoming_rows")

@@ -14,14 +14,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 from mlflow.store.tracking.dbmodels.models import SqlAssessments
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import Database
+from service.dialects.batch_reads import batch_reader_for
 from service.dialects.change_capture import ChangeGate, prepare_sync_session
 from service.store.layout import EXPERIMENTS, TRACE_INFO, TRACE_TABLES, CopiedTable
 from service.store.plan import (
@@ -34,16 +37,21 @@ from service.store.plan import (
 from service.store.source_identity import source_identity
 from service.store.source_sql import (
     EMPTY,
+    FP_EXPERIMENT,
+    FP_HASH,
+    FP_SLOT,
     TRACE_SLOT,
     Fingerprint,
     Partition,
     SlotRange,
+    fingerprinted_rows_select,
     fingerprints,
+    in_partitions,
     oldest_trace_select,
     rows_select,
     trace_ids_select,
 )
-from service.store.store_file import StoreFile
+from service.store.store_file import StoreFile, arrow_schema
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +88,21 @@ class SyncStats:
 
 @dataclass
 class CopyProgress:
-    """Rows copied so far by a cycle, out of the rows its changed partitions hold."""
+    """Rows copied so far by a cycle. An incremental cycle knows how many it will copy
+    (``total``); the first sync reads rows and fingerprints in one pass, so it knows only the
+    share of the work done (``fraction``: tables done, and traces read of the current one)."""
 
     done: int = 0
-    total: int = 0
+    total: int | None = None
+    fraction: float | None = None
 
     @property
     def percent(self) -> float | None:
-        return round(100.0 * self.done / self.total, 1) if self.total else None
+        if self.total:
+            return round(100.0 * self.done / self.total, 1)
+        if self.fraction is not None:
+            return round(100.0 * self.fraction, 1)
+        return None
 
 
 def _now_ms() -> int:
@@ -129,13 +144,18 @@ class SyncCycle:
             await self._bind_source(session)
             checks = await self._plan(session)
             experiments = await self._read_experiments(session)
-            source, stored = await self._fingerprints(session, checks)
-            changed = {key: fp for key, fp in source.items() if stored.get(key, EMPTY) != fp}
-            self.progress.total = sum(fp.row_count for fp in changed.values())
             await self.file.call(self.file.begin)
             try:
                 await self.file.call(self._copy_experiments, experiments)
-                await self._copy_partitions(session, changed)
+                if self.meta.get("first_sync_complete") != "1":  # an empty store
+                    source = await self._copy_everything(session, checks)
+                    changed = source
+                    self.stats.partitions_checked = len({p for p, _ in source})
+                else:
+                    source, stored = await self._fingerprints(session, checks)
+                    changed = {k: fp for k, fp in source.items() if stored.get(k, EMPTY) != fp}
+                    self.progress.total = sum(fp.row_count for fp in changed.values())
+                    await self._copy_partitions(session, changed)
                 await self.file.call(self.file.record_fingerprints, source)
                 await self.file.call(self.file.set_meta, self.new_meta)
             except BaseException:
@@ -325,21 +345,88 @@ class SyncCycle:
     ) -> None:
         done = 0
         progress = _Progress(table.name, total, loud=self.stats.full)
+        connection = await session.connection()
+        reader = batch_reader_for(connection.dialect)
+        schema = arrow_schema(table)
         for batch in _batches(partitions, changed, table.name, self.settings.batch_rows):
-            query = rows_select(table, batch).execution_options(
-                yield_per=self.settings.chunk_rows  # the driver's fetch size, too
-            )
-            result = await session.stream(query)
-            try:
-                async for chunk in result.partitions(self.settings.chunk_rows):
-                    rows = [tuple(r) for r in chunk]
-                    await self.file.call(self.file.insert, table, rows)
-                    done += len(rows)
-                    self.progress.done += len(rows)
+            query = rows_select(table, batch)
+            # Closed even when an insert fails: no cursor is left half-read.
+            async with aclosing(
+                reader.batches(connection, query, schema, self.settings.chunk_rows)
+            ) as chunks:
+                async for chunk in chunks:
+                    await self.file.call(self.file.insert_arrow, table, chunk)
+                    done += chunk.num_rows
+                    self.progress.done += chunk.num_rows
                     progress.report(done)
-            finally:
-                await result.close()  # a failed chunk must not leave the cursor half-read
         self.stats.rows[table.name] = self.stats.rows.get(table.name, 0) + done
+
+    async def _copy_everything(
+        self, session: AsyncSession, checks: Checks
+    ) -> dict[Key, Fingerprint]:
+        """Copy every row into an empty store, each table in one pass: every row comes with its
+        partition and hash, so the fingerprints are summed from the rows read (same statement,
+        same snapshot: they match the copy exactly) instead of a second pass over the source.
+
+        trace_info is read by the plan's slot ranges; its per-partition trace counts then size
+        the batches of the other tables.
+        """
+        connection = await session.connection()
+        reader = batch_reader_for(connection.dialect)
+        source: dict[Key, Fingerprint] = {}
+        for table_index, table in enumerate(TRACE_TABLES):
+            if table is TRACE_INFO:
+                wheres = [(where, 1) for where in checks.wheres()]
+            else:
+                counts = {k: fp for k, fp in source.items() if k[1] == TRACE_INFO.name}
+                budget = max(1, self.settings.batch_rows // _ROWS_PER_TRACE)
+                batches = _batches([p for p, _ in counts], counts, TRACE_INFO.name, budget)
+                wheres = [
+                    (in_partitions(b), sum(counts[(p, TRACE_INFO.name)].row_count for p in b))
+                    for b in batches
+                ]
+            schema = arrow_schema(table).append(pa.field(FP_EXPERIMENT, pa.int32()))
+            schema = schema.append(pa.field(FP_SLOT, pa.int64()))
+            schema = schema.append(pa.field(FP_HASH, pa.int64()))
+            progress = _Progress(table.name, None, loud=True)
+            done_rows, done_units, units = 0, 0, sum(n for _, n in wheres)
+            for where, unit_count in wheres:
+                query = fingerprinted_rows_select(table, where)
+                async with aclosing(
+                    reader.batches(connection, query, schema, self.settings.chunk_rows)
+                ) as chunks:
+                    async for chunk in chunks:
+                        rows = chunk.select(table.columns)
+                        await self.file.call(self.file.insert_arrow, table, rows)
+                        _add_fingerprints(source, table.name, chunk)
+                        done_rows += chunk.num_rows
+                        share = done_units / units if units else 1.0
+                        progress.report(done_rows, share)
+                        self.progress.done += chunk.num_rows
+                        # No row total before the copy: the share of traces read, per table.
+                        self.progress.fraction = (table_index + share) / len(TRACE_TABLES)
+                done_units += unit_count
+            progress.report(done_rows, 1.0, final=True)
+            self.stats.rows[table.name] = done_rows
+        return source
+
+
+# Sizes the first sync's batches of child tables from trace counts (about 11 metadata rows, 5
+# spans and 5 tags per trace in the bench dataset): ~batch_rows spans or tags per read.
+_ROWS_PER_TRACE = 5
+
+
+def _add_fingerprints(source: dict[Key, Fingerprint], table_name: str, chunk: pa.Table) -> None:
+    sums = chunk.group_by([FP_EXPERIMENT, FP_SLOT]).aggregate(
+        [(FP_HASH, "sum"), (FP_HASH, "count")]
+    )
+    columns = (FP_EXPERIMENT, FP_SLOT, f"{FP_HASH}_sum", f"{FP_HASH}_count")
+    for experiment_id, slot, hash_sum, count in zip(
+        *(sums.column(c).to_pylist() for c in columns), strict=True
+    ):
+        key = (Partition(int(experiment_id), int(slot)), table_name)
+        known = source.get(key, EMPTY)
+        source[key] = Fingerprint(known.row_count + int(count), known.hash_sum + int(hash_sum))
 
 
 def _batches(
@@ -362,26 +449,38 @@ def _batches(
 
 
 class _Progress:
-    """Logs rows and percent per table, every few seconds on a long copy."""
+    """Logs rows and percent per table, every few seconds on a long copy. Without a known
+    total, the caller says which fraction of the table's work is done."""
 
     _EVERY_SECONDS = 5.0
 
-    def __init__(self, table: str, total: int, *, loud: bool) -> None:
+    def __init__(self, table: str, total: int | None, *, loud: bool) -> None:
         self.table, self.total = table, total
         self.level = logging.INFO if loud else logging.DEBUG
         self.last = time.monotonic()
-        logger.log(self.level, "analytics store sync: %s: copying %d rows", table, total)
+        if total is None:
+            logger.log(self.level, "analytics store sync: %s: copying", table)
+        else:
+            logger.log(self.level, "analytics store sync: %s: copying %d rows", table, total)
 
-    def report(self, done: int) -> None:
+    def report(self, done: int, fraction: float | None = None, *, final: bool = False) -> None:
         now = time.monotonic()
-        if done >= self.total or now - self.last >= self._EVERY_SECONDS:
-            self.last = now
-            percent = 100.0 * done / self.total if self.total else 100.0
+        finished = final or (self.total is not None and done >= self.total)
+        if not finished and now - self.last < self._EVERY_SECONDS:
+            return
+        self.last = now
+        if self.total is None:
+            percent = 100.0 * (fraction if fraction is not None else 1.0)
             logger.log(
-                self.level,
-                "analytics store sync: %s: %d of %d rows (%.0f%%)",
-                self.table,
-                done,
-                self.total,
-                percent,
+                self.level, "analytics store sync: %s: %d rows (%.0f%%)", self.table, done, percent
             )
+            return
+        percent = 100.0 * done / self.total if self.total else 100.0
+        logger.log(
+            self.level,
+            "analytics store sync: %s: %d of %d rows (%.0f%%)",
+            self.table,
+            done,
+            self.total,
+            percent,
+        )

@@ -1,0 +1,174 @@
+"""Grow an analytics store file to N times its traces, straight in DuckDB (no tracking DB).
+
+    python -m bench.grow --from-store bench/data/store-postgresql-insights_bench.duckdb \
+        --factor 10 --out bench/data/store-postgresql-insights_bench-x10.duckdb
+
+Copies a synced store file (``service/store/layout.py``) and adds ``factor - 1`` copies of every
+trace with its spans, tags, metadata, feedback and run links: copy ``k`` gets new ids (``k`` is
+written into each id) and its timestamps moved ``k`` milliseconds later. The copy keeps the
+dataset's shape (daily and weekly rhythm, trace names, tools, models, tag values, feedback) at
+``factor`` times the density: 10M traces over the same 30 days from the 1M bench dataset.
+
+The file keeps the store's meta and fingerprints of the source it was synced from, so a service
+pointed at that tracking DB with ``INSIGHTS_STORE_PATH`` set to it answers from the grown copy
+(the sync copies a partition again only when the tracking DB's side of it changes). This
+measures the store's queries at a size the bench cannot write to a tracking DB in its time
+budget; it is not a copy of any tracking DB. A manifest (``<out>.json``) records the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import duckdb
+
+from service.store.layout import (
+    ASSESSMENTS,
+    ENTITY_ASSOCIATIONS,
+    SPANS,
+    TRACE_INFO,
+    TRACE_METADATA,
+    TRACE_TAGS,
+    CopiedTable,
+)
+
+# For each table: the columns rewritten in copy ``k`` (SQL over the original row, ``{k}`` the
+# copy's number); every other column is copied as is. Ids keep MLflow's prefix and length; the
+# 'x' (not a hex digit) keeps them apart from every original id.
+_NEW_TRACE_ID = "'tr-x' || lpad('{k}', 2, '0') || substr({col}, 7)"
+_REWRITES: dict[str, dict[str, str]] = {
+    TRACE_INFO.name: {
+        "request_id": _NEW_TRACE_ID.replace("{col}", "request_id"),
+        "timestamp_ms": "timestamp_ms + {k}",
+    },
+    TRACE_TAGS.name: {"request_id": _NEW_TRACE_ID.replace("{col}", "request_id")},
+    TRACE_METADATA.name: {"request_id": _NEW_TRACE_ID.replace("{col}", "request_id")},
+    SPANS.name: {
+        "trace_id": _NEW_TRACE_ID.replace("{col}", "trace_id"),
+        "start_time_unix_nano": "start_time_unix_nano + {k} * 1000000",
+    },
+    ASSESSMENTS.name: {
+        "assessment_id": "assessment_id || '-{k}'",
+        "trace_id": _NEW_TRACE_ID.replace("{col}", "trace_id"),
+        "trace_timestamp_ms": "trace_timestamp_ms + {k}",
+    },
+    ENTITY_ASSOCIATIONS.name: {"source_id": _NEW_TRACE_ID.replace("{col}", "source_id")},
+}
+_TABLES: tuple[CopiedTable, ...] = (
+    TRACE_INFO,
+    TRACE_TAGS,
+    TRACE_METADATA,
+    SPANS,
+    ASSESSMENTS,
+    ENTITY_ASSOCIATIONS,
+)
+
+
+def _copy_select(table: CopiedTable, k: int) -> str:
+    rewrites = _REWRITES[table.name]
+    columns = [
+        rewrites[c].replace("{k}", str(k)) if c in rewrites else f'"{c}"' for c in table.columns
+    ]
+    return f"SELECT {', '.join(columns)} FROM {table.name}"
+
+
+def grow(
+    source: Path, out: Path, factor: int, *, memory_limit: str, threads: int
+) -> dict[str, object]:
+    if factor < 2 or factor > 99:
+        raise ValueError("--factor is 2 to 99 (1 with --rebind-db-url: only re-stamp --out)")
+    started = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in (out, out.with_name(out.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    shutil.copyfile(source, out)
+    db = duckdb.connect(str(out))
+    db.execute(f"SET memory_limit = '{memory_limit}'")
+    db.execute("SET preserve_insertion_order = false")
+    db.execute(f"SET threads = {int(threads)}")
+    seconds: dict[str, float] = {}
+    try:
+        originals = {
+            t.name: db.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0]  # type: ignore[index]
+            for t in _TABLES
+        }
+        for table in _TABLES:
+            clock = time.perf_counter()
+            names = ", ".join(f'"{c}"' for c in table.columns)
+            for k in range(1, factor):  # one copy per statement: bounded memory
+                db.execute(f"INSERT INTO {table.name} ({names}) {_copy_select(table, k)}")
+            seconds[table.name] = time.perf_counter() - clock
+            print(f"{table.name}: {originals[table.name]:,} x {factor} in "
+                  f"{seconds[table.name]:.0f} s", flush=True)  # fmt: skip
+        db.execute("CHECKPOINT")
+        counts = {
+            t.name: db.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0]  # type: ignore[index]
+            for t in _TABLES
+        }
+    finally:
+        db.close()
+    manifest: dict[str, object] = {
+        "from_store": str(source),
+        "factor": factor,
+        "rows": counts,
+        "rows_before": originals,
+        "seconds": {"total": time.perf_counter() - started, **seconds},
+        "size_mb": out.stat().st_size / 1e6,
+    }
+    out.with_name(out.name + ".json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def rebind(out: Path, db_url: str) -> str:
+    """Stamp the file with the identity this checkout computes for ``db_url`` (the file was
+    synced from it, possibly by a service whose identity rules differed)."""
+    import asyncio
+
+    from service.db import Database
+    from service.settings import Settings
+    from service.store.source_identity import source_identity
+
+    async def identity() -> str:
+        database = Database(Settings(database_url=db_url))
+        try:
+            async with database.session() as session:
+                return await source_identity(session, database.engine.url)
+        finally:
+            await database.dispose()
+
+    value = asyncio.run(identity())
+    db = duckdb.connect(str(out))
+    try:
+        db.execute("DELETE FROM insights_store_meta WHERE key = 'source_identity'")
+        db.execute("INSERT INTO insights_store_meta VALUES ('source_identity', ?)", [value])
+    finally:
+        db.close()
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.grow", description=__doc__)
+    parser.add_argument("--from-store", type=Path, required=True, help="a synced store file")
+    parser.add_argument("--factor", type=int, default=10)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--memory-limit", default="2GB", help="DuckDB's memory_limit")
+    parser.add_argument("--threads", type=int, default=2, help="DuckDB's threads")
+    parser.add_argument("--rebind-db-url", help="stamp --out with this tracking DB's identity")
+    args = parser.parse_args(argv)
+    if args.rebind_db_url and args.factor == 1:  # only re-stamp an existing file
+        print(rebind(args.out, args.rebind_db_url))
+        return
+    manifest = grow(
+        args.from_store, args.out, args.factor, memory_limit=args.memory_limit, threads=args.threads
+    )
+    if args.rebind_db_url:
+        manifest["rebound_to"] = rebind(args.out, args.rebind_db_url)
+    print(json.dumps(manifest, indent=1))
+
+
+if __name__ == "__main__":
+    main()
