@@ -544,9 +544,8 @@ async def test_ready_reports_the_first_sync_progress(
             copied = table_counts(uri, ("trace_info",))["trace_info"]
             assert progress["rows_total"] is None
             assert progress["rows_copied"] == copied
-            # One of six tables done: trace_info, of trace_info, tags, metadata, spans,
-            # assessments and links.
-            assert progress["percent"] == round(100 / 6, 1)
+            # A share of the work by traces read per table: short of done while tables remain.
+            assert 0 <= progress["percent"] < 100
         finally:
             release.set()
             monkeypatch.setattr(StoreFile, "insert_arrow", insert)
