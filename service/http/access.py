@@ -150,16 +150,7 @@ class AccessChecker:
 
     async def check(self, experiment_ids: Iterable[str], credentials: Credentials) -> None:
         """Return if the caller may read every experiment; raise the error to answer otherwise."""
-        ids = list(dict.fromkeys(experiment_ids))
-        limit = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
-
-        async def one(experiment_id: str) -> Decision:
-            async with limit:
-                return await self._decision(experiment_id, credentials)
-
-        decisions = await asyncio.gather(*(one(i) for i in ids))
-        if Decision.UNAUTHENTICATED in decisions:
-            raise _unauthenticated()
+        ids, decisions = await self._decisions(experiment_ids, credentials)
         denied = [i for i, d in zip(ids, decisions, strict=True) if d is Decision.DENIED]
         if denied:
             who = credentials.basic_username
@@ -176,6 +167,14 @@ class AccessChecker:
     async def readable(self, experiment_ids: Iterable[str], credentials: Credentials) -> list[str]:
         """The experiments the caller may read, in order; raise when the credentials are
         refused (a listing must not hide a login problem behind an empty answer)."""
+        ids, decisions = await self._decisions(experiment_ids, credentials)
+        return [i for i, d in zip(ids, decisions, strict=True) if d is Decision.ALLOW]
+
+    async def _decisions(
+        self, experiment_ids: Iterable[str], credentials: Credentials
+    ) -> tuple[list[str], list[Decision]]:
+        """Each distinct experiment's decision, asked a few at a time; refused credentials
+        raise at once, whatever the other answers."""
         ids = list(dict.fromkeys(experiment_ids))
         limit = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
 
@@ -183,10 +182,10 @@ class AccessChecker:
             async with limit:
                 return await self._decision(experiment_id, credentials)
 
-        decisions = await asyncio.gather(*(one(i) for i in ids))
+        decisions = list(await asyncio.gather(*(one(i) for i in ids)))
         if Decision.UNAUTHENTICATED in decisions:
             raise _unauthenticated()
-        return [i for i, d in zip(ids, decisions, strict=True) if d is Decision.ALLOW]
+        return ids, decisions
 
     async def _decision(self, experiment_id: str, credentials: Credentials) -> Decision:
         key = (credentials.digest, experiment_id)

@@ -55,11 +55,9 @@ def unstorable_text(data: Any) -> str | None:
     return None
 
 
-class StrictModel(BaseModel):
-    """Rejects unknown fields and values of the wrong JSON type instead of coercing them, and
-    text no database can compare (NUL characters, lone surrogates) anywhere in the body."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
+class StorableTextModel(BaseModel):
+    """Refuses text no database can compare (NUL characters, lone surrogates) anywhere in the
+    body, naming the field."""
 
     @model_validator(mode="before")
     @classmethod
@@ -69,6 +67,13 @@ class StrictModel(BaseModel):
             if problem:
                 raise ValueError(problem)
         return data
+
+
+class StrictModel(StorableTextModel):
+    """Rejects unknown fields and values of the wrong JSON type instead of coercing them, and
+    text no database can compare anywhere in the body."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class InsightsRequest(StrictModel):

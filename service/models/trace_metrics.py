@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from service.filters.parser import MAX_FILTER_SUBQUERIES
-from service.models.common import unstorable_text
+from service.models.common import StorableTextModel
 
 # MLflow's default and only page size (mlflow.store.tracking.MAX_RESULTS_QUERY_TRACE_METRICS).
 DEFAULT_MAX_RESULTS: Final = 1000
@@ -96,20 +96,11 @@ ViewType = Annotated[MetricViewType, *_enum_name(MetricViewType)]
 Aggregation = Annotated[AggregationType, *_enum_name(AggregationType)]
 
 
-class _MlflowMessage(BaseModel):
+class _MlflowMessage(StorableTextModel):
     """Lenient like MLflow's JSON parsing (unknown fields ignored), but never text a database
     cannot compare."""
 
     model_config = ConfigDict(extra="ignore")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _storable_text(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            problem = unstorable_text(data)
-            if problem:
-                raise ValueError(problem)
-        return data
 
 
 class MetricAggregation(_MlflowMessage):
