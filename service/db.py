@@ -40,15 +40,20 @@ class SchemaStatus:
     reason: str
 
 
-def create_engine(settings: Settings) -> tuple[AsyncEngine, DialectPolicy]:
-    url = settings.async_database_url
-    policy = policy_for(url)
-    limits = ConnectionLimits(
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The limits every engine of the service works under (the analytics store's too)."""
+    return ConnectionLimits(
         statement_timeout_seconds=settings.statement_timeout_seconds,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout_seconds=settings.pool_timeout_seconds,
     )
+
+
+def create_engine(settings: Settings) -> tuple[AsyncEngine, DialectPolicy]:
+    url = settings.async_database_url
+    policy = policy_for(url)
+    limits = connection_limits(settings)
     options: dict[str, Any] = {
         "pool_pre_ping": True,
         **policy.pool_options(limits),

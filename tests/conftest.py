@@ -8,11 +8,18 @@ from the raw rows (read with a plain sync SQLAlchemy engine).
 Backends: ``sqlite`` always; ``postgresql`` and ``mysql`` (MariaDB) on 127.0.0.1. Restrict with
 ``INSIGHTS_TEST_BACKENDS=sqlite,postgresql``. A server that is down fails the tests instead of
 skipping them, so CI cannot pass without really running them.
+
+Answering paths: every test that asks the service through ``client``, ``clients`` or
+``edge_clients`` runs twice, once answered live from the tracking DB and once from the analytics
+store (a copy synced from that DB before the first request), and each answer must say it came
+from the path under test. Restrict with ``INSIGHTS_TEST_PATHS=live``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -39,6 +46,7 @@ pytest_plugins = ["tests.skip_policy"]
 # Apps made here read the tracking DB live; tests/test_store_routing.py turns the store on.
 os.environ.setdefault("INSIGHTS_STORE", "off")
 ALL_BACKENDS = ("sqlite", "postgresql", "mysql")
+ALL_PATHS = ("live", "store")
 TEST_DB_NAME = os.environ.get("INSIGHTS_TEST_DB_NAME", "insights_test")
 PG_ADMIN_URL = os.environ.get(
     "INSIGHTS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -49,6 +57,15 @@ SEED = 7
 
 API = "/api/3.0/mlflow/traces/insights"
 AJAX_API = "/ajax-api/3.0/mlflow/traces/insights"
+
+
+def enabled_paths() -> list[str]:
+    wanted = os.environ.get("INSIGHTS_TEST_PATHS")
+    names = [p.strip() for p in (wanted or ",".join(ALL_PATHS)).split(",") if p.strip()]
+    unknown = set(names) - set(ALL_PATHS)
+    if unknown:
+        raise ValueError(f"INSIGHTS_TEST_PATHS: unknown paths {sorted(unknown)}")
+    return names
 
 
 def enabled_backends() -> list[str]:
@@ -157,16 +174,22 @@ def raw(backend: Backend) -> Iterator[sa.Connection]:
 
 
 class InsightsClient:
-    """Calls the service in-process, as a client would over HTTP."""
+    """Calls the service in-process, as a client would over HTTP. Every answer must come from
+    ``path`` (live or the analytics store), as its ``X-Insights-Answered-By`` header says."""
 
-    def __init__(self, http: httpx.AsyncClient, backend: Backend) -> None:
+    def __init__(self, http: httpx.AsyncClient, backend: Backend, path: str = "live") -> None:
         self.http = http
         self.backend = backend
+        self.path = path
 
     async def post(
         self, endpoint: str, body: dict[str, Any], *, prefix: str = API
     ) -> httpx.Response:
-        return await self.http.post(f"{prefix}/{endpoint}", json=body)
+        response = await self.http.post(f"{prefix}/{endpoint}", json=body)
+        if response.status_code == 200:
+            answered_by = response.headers.get("X-Insights-Answered-By")
+            assert answered_by == self.path, f"{endpoint} was answered {answered_by}"
+        return response
 
     async def ok(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         response = await self.post(endpoint, body)
@@ -202,21 +225,71 @@ async def open_client(app: FastAPI, backend: Backend) -> AsyncIterator[InsightsC
         yield InsightsClient(http, backend)
 
 
-@pytest.fixture(scope="session")
-async def client(backend: Backend) -> AsyncIterator[InsightsClient]:
-    app = create_app(Settings(database_url=backend.service_url))
-    async for c in open_client(app, backend):
-        yield c
+@pytest.fixture(scope="session", params=enabled_paths())
+def answering_path(request: pytest.FixtureRequest) -> str:
+    """``live`` or ``store``: which path answers the requests of ``client`` and its kin."""
+    path: str = request.param
+    return path
+
+
+# Synced once before the first request; no cycle after it, and no lag limit to fall back on:
+# the test DBs do not change while the suite reads them.
+_STORE_SYNC_INTERVAL_SECONDS = 24 * 3600.0
+_STORE_READY_TIMEOUT_SECONDS = 300.0
+
+
+def app_answering(service_url: str, path: str, store_dir: Path) -> FastAPI:
+    if path == "live":
+        return create_app(Settings(database_url=service_url))
+    store_dir.mkdir(parents=True, exist_ok=True)
+    return create_app(
+        Settings(
+            database_url=service_url,
+            store="on",
+            store_path=str(store_dir / "insights-store.duckdb"),
+            store_sync_interval_seconds=_STORE_SYNC_INTERVAL_SECONDS,
+            store_max_lag_seconds=_STORE_SYNC_INTERVAL_SECONDS * 7,
+        )
+    )
+
+
+@asynccontextmanager
+async def serve_answering(
+    service_url: str, path: str, store_dir: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An app answering from ``path``: with ``store``, once its first sync is done."""
+    app = app_answering(service_url, path, store_dir)
+    async with serve(app) as http:
+        runner = getattr(app.state, "store_runner", None)
+        deadline = time.monotonic() + _STORE_READY_TIMEOUT_SECONDS
+        while runner is not None and not runner.status.ready:
+            assert runner.status.failures == 0, f"store sync failed: {runner.status.last_error}"
+            assert time.monotonic() < deadline, "the store's first sync did not finish"
+            await asyncio.sleep(0.05)
+        yield http
 
 
 @pytest.fixture(scope="session")
-async def clients(all_backends: list[Backend]) -> AsyncIterator[dict[str, InsightsClient]]:
+async def client(
+    backend: Backend, answering_path: str, data_dir: Path
+) -> AsyncIterator[InsightsClient]:
+    store_dir = data_dir / f"store-{backend.name}"
+    async with serve_answering(backend.service_url, answering_path, store_dir) as http:
+        yield InsightsClient(http, backend, answering_path)
+
+
+@pytest.fixture(scope="session")
+async def clients(
+    all_backends: list[Backend], answering_path: str, data_dir: Path
+) -> AsyncIterator[dict[str, InsightsClient]]:
     """A client per enabled backend, to assert identical JSON across databases."""
     async with AsyncExitStack() as stack:
         result: dict[str, InsightsClient] = {}
         for b in all_backends:
-            app = create_app(Settings(database_url=b.service_url))
-            result[b.name] = InsightsClient(await stack.enter_async_context(serve(app)), b)
+            http = await stack.enter_async_context(
+                serve_answering(b.service_url, answering_path, data_dir / f"stores-{b.name}")
+            )
+            result[b.name] = InsightsClient(http, b, answering_path)
         yield result
 
 
@@ -239,15 +312,18 @@ def edge_dbs(data_dir: Path) -> list[EdgeDB]:
 
 
 @pytest.fixture(scope="session")
-async def edge_clients(edge_dbs: list[EdgeDB]) -> AsyncIterator[dict[str, InsightsClient]]:
+async def edge_clients(
+    edge_dbs: list[EdgeDB], answering_path: str, data_dir: Path
+) -> AsyncIterator[dict[str, InsightsClient]]:
     """A client per backend over its edge-case DB."""
     async with AsyncExitStack() as stack:
         result: dict[str, InsightsClient] = {}
         for db in edge_dbs:
             http = await stack.enter_async_context(
-                serve(create_app(Settings(database_url=db.service_url)))
+                serve_answering(db.service_url, answering_path, data_dir / f"store-edge-{db.name}")
             )
-            result[db.name] = InsightsClient(http, db)  # type: ignore[arg-type]  # never read
+            # The backend is never read from an edge client.
+            result[db.name] = InsightsClient(http, db, answering_path)  # type: ignore[arg-type]
         yield result
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ALL_BACKENDS
+from tests.conftest import ALL_BACKENDS, ALL_PATHS
 
 ALLOW_LIST = Path(__file__).with_name("skips_allowed.toml")
 RELATIVE_ALLOW_LIST = f"tests/{ALLOW_LIST.name}"
@@ -74,6 +74,19 @@ def check_backends_not_shrunk() -> None:
         raise pytest.UsageError(
             f"CI=true but INSIGHTS_TEST_BACKENDS={wanted!r} (left out: {left_out}). A CI run "
             f"covers {', '.join(ALL_BACKENDS)}: unset INSIGHTS_TEST_BACKENDS (.ci/run does)."
+        )
+
+
+def check_paths_not_shrunk() -> None:
+    """CI runs the suite on both answering paths: INSIGHTS_TEST_PATHS must not shrink it."""
+    wanted = os.environ.get("INSIGHTS_TEST_PATHS")
+    if wanted is None:
+        return
+    names = {name.strip() for name in wanted.split(",") if name.strip()}
+    if names != set(ALL_PATHS):
+        raise pytest.UsageError(
+            f"CI=true but INSIGHTS_TEST_PATHS={wanted!r}. A CI run covers "
+            f"{', '.join(ALL_PATHS)}: unset INSIGHTS_TEST_PATHS (.ci/run does)."
         )
 
 
@@ -156,6 +169,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not in_ci():
         return
     check_backends_not_shrunk()
+    check_paths_not_shrunk()
     config.pluginmanager.register(
         SkipPolicy(load_allow_list(), config.rootpath), "insights-ci-skip-policy"
     )

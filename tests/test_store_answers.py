@@ -1,31 +1,24 @@
-"""The analytics store answers every golden request exactly as the live path does.
+"""Reading the analytics store through ``store_session``: the query code's statements run on the
+DuckDB file with the DuckDB policy, and their rows outlive the session.
 
-On each backend a store is built from the test tracking DB and synced; the app then answers
-through ``store_session`` (``get_session`` overridden), so the same query builders run on
-DuckDB. Every answer must equal the golden capture, which the live path matches on every
-database (tests/test_golden.py).
+That every answer from the store equals the golden capture is tested by tests/test_golden.py,
+which runs on both answering paths like every test that asks through ``client`` (conftest).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from mlflow.store.tracking.dbmodels.models import SqlTraceInfo
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import get_session
-from service.app import create_app
 from service.db import Database
 from service.dialects import WindowPercentiles, policy_for
 from service.settings import Settings
 from service.store import Store
 from service.store.reading import store_session
-from tests.conftest import Backend, serve
-from tests.golden.__main__ import assert_equals_golden
-from tests.golden.requests import collect
+from tests.conftest import Backend
 
 API = "/api/3.0/mlflow/traces/insights"
 
@@ -60,31 +53,3 @@ async def test_store_session_reads_the_store_with_the_duckdb_policy(
     assert result.scalar_one() == expected > 0
     assert policy is policy_for(sa.make_url("duckdb:///any.duckdb"))
     assert isinstance(policy.percentiles, WindowPercentiles)
-
-
-async def test_store_answers_equal_the_golden_capture(
-    backend: Backend, synced_store: Store
-) -> None:
-    sessions_opened = 0
-
-    async def from_store() -> AsyncIterator[AsyncSession]:
-        nonlocal sessions_opened
-        sessions_opened += 1
-        async with store_session(synced_store) as session:
-            yield session
-
-    app = create_app(Settings(database_url=backend.service_url))
-    app.dependency_overrides[get_session] = from_store
-    async with serve(app) as http:
-
-        async def post(endpoint: str, body: dict[str, Any]) -> tuple[int, Any]:
-            response = await http.post(f"{API}/{endpoint}", json=body)
-            return response.status_code, response.json()
-
-        ds = backend.dataset
-        ids = sorted(ds.experiment_ids.values(), key=int)
-        actual = await collect(post, ids, ds.start_time_ms, ds.end_time_ms)
-
-    golden = assert_equals_golden(actual)
-    # The store answered: one session per request that reached the query code.
-    assert sessions_opened >= sum(1 for status, _ in golden.values() if status == 200)

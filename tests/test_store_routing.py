@@ -23,14 +23,20 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.exc import DBAPIError
 
 from service.app import create_app
 from service.cli import parse_args, settings_from_args
+from service.db import Database
 from service.demo.generate import build_tracking_db, mlflow_tracking
+from service.dialects import policy_for
+from service.errors import ErrorCode
 from service.settings import Settings
+from service.store.reading import store_session
 from service.store.routing import asks_for_live
 from service.store.runner import SyncRunner
 from service.store.store import Store
+from service.store.store_file import StoreFile
 from tests.conftest import AJAX_API, API, Backend, assert_error, serve
 from tests.disposable_servers import DisposablePostgres
 
@@ -195,13 +201,23 @@ async def test_synced_store_answers_and_no_cache_is_live(backend: Backend, tmp_p
         # Both prefixes, and answers that are errors, say which path answered.
         ajax = await http.post(f"{AJAX_API}{VOLUME}", json={"experiment_ids": [experiment]})
         assert (answered_by(ajax), ajax.content) == ("store", from_store.content)
+        # An experiment the copy does not hold is asked of the tracking DB: here it exists
+        # nowhere, so the 404 is the live one.
         missing = await volume(http, "987654321")
         assert_error(missing, 404, "RESOURCE_DOES_NOT_EXIST")
-        assert answered_by(missing) == "store"
+        assert answered_by(missing) == "live"
+        # A filter the store refuses is the store's answer, with the live path's message.
+        bad_filter = {"experiment_ids": [experiment], "filter_string": "foo = 'x'"}
+        refused_by_store = await http.post(f"{API}{VOLUME}", json=bad_filter)
+        refused_live = await http.post(f"{API}{VOLUME}", json=bad_filter, headers=NO_CACHE)
+        assert_error(refused_by_store, 400, "INVALID_PARAMETER_VALUE")
+        assert answered_by(refused_by_store) == "store"
+        assert refused_by_store.content == refused_live.content
+        # A body refused by its model was decided before any path answered: live, as of now.
+        before = now_ms()
         refused = await http.post(f"{API}{VOLUME}", json={"experiment_ids": []})
         assert_error(refused, 400, "INVALID_PARAMETER_VALUE")
-        # FastAPI resolves the session before it validates the body: the routed path is named.
-        assert (answered_by(refused), as_of(refused)) == ("store", as_of(from_store))
+        assert answered_by(refused) == "live" and as_of(refused) >= before
         assert "X-Insights-Answered-By" not in (await http.get("/health")).headers
 
 
@@ -462,3 +478,110 @@ async def test_sync_survives_a_tracking_db_outage_and_catches_up(
                 {"e": int(experiment)},
             ).scalar_one()
         assert copied == expected
+
+
+# --- what the copy does not hold yet ----------------------------------------------------------
+
+
+async def test_an_experiment_created_after_the_last_cycle_is_answered_live(
+    tmp_path: Path,
+) -> None:
+    """Until a cycle copies it, the store cannot know an experiment: asking the store would
+    give a 404 that is true only as of the copy. Such a request is answered live."""
+    uri = f"sqlite:///{tmp_path / 'tracking.db'}"
+    dataset = build_tracking_db(uri, n_traces=6, days=1)
+    old = dataset.experiment_ids["support-agent"]
+    # One cycle, then none for an hour: nothing the test writes reaches the copy.
+    settings = store_settings(uri, tmp_path / "s.duckdb", store_sync_interval_seconds=3600)
+    async with started(settings) as (_, http):
+        await wait_for_store(http, {"ready"})
+        with mlflow_tracking(uri):
+            new = mlflow.create_experiment("created-after-the-sync")
+        log_traces(uri, new, 2)
+
+        fresh = await volume(http, new)
+        assert fresh.status_code == 200, fresh.text
+        assert answered_by(fresh) == "live"
+        assert fresh.json()["summary"]["count"] == trace_count(uri, new) == 2
+        # A request naming both goes live as a whole: never half an answer from each path.
+        both = await http.post(f"{API}{VOLUME}", json={"experiment_ids": [old, new]})
+        assert answered_by(both) == "live"
+        assert both.json()["summary"]["count"] == trace_count(uri, old) + 2
+        held = await volume(http, old)
+        assert answered_by(held) == "store"
+        assert held.json()["summary"]["count"] == trace_count(uri, old)
+
+
+async def test_ready_reports_the_first_sync_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the first sync copies, /ready says how many rows of how many (the sync's log says
+    it per table); the total is every row the copy will hold, counted here with plain SQL."""
+    uri = f"sqlite:///{tmp_path / 'tracking.db'}"
+    build_tracking_db(uri, n_traces=8, days=1)
+    tables = ("trace_info", "trace_tags", "trace_request_metadata", "spans", "assessments")
+    expected_total = sum(table_counts(uri, tables).values())
+    engine = sa.create_engine(uri)
+    with engine.connect() as conn:  # only links from traces are copied
+        expected_total += conn.execute(
+            sa.text("SELECT count(*) FROM entity_associations WHERE source_type = 'TRACE'")
+        ).scalar_one()
+    engine.dispose()
+
+    tags_reached, release = threading.Event(), threading.Event()
+    insert = StoreFile.insert
+
+    def held_insert(self: StoreFile, table: Any, rows: Any) -> None:
+        if table.name == "trace_tags":  # hold the copy after trace_info, on the worker thread
+            tags_reached.set()
+            release.wait(timeout=60)
+        insert(self, table, rows)
+
+    monkeypatch.setattr(StoreFile, "insert", held_insert)
+    async with started(store_settings(uri, tmp_path / "s.duckdb")) as (_, http):
+        try:
+            deadline = time.monotonic() + 60
+            while not tags_reached.is_set():
+                assert time.monotonic() < deadline, "the first sync never reached trace_tags"
+                await asyncio.sleep(0.05)
+            store = (await http.get("/ready")).json()["store"]
+            assert store["state"] == "building"
+            progress = store["progress"]
+            # trace_info is copied first, in one chunk; then trace_tags' insert is held.
+            copied = table_counts(uri, ("trace_info",))["trace_info"]
+            assert progress["rows_total"] == expected_total
+            assert progress["rows_copied"] == copied
+            assert progress["percent"] == round(100 * copied / expected_total, 1)
+        finally:
+            release.set()
+            monkeypatch.setattr(StoreFile, "insert", insert)
+        store = await wait_for_store(http, {"ready"})
+        assert "progress" not in store
+
+
+async def test_a_store_statement_past_the_timeout_is_interrupted(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The service's statement timeout applies to the store's DuckDB reads too: DuckDB has none
+    of its own, so the store interrupts the statement, and the error maps to MLflow's
+    DEADLINE_EXCEEDED like the tracking DB's timeouts."""
+    settings = Settings(database_url=backend.service_url, statement_timeout_seconds=1.0)
+    database = Database(settings)
+    store = Store.open(tmp_path / "s.duckdb", database)
+    try:
+        await store.sync_once()
+        endless = sa.text("SELECT count(*) FROM range(1000000000000) a")
+        started_at = time.monotonic()
+        async with store_session(store) as session:
+            with pytest.raises(DBAPIError) as raised:
+                await session.execute(endless)
+            seconds = time.monotonic() - started_at
+        assert 1.0 <= seconds < 10.0
+        policy = policy_for(store.engine().dialect)
+        assert policy.classify_error(raised.value) == ErrorCode.DEADLINE_EXCEEDED
+        # The next session reads normally: the interrupt ended one statement, not the store.
+        async with store_session(store) as session:
+            assert (await session.execute(sa.text("SELECT 42"))).scalar_one() == 42
+    finally:
+        store.close()
+        await database.dispose()

@@ -33,7 +33,18 @@ def get_store_runner(request: Request) -> SyncRunner | None:
     return runner
 
 
-def _answering_store(request: Request, settings: Settings) -> Store | None:
+async def requested_experiment_ids(request: Request) -> list[str]:
+    """The body's ``experiment_ids`` as given (invalid bodies are refused later, by the
+    request's model); FastAPI has already read and parsed the body, this reads its cache."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return []
+    ids = body.get("experiment_ids") if isinstance(body, dict) else None
+    return [str(e) for e in ids] if isinstance(ids, list) else []
+
+
+async def _answering_store(request: Request, settings: Settings) -> Store | None:
     """The store when it may answer this request (API.md §7), restamping the answer."""
     runner = get_store_runner(request)
     if runner is None:
@@ -44,6 +55,7 @@ def _answering_store(request: Request, settings: Settings) -> Store | None:
         max_lag_ms=round(settings.store_max_lag_seconds * 1000),
         at_ms=now_ms(),
         cache_control=request.headers.get("cache-control"),
+        experiment_ids=await requested_experiment_ids(request),
     )
     if not fresh or store is None or status.as_of_ms is None:
         return None
@@ -59,7 +71,7 @@ async def get_session(
     settings: Annotated[Settings, Depends(get_settings_from_app)],
 ) -> AsyncIterator[AsyncSession]:
     """A session on whichever path answers; query code cannot tell them apart."""
-    store = _answering_store(request, settings)
+    store = await _answering_store(request, settings)
     if store is not None:
         async with store_session(store) as session:
             yield session

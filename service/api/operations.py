@@ -39,14 +39,25 @@ def store_readiness(
     status, at_ms = runner.status, now_ms()
     lag_ms = status.lag_ms(at_ms)
     max_lag_ms = round(settings.store_max_lag_seconds * 1000)
-    return {
-        "state": store_state(status, max_lag_ms=max_lag_ms, at_ms=at_ms),
+    state = store_state(status, max_lag_ms=max_lag_ms, at_ms=at_ms)
+    readiness: dict[str, object] = {
+        "state": state,
         "lag_seconds": None if lag_ms is None else lag_ms / 1000,
         "as_of_ms": status.as_of_ms,
         "max_lag_seconds": settings.store_max_lag_seconds,
         "failed_cycles": status.failures,
         "last_error": status.last_error,
     }
+    store = runner.store
+    if state == "building" and store is not None:
+        # The first sync's copy so far (rows of every table), as its log reports it too.
+        progress = store.progress
+        readiness["progress"] = {
+            "rows_copied": progress.done,
+            "rows_total": progress.total,
+            "percent": progress.percent,
+        }
+    return readiness
 
 
 StoreReadiness = Annotated[dict[str, object], Depends(store_readiness)]

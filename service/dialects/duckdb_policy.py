@@ -7,10 +7,13 @@ errors that say the file is gone or a statement was interrupted.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-from sqlalchemy.engine import Engine
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 import service.dialects.duckdb_expressions  # noqa: F401  (registers DuckDB's @compiles)
@@ -23,6 +26,22 @@ if TYPE_CHECKING:
 # A store that could not be read (deleted, replaced or out of memory mid-statement) is rebuilt
 # while requests go live: the client may retry.
 _UNAVAILABLE = (duckdb.IOException, duckdb.ConnectionException, duckdb.OutOfMemoryException)
+
+
+_TIMER = "insights_statement_timer"
+
+
+def _interrupt(cursor: Any) -> None:
+    # duckdb-engine's wrapper passes it to the DuckDB connection; the statement may have ended
+    # and the connection closed meanwhile.
+    with contextlib.suppress(duckdb.Error):
+        cursor.interrupt()
+
+
+def _cancel(conn: Connection) -> None:
+    timer = conn.info.pop(_TIMER, None)
+    if timer is not None:
+        timer.cancel()
 
 
 class DuckDBPolicy:
@@ -38,9 +57,26 @@ class DuckDBPolicy:
         return {}
 
     def install(self, engine: Engine, limits: ConnectionLimits) -> None:
-        # The store file's engine is made by the store itself, which also writes through it;
-        # its readers stay read-only by never committing.
-        return None
+        """The statement timeout. DuckDB has none of its own: a timer interrupts the
+        connection's running statement (it raises ``InterruptException``). The store's readers
+        stay read-only by never committing; its sync writes on a raw connection, untimed."""
+        seconds = limits.statement_timeout_seconds
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _start_timer(conn: Connection, cursor: Any, *_args: Any) -> None:
+            timer = threading.Timer(seconds, _interrupt, args=(cursor,))
+            timer.daemon = True
+            conn.info[_TIMER] = timer
+            timer.start()
+
+        @event.listens_for(engine, "after_cursor_execute")
+        def _stop_timer(conn: Connection, *_args: Any) -> None:
+            _cancel(conn)
+
+        @event.listens_for(engine, "handle_error")
+        def _stop_timer_on_error(context: Any) -> None:
+            if context.connection is not None:
+                _cancel(context.connection)
 
     def classify_error(self, exc: DBAPIError) -> ErrorCode | None:
         if isinstance(exc.orig, duckdb.InterruptException):

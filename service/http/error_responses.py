@@ -6,6 +6,7 @@ The SQL and stack trace of an unexpected error go to the log, never to the clien
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,7 +89,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI opens the session before it validates the body: a refused body was decided
+        # by the request's own rules, not by the store that was about to answer it.
+        answer = answer_of(request.scope)
+        if answer is not None and answer.answered_by == "store":
+            answer.answered_by, answer.as_of_ms = "live", time.time_ns() // 1_000_000
         errors = list(exc.errors())
         messages = list(dict.fromkeys(describe_validation_error(e) for e in errors))
         return error_response(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from service.store.runner import StoreStatus
@@ -27,9 +28,19 @@ def store_state(status: StoreStatus | None, *, max_lag_ms: int, at_ms: int) -> S
 
 
 def store_answers(
-    status: StoreStatus | None, *, max_lag_ms: int, at_ms: int, cache_control: str | None
+    status: StoreStatus | None,
+    *,
+    max_lag_ms: int,
+    at_ms: int,
+    cache_control: str | None,
+    experiment_ids: Iterable[str] = (),
 ) -> bool:
-    """Never a partial answer: only a whole copy lagging by at most the limit answers."""
+    """Never a partial answer: only a whole copy lagging by at most the limit answers, and only
+    for experiments it holds. One created after the last cycle is answered live, not with a 404
+    that would be true only as of the copy."""
     if asks_for_live(cache_control):
         return False
-    return store_state(status, max_lag_ms=max_lag_ms, at_ms=at_ms) == "ready"
+    if store_state(status, max_lag_ms=max_lag_ms, at_ms=at_ms) != "ready":
+        return False
+    assert status is not None
+    return all(e in status.experiment_ids for e in experiment_ids)

@@ -51,6 +51,7 @@ class StoreStatus:
     as_of_ms: int | None = None  # the tracking DB's committed state the copy covers
     failures: int = 0  # consecutive failed cycles
     last_error: str | None = None  # kind and type of the last failure, while failures > 0
+    experiment_ids: frozenset[str] = frozenset()  # the experiments the copy holds
 
     def lag_ms(self, at_ms: int) -> int | None:
         """How far the copy is behind at ``at_ms``; ``None`` while there is no copy."""
@@ -189,7 +190,9 @@ class SyncRunner:
 
     def _succeeded(self, store: Store, stats: SyncStats, seconds: float) -> None:
         was = self._status
-        self._status = StoreStatus(ready=store.ready, as_of_ms=store.as_of_ms)
+        self._status = StoreStatus(
+            ready=store.ready, as_of_ms=store.as_of_ms, experiment_ids=store.experiment_ids
+        )
         self._inode = self._current_inode()
         if stats.full:
             logger.info("analytics store %s: full sync done in %.1f s", self.path, seconds)

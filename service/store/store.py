@@ -13,17 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from service.db import Database
+from service.db import Database, connection_limits
+from service.dialects import policy_for
 from service.dialects.change_capture import gate_for
 from service.store.layout import TRACE_TABLES
 from service.store.store_file import StoreFile
-from service.store.sync import SyncCycle, SyncSettings, SyncStats
+from service.store.sync import CopyProgress, SyncCycle, SyncSettings, SyncStats
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """What the file held after the last cycle, read once then (no DuckDB call on a request)."""
+
+    meta: dict[str, str]
+    experiment_ids: frozenset[str]
 
 
 class Store:
@@ -35,6 +45,10 @@ class Store:
         self._lock = asyncio.Lock()
         # The file's source identity is checked by the first cycle of this process.
         self._bound = False
+        self._snapshot = StoreSnapshot(file.meta(), file.experiment_ids())
+        self._limit_reads()
+        # Rows copied so far by the running cycle, out of how many (/ready while building).
+        self.progress = CopyProgress()
 
     @classmethod
     def open(
@@ -50,13 +64,18 @@ class Store:
     def ready(self) -> bool:
         """True once a cycle of this process confirmed the file holds a whole copy of this
         database (a file copied from another one is never reported ready)."""
-        return self._bound and self._file.meta().get("first_sync_complete") == "1"
+        return self._bound and self._snapshot.meta.get("first_sync_complete") == "1"
 
     @property
     def as_of_ms(self) -> int | None:
         """Epoch ms of the tracking DB's committed state the copy covers (``None``: no copy)."""
-        value = self._file.meta().get("as_of_ms")
+        value = self._snapshot.meta.get("as_of_ms")
         return int(value) if value and self.ready else None
+
+    @property
+    def experiment_ids(self) -> frozenset[str]:
+        """The experiments the copy holds; a request for another one is answered live."""
+        return self._snapshot.experiment_ids
 
     def engine(self) -> Engine:
         """A SQLAlchemy engine on the store file (duckdb-engine), for reading."""
@@ -70,17 +89,37 @@ class Store:
         async with self._lock:
             if not self._file.still_on_disk():
                 logger.warning("analytics store %s was deleted: rebuilding it", self.path)
-                self._reopen()
-            cycle = SyncCycle(self._file, self._database, self._gate, self._settings, full=full)
+                await asyncio.to_thread(self._reopen)
+            self.progress = CopyProgress()
+            cycle = SyncCycle(
+                self._file,
+                self._database,
+                self._gate,
+                self._settings,
+                full=full,
+                progress=self.progress,
+            )
+            # A failed cycle rolled back: the snapshot of the last good one stays true.
             stats = await cycle.run()
+            self._snapshot = await self._file.call(self._read_snapshot)
             self._bound = True
         logger.debug("analytics store sync: %s", stats)
         return stats
+
+    def _read_snapshot(self) -> StoreSnapshot:
+        return StoreSnapshot(self._file.meta(), self._file.experiment_ids())
 
     def _reopen(self) -> None:
         self._file.close()  # first: closing may still write the old file's log
         self._bound = False
         self._file = StoreFile.open(self.path)
+        self._snapshot = self._read_snapshot()
+        self._limit_reads()
+
+    def _limit_reads(self) -> None:
+        """The service's statement timeout applies to answers from the store too."""
+        engine = self._file.engine
+        policy_for(engine.dialect).install(engine, connection_limits(self._database.settings))
 
     def close(self) -> None:
         self._file.close()

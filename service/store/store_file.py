@@ -7,12 +7,14 @@ previous cycle's consistent copy behind and the next cycle starts from its curso
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -24,6 +26,7 @@ from sqlalchemy.types import TypeEngine
 
 from service.store.layout import (
     ALL_TABLES,
+    EXPERIMENTS,
     LAYOUT_VERSION,
     STORE_META,
     STORE_METADATA,
@@ -36,6 +39,8 @@ from service.store.source_sql import PARTITION_MS, Fingerprint, Partition
 logger = logging.getLogger(__name__)
 
 Row = Sequence[Any]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _arrow_type(sql_type: TypeEngine[Any]) -> pa.DataType:
@@ -89,6 +94,14 @@ class StoreFile:
         # duckdb-engine's wrapper passes every call through to the DuckDB connection.
         self.db: duckdb.DuckDBPyConnection = self._pooled.driver_connection  # type: ignore[assignment]
         self._inode = os.stat(path).st_ino
+        # The sync's connection is used from one thread at a time, in order: a rollback after
+        # a cancelled cycle queues behind the insert still running, never beside it.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insights-store")
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` (one of this file's methods) on the file's own worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, lambda: fn(*args, **kwargs))
 
     @classmethod
     def open(cls, path: Path) -> StoreFile:
@@ -141,6 +154,7 @@ class StoreFile:
         return self.meta().get("layout_version")
 
     def close(self) -> None:
+        self._worker.shutdown(wait=True)
         self._pooled.close()
         self.engine.dispose()
 
@@ -196,6 +210,11 @@ class StoreFile:
             found.setdefault(Partition(experiment_id, slot), set()).add(trace_id)
         return found
 
+    def experiment_ids(self) -> frozenset[str]:
+        """The experiments the copy knows (as strings, the API's form of an id)."""
+        rows = self.db.execute(f"SELECT experiment_id FROM {EXPERIMENTS.name}").fetchall()
+        return frozenset(str(e) for (e,) in rows)
+
     def rows(self, table: CopiedTable) -> list[tuple[Any, ...]]:
         names = ", ".join(f'"{c}"' for c in table.columns)
         return [tuple(r) for r in self.db.execute(f"SELECT {names} FROM {table.name}").fetchall()]
@@ -204,13 +223,23 @@ class StoreFile:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN TRANSACTION")
+        self.begin()
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self.rollback()
             raise
+        self.commit()
+
+    # A cycle that awaits the tracking DB between writes calls these from worker threads.
+    def begin(self) -> None:
+        self.db.execute("BEGIN TRANSACTION")
+
+    def commit(self) -> None:
         self.db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.db.execute("ROLLBACK")
 
     def delete_traces(self, table: CopiedTable, trace_ids: Iterable[str]) -> None:
         assert table.trace_key is not None
@@ -224,14 +253,14 @@ class StoreFile:
         finally:
             self.db.unregister("gone_traces")
 
-    def insert(self, table: CopiedTable, rows: Sequence[Row]) -> None:
-        if not rows:
-            return
-        columns = {c.name: _arrow_type(c.type) for c in table.store.columns}
-        self.insert_arrow(table, _arrow_table(columns, rows))
-
-    def insert_arrow(self, table: CopiedTable, rows: pa.Table) -> None:
-        """Insert rows given as an Arrow table with the columns of ``arrow_schema(table)``."""
+    def insert(self, table: CopiedTable, rows: Sequence[Row] | pa.Table) -> None:
+        """Insert rows: tuples in the store's column order, or an Arrow table with the columns
+        of ``arrow_schema(table)`` (what the sync reads)."""
+        if not isinstance(rows, pa.Table):
+            if not rows:
+                return
+            columns = {c.name: _arrow_type(c.type) for c in table.store.columns}
+            rows = _arrow_table(columns, rows)
         if not rows.num_rows:
             return
         self.db.register("incoming_rows", rows)

@@ -11,7 +11,6 @@ fingerprint that matches the source while the copy is stale, for good.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from service.store.source_sql import (
     Fingerprint,
     Partition,
     SlotRange,
+    count_select,
     fingerprinted_rows_select,
     fingerprints,
     in_partitions,
@@ -87,6 +87,18 @@ class SyncStats:
     duration_ms: float = 0.0
 
 
+@dataclass
+class CopyProgress:
+    """Rows copied so far by a cycle, out of the rows its changed partitions hold."""
+
+    done: int = 0
+    total: int = 0
+
+    @property
+    def percent(self) -> float | None:
+        return round(100.0 * self.done / self.total, 1) if self.total else None
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -102,39 +114,56 @@ class SyncCycle:
         settings: SyncSettings,
         *,
         full: bool,
+        progress: CopyProgress | None = None,
     ) -> None:
         self.file = file
         self.database = database
         self.gate = gate
         self.settings = settings
         self.started_ms = _now_ms()
-        self.meta = file.meta()
+        self.meta: dict[str, str] = {}
+        self.stored: dict[Key, Fingerprint] = {}
         self.stats = SyncStats(full=full)
+        self.progress = progress or CopyProgress()
         self.new_meta: dict[str, str] = {}
 
     async def run(self) -> SyncStats:
+        """One cycle. Every DuckDB call runs in a worker thread: the event loop that serves
+        requests never waits on the store file."""
         clock = time.perf_counter()
+        self.meta = await self.file.call(self.file.meta)
+        self.stored = await self.file.call(self.file.fingerprints)
         async with self.database.session() as session:
             await prepare_sync_session(session)
             await self._bind_source(session)
             checks = await self._plan(session)
             experiments = await self._read_experiments(session)
-            if self.meta.get("first_sync_complete") != "1":  # an empty store
-                with self.file.transaction():
-                    self._copy_experiments(experiments)
-                    source = await self._copy_everything(session, checks)
-                    self.file.record_fingerprints(source)
-                    self.file.set_meta(self.new_meta)
-                changed = source
-                self.stats.partitions_checked = len({p for p, _ in source})
+            if self.meta.get("first_sync_complete") != "1":  # an empty store: one pass
+                await self.file.call(self.file.begin)
+                try:
+                    await self.file.call(self._copy_experiments, experiments)
+                    changed = await self._copy_everything(session, checks)
+                    await self.file.call(self.file.record_fingerprints, changed)
+                    await self.file.call(self.file.set_meta, self.new_meta)
+                except BaseException:
+                    await self.file.call(self.file.rollback)
+                    raise
+                await self.file.call(self.file.commit)
+                self.stats.partitions_checked = len({p for p, _ in changed})
             else:
                 source, stored = await self._fingerprints(session, checks)
                 changed = {key: fp for key, fp in source.items() if stored.get(key, EMPTY) != fp}
-                with self.file.transaction():
-                    self._copy_experiments(experiments)
+                self.progress.total = sum(fp.row_count for fp in changed.values())
+                await self.file.call(self.file.begin)
+                try:
+                    await self.file.call(self._copy_experiments, experiments)
                     await self._copy_partitions(session, changed)
-                    self.file.record_fingerprints(source)
-                    self.file.set_meta(self.new_meta)
+                    await self.file.call(self.file.record_fingerprints, source)
+                    await self.file.call(self.file.set_meta, self.new_meta)
+                except BaseException:
+                    await self.file.call(self.file.rollback)
+                    raise
+                await self.file.call(self.file.commit)
         self.stats.partitions_copied = len({p for p, _ in changed})
         self.stats.duration_ms = (time.perf_counter() - clock) * 1000
         return self.stats
@@ -149,12 +178,15 @@ class SyncCycle:
                 "analytics store %s was copied from another tracking database: starting over",
                 self.file.path,
             )
-            with self.file.transaction():
-                self.file.clear()
-            self.meta = self.file.meta()
+            await self.file.call(self._clear)
         if self.meta.get("first_sync_complete") != "1":
             self.stats.full = True
         self.new_meta |= {"source_identity": identity, "first_sync_complete": "1"}
+
+    def _clear(self) -> None:
+        with self.file.transaction():
+            self.file.clear()
+        self.meta, self.stored = self.file.meta(), {}
 
     async def _plan(self, session: AsyncSession) -> Checks:
         token = await self.gate.token(session)
@@ -183,7 +215,7 @@ class SyncCycle:
         """Every slot, in ranges of ``full_scan_slots``: no single fingerprint statement scans
         a whole table (the service's statement timeout applies to the sync too)."""
         oldest_ms = (await session.execute(oldest_trace_select())).scalar()
-        known = [p.slot for p, _ in self.file.fingerprints()]
+        known = [p.slot for p, _ in self.stored]
         if oldest_ms is not None:
             known.append(slot_of(oldest_ms))
         if not known:
@@ -214,7 +246,7 @@ class SyncCycle:
 
     async def _add_reconciliation_slice(self, session: AsyncSession, checks: Checks) -> None:
         oldest_ms = (await session.execute(oldest_trace_select())).scalar()
-        stored = self.file.fingerprints()
+        stored = self.stored
         stored_slots = [p.slot for p, t in stored if t == TRACE_INFO.name]
         if oldest_ms is not None:
             stored_slots.append(slot_of(oldest_ms))
@@ -243,7 +275,7 @@ class SyncCycle:
     ) -> tuple[dict[Key, Fingerprint], dict[Key, Fingerprint]]:
         """The source's fingerprints of every checked partition (empty ones included, so the
         store drops what the source deleted) and the store's recorded ones."""
-        stored = {k: fp for k, fp in self.file.fingerprints().items() if checks.covers(k[0])}
+        stored = {k: fp for k, fp in self.stored.items() if checks.covers(k[0])}
         source: dict[Key, Fingerprint] = {}
         for where in checks.wheres():
             for table in TRACE_TABLES:
@@ -295,7 +327,7 @@ class SyncCycle:
         """Delete by the trace ids of both sides; ids are read before any row is deleted, since
         deleting trace_info rows changes which traces the store's partitions hold."""
         touched = {p for partitions in per_table.values() for p in partitions}
-        ids = self.file.trace_ids_by_partition(touched)
+        ids = await self.file.call(self.file.trace_ids_by_partition, touched)
         rows = await session.execute(trace_ids_select(touched))
         for trace_id, experiment_id, slot in rows.all():
             ids.setdefault(Partition(int(experiment_id), int(slot)), set()).add(trace_id)
@@ -303,7 +335,7 @@ class SyncCycle:
             partitions = per_table.get(table.name, [])
             doomed = set().union(*(ids.get(p, set()) for p in partitions))
             if doomed:
-                await asyncio.to_thread(self.file.delete_traces, table, doomed)
+                await self.file.call(self.file.delete_traces, table, doomed)
 
     async def _copy_rows(
         self,
@@ -316,7 +348,7 @@ class SyncCycle:
         done = 0
         progress = _Progress(table.name, total, loud=self.stats.full)
         connection = await session.connection()
-        reader = batch_reader_for(connection.dialect)
+        reader = batch_reader_for(connection)
         schema = arrow_schema(table)
         for batch in _batches(partitions, changed, table.name, self.settings.batch_rows):
             query = rows_select(table, batch)
@@ -325,8 +357,9 @@ class SyncCycle:
                 reader.batches(connection, query, schema, self.settings.chunk_rows)
             ) as chunks:
                 async for chunk in chunks:
-                    await asyncio.to_thread(self.file.insert_arrow, table, chunk)
+                    await self.file.call(self.file.insert, table, chunk)
                     done += chunk.num_rows
+                    self.progress.done += chunk.num_rows
                     progress.report(done)
         self.stats.rows[table.name] = self.stats.rows.get(table.name, 0) + done
 
@@ -341,8 +374,13 @@ class SyncCycle:
         the batches of the other tables.
         """
         connection = await session.connection()
-        reader = batch_reader_for(connection.dialect)
+        reader = batch_reader_for(connection)
         source: dict[Key, Fingerprint] = {}
+        # /ready reports rows of rows: counting is one cheap pass (no hashing, no row text).
+        for where in checks.wheres():
+            for table in TRACE_TABLES:
+                count = (await session.execute(count_select(table, where))).scalar()
+                self.progress.total += int(count or 0)
         for table in TRACE_TABLES:
             if table is TRACE_INFO:
                 wheres = [(where, 1) for where in checks.wheres()]
@@ -366,9 +404,10 @@ class SyncCycle:
                 ) as chunks:
                     async for chunk in chunks:
                         rows = chunk.select(table.columns)
-                        await asyncio.to_thread(self.file.insert_arrow, table, rows)
+                        await self.file.call(self.file.insert, table, rows)
                         _add_fingerprints(source, table.name, chunk)
                         done_rows += chunk.num_rows
+                        self.progress.done += chunk.num_rows
                         progress.report(done_rows, done_units / units if units else 1.0)
                 done_units += unit_count
             progress.report(done_rows, 1.0, final=True)
