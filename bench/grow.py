@@ -73,7 +73,9 @@ def _copy_select(table: CopiedTable, k: int) -> str:
     columns = [
         rewrites[c].replace("{k}", str(k)) if c in rewrites else f'"{c}"' for c in table.columns
     ]
-    return f"SELECT {', '.join(columns)} FROM {table.name}"
+    # The originals only: copies already inserted carry the 'tr-x' prefix.
+    key = table.trace_key
+    return f"SELECT {', '.join(columns)} FROM {table.name} WHERE \"{key}\" NOT LIKE 'tr-x%'"
 
 
 def grow(

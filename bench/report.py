@@ -98,7 +98,17 @@ def _store_lines(results: dict[str, Any]) -> list[str]:
         return []
     rss = results.get("server_rss_mb") or {}
     size = f"{store['size_mb']:,.0f} MB" if store.get("size_mb") else "—"
+    grown = store.get("grown")
+    lines = []
+    if grown:
+        lines.append(
+            f"| **store grown, not synced** | `python -m bench.grow --factor {grown['factor']}`: "
+            f"{grown['rows']['trace_info']:,} traces, {grown['rows']['spans']:,} spans, "
+            f"{grown['rows']['trace_request_metadata']:,} metadata rows in the store; the "
+            "tracking DB (Dataset below) holds the original ones, so only store answers apply |"
+        )
     return [
+        *lines,
         f"| analytics store | `{store['path']}`, {size}; answered after "
         f"{store['wait_until_ready_s']:.0f} s (first sync, or catching up with a kept file) |",
         f"| server RSS | {_ms(rss.get('store_ready'))} MB once the store answered, "

@@ -130,11 +130,12 @@ def time_requests(
     *,
     answered_by: str | None,
     headers: dict[str, str] | None = None,
+    warmup: int = 1,
 ) -> tuple[int, list[float], str | None]:
     """One warm-up, then ``repeat`` timed requests (ms). Stops at the first non-200, or at the
     first answer from another path than ``answered_by``."""
     samples: list[float] = []
-    for attempt in range(repeat + 1):
+    for attempt in range(repeat + warmup):
         started = time.perf_counter()
         response = client.post(path, json=body, headers=headers)
         elapsed = (time.perf_counter() - started) * 1000
@@ -143,7 +144,7 @@ def time_requests(
         path_taken = response.headers.get("x-insights-answered-by")
         if answered_by is not None and path_taken != answered_by:
             return 200, samples, f"answered by {path_taken!r}, not {answered_by!r}"
-        if attempt:  # the first is the warm-up
+        if attempt >= warmup:
             samples.append(elapsed)
     return 200, samples, None
 
@@ -204,6 +205,7 @@ def run(
                 "path": str(store_file),
                 "size_mb": store_file.stat().st_size / 1e6 if store_file.exists() else None,
                 "wait_until_ready_s": store_wait_s,
+                "grown": _grow_manifest(store_file),
             },
             "repeat": args.repeat,
             "live_repeat": args.live_repeat,
@@ -250,8 +252,9 @@ def run(
                     m = Measurement(window.label, case.label, case.endpoint.name, 200)
                     if args.store == "on":
                         m.status, m.samples_ms, m.error = time_requests(
-                            client, case.endpoint.path, body, args.repeat, answered_by="store"
-                        )
+                            client, case.endpoint.path, body, args.repeat, answered_by="store",
+                            warmup=args.warmup,
+                        )  # fmt: skip
                     if with_live:
                         m.live_status, m.live_samples_ms, m.live_error = time_requests(
                             client, case.endpoint.path, body, args.live_repeat,
@@ -304,6 +307,12 @@ def _ui_measurement(
     return m
 
 
+def _grow_manifest(store_file: Path) -> dict[str, Any] | None:
+    """``bench.grow``'s manifest when the store file was grown, not synced."""
+    path = store_file.with_name(store_file.name + ".json")
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def _manifest(url: str, db: dict[str, Any]) -> dict[str, Any] | None:
     """The generator's manifest for this database, if it is on this machine."""
     name = Path(sa.make_url(sync_url(url)).database or "").stem
@@ -327,6 +336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--store-max-lag", type=float, help="INSIGHTS_STORE_MAX_LAG_SECONDS")
     parser.add_argument("--service-url", help="benchmark a service already running here")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed requests per case")
     parser.add_argument("--out", type=Path, help="Markdown report (default bench/results/...)")
     args = parser.parse_args(argv)
     unknown = set(args.windows) - set(WINDOW_MS)

@@ -515,14 +515,21 @@ async def test_an_experiment_created_after_the_last_cycle_is_answered_live(
 async def test_ready_reports_the_first_sync_progress(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While the first sync copies, /ready says how many rows it copied and what share of the
-    work is done (the sync's log says it per table). The first sync reads rows and fingerprints
-    in one pass, so it has no row total beforehand."""
+    """While the first sync copies, /ready says how many rows of how many (the sync's log says
+    it per table); the total is every row the copy will hold, counted here with plain SQL."""
     uri = f"sqlite:///{tmp_path / 'tracking.db'}"
     build_tracking_db(uri, n_traces=8, days=1)
+    tables = ("trace_info", "trace_tags", "trace_request_metadata", "spans", "assessments")
+    expected_total = sum(table_counts(uri, tables).values())
+    engine = sa.create_engine(uri)
+    with engine.connect() as conn:  # only links from traces are copied
+        expected_total += conn.execute(
+            sa.text("SELECT count(*) FROM entity_associations WHERE source_type = 'TRACE'")
+        ).scalar_one()
+    engine.dispose()
 
     tags_reached, release = threading.Event(), threading.Event()
-    insert = StoreFile.insert_arrow
+    insert = StoreFile.insert
 
     def held_insert(self: StoreFile, table: Any, rows: Any) -> None:
         if table.name == "trace_tags":  # hold the copy after trace_info, on the worker thread
@@ -530,7 +537,7 @@ async def test_ready_reports_the_first_sync_progress(
             release.wait(timeout=60)
         insert(self, table, rows)
 
-    monkeypatch.setattr(StoreFile, "insert_arrow", held_insert)
+    monkeypatch.setattr(StoreFile, "insert", held_insert)
     async with started(store_settings(uri, tmp_path / "s.duckdb")) as (_, http):
         try:
             deadline = time.monotonic() + 60
@@ -542,13 +549,12 @@ async def test_ready_reports_the_first_sync_progress(
             progress = store["progress"]
             # trace_info is copied first, in one chunk; then trace_tags' insert is held.
             copied = table_counts(uri, ("trace_info",))["trace_info"]
-            assert progress["rows_total"] is None
+            assert progress["rows_total"] == expected_total
             assert progress["rows_copied"] == copied
-            # A share of the work by traces read per table: short of done while tables remain.
-            assert 0 <= progress["percent"] < 100
+            assert progress["percent"] == round(100 * copied / expected_total, 1)
         finally:
             release.set()
-            monkeypatch.setattr(StoreFile, "insert_arrow", insert)
+            monkeypatch.setattr(StoreFile, "insert", insert)
         store = await wait_for_store(http, {"ready"})
         assert "progress" not in store
 

@@ -152,7 +152,7 @@ async def test_a_failed_cycle_changes_nothing_and_the_next_resumes(
     writer: Writer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_insert = StoreFile.insert_arrow
+    real_insert = StoreFile.insert
     calls = 0
 
     def insert_then_die(self: StoreFile, table: CopiedTable, rows: Any) -> None:
@@ -163,7 +163,7 @@ async def test_a_failed_cycle_changes_nothing_and_the_next_resumes(
         real_insert(self, table, rows)
 
     # First sync killed between chunks: nothing is kept, the store is not ready.
-    monkeypatch.setattr(StoreFile, "insert_arrow", insert_then_die)
+    monkeypatch.setattr(StoreFile, "insert", insert_then_die)
     store = Store.open(store_path, database, SLICED)
     with pytest.raises(RuntimeError, match="killed between chunks"):
         await store.sync_once()
@@ -171,7 +171,7 @@ async def test_a_failed_cycle_changes_nothing_and_the_next_resumes(
     store.close()
 
     # A new process opens the same file and copies everything exactly once.
-    monkeypatch.setattr(StoreFile, "insert_arrow", real_insert)
+    monkeypatch.setattr(StoreFile, "insert", real_insert)
     store = Store.open(store_path, database, SLICED)
     await store.sync_once()
     assert_exact_copy(store, source)
@@ -180,13 +180,13 @@ async def test_a_failed_cycle_changes_nothing_and_the_next_resumes(
     # An incremental cycle killed mid-copy leaves the previous copy and cursors untouched.
     writer.random_round(16)
     calls = 0
-    monkeypatch.setattr(StoreFile, "insert_arrow", insert_then_die)
+    monkeypatch.setattr(StoreFile, "insert", insert_then_die)
     with pytest.raises(RuntimeError, match="killed between chunks"):
         await store.sync_once(full=True)
     assert store_counts(store) == before and store.as_of_ms == as_of
     store.close()
 
-    monkeypatch.setattr(StoreFile, "insert_arrow", real_insert)
+    monkeypatch.setattr(StoreFile, "insert", real_insert)
     store = Store.open(store_path, database, SLICED)
     stats = await store.sync_once(full=True)
     assert stats.rows, "the resumed cycle found the writes again"

@@ -129,6 +129,6 @@ _COPY = PostgresCopyReader()
 _CURSOR = CursorReader()
 
 
-def batch_reader_for(dialect: Dialect) -> BatchReader:
-    """The fastest way this database hands the sync many rows."""
-    return _COPY if dialect.name == "postgresql" else _CURSOR
+def batch_reader_for(connection: AsyncConnection) -> BatchReader:
+    """The fastest way the connection's database hands the sync many rows."""
+    return _COPY if connection.dialect.name == "postgresql" else _CURSOR

@@ -148,6 +148,11 @@ def rows_select(table: CopiedTable, partitions: Iterable[Partition]) -> Select[A
     return _with_trace(table, query).where(in_partitions(partitions))
 
 
+def count_select(table: CopiedTable, where: ColumnElement[bool]) -> Select[Any]:
+    """How many rows of ``table`` belong to traces where ``where`` holds."""
+    return _with_trace(table, select(func.count())).where(where)
+
+
 # Extra columns of ``fingerprinted_rows_select``: the row's partition and its hash.
 FP_EXPERIMENT, FP_SLOT, FP_HASH = "insights_fp_experiment", "insights_fp_slot", "insights_fp_hash"
 

@@ -253,14 +253,14 @@ class StoreFile:
         finally:
             self.db.unregister("gone_traces")
 
-    def insert(self, table: CopiedTable, rows: Sequence[Row]) -> None:
-        if not rows:
-            return
-        columns = {c.name: _arrow_type(c.type) for c in table.store.columns}
-        self.insert_arrow(table, _arrow_table(columns, rows))
-
-    def insert_arrow(self, table: CopiedTable, rows: pa.Table) -> None:
-        """Insert rows given as an Arrow table with the columns of ``arrow_schema(table)``."""
+    def insert(self, table: CopiedTable, rows: Sequence[Row] | pa.Table) -> None:
+        """Insert rows: tuples in the store's column order, or an Arrow table with the columns
+        of ``arrow_schema(table)`` (what the sync reads)."""
+        if not isinstance(rows, pa.Table):
+            if not rows:
+                return
+            columns = {c.name: _arrow_type(c.type) for c in table.store.columns}
+            rows = _arrow_table(columns, rows)
         if not rows.num_rows:
             return
         self.db.register("incoming_rows", rows)

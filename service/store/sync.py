@@ -44,6 +44,7 @@ from service.store.source_sql import (
     Fingerprint,
     Partition,
     SlotRange,
+    count_select,
     fingerprinted_rows_select,
     fingerprints,
     in_partitions,
@@ -88,21 +89,14 @@ class SyncStats:
 
 @dataclass
 class CopyProgress:
-    """Rows copied so far by a cycle. An incremental cycle knows how many it will copy
-    (``total``); the first sync reads rows and fingerprints in one pass, so it knows only the
-    share of the work done (``fraction``: tables done, and traces read of the current one)."""
+    """Rows copied so far by a cycle, out of the rows its changed partitions hold."""
 
     done: int = 0
-    total: int | None = None
-    fraction: float | None = None
+    total: int = 0
 
     @property
     def percent(self) -> float | None:
-        if self.total:
-            return round(100.0 * self.done / self.total, 1)
-        if self.fraction is not None:
-            return round(100.0 * self.fraction, 1)
-        return None
+        return round(100.0 * self.done / self.total, 1) if self.total else None
 
 
 def _now_ms() -> int:
@@ -144,24 +138,32 @@ class SyncCycle:
             await self._bind_source(session)
             checks = await self._plan(session)
             experiments = await self._read_experiments(session)
-            await self.file.call(self.file.begin)
-            try:
-                await self.file.call(self._copy_experiments, experiments)
-                if self.meta.get("first_sync_complete") != "1":  # an empty store
-                    source = await self._copy_everything(session, checks)
-                    changed = source
-                    self.stats.partitions_checked = len({p for p, _ in source})
-                else:
-                    source, stored = await self._fingerprints(session, checks)
-                    changed = {k: fp for k, fp in source.items() if stored.get(k, EMPTY) != fp}
-                    self.progress.total = sum(fp.row_count for fp in changed.values())
+            if self.meta.get("first_sync_complete") != "1":  # an empty store: one pass
+                await self.file.call(self.file.begin)
+                try:
+                    await self.file.call(self._copy_experiments, experiments)
+                    changed = await self._copy_everything(session, checks)
+                    await self.file.call(self.file.record_fingerprints, changed)
+                    await self.file.call(self.file.set_meta, self.new_meta)
+                except BaseException:
+                    await self.file.call(self.file.rollback)
+                    raise
+                await self.file.call(self.file.commit)
+                self.stats.partitions_checked = len({p for p, _ in changed})
+            else:
+                source, stored = await self._fingerprints(session, checks)
+                changed = {key: fp for key, fp in source.items() if stored.get(key, EMPTY) != fp}
+                self.progress.total = sum(fp.row_count for fp in changed.values())
+                await self.file.call(self.file.begin)
+                try:
+                    await self.file.call(self._copy_experiments, experiments)
                     await self._copy_partitions(session, changed)
-                await self.file.call(self.file.record_fingerprints, source)
-                await self.file.call(self.file.set_meta, self.new_meta)
-            except BaseException:
-                await self.file.call(self.file.rollback)
-                raise
-            await self.file.call(self.file.commit)
+                    await self.file.call(self.file.record_fingerprints, source)
+                    await self.file.call(self.file.set_meta, self.new_meta)
+                except BaseException:
+                    await self.file.call(self.file.rollback)
+                    raise
+                await self.file.call(self.file.commit)
         self.stats.partitions_copied = len({p for p, _ in changed})
         self.stats.duration_ms = (time.perf_counter() - clock) * 1000
         return self.stats
@@ -346,7 +348,7 @@ class SyncCycle:
         done = 0
         progress = _Progress(table.name, total, loud=self.stats.full)
         connection = await session.connection()
-        reader = batch_reader_for(connection.dialect)
+        reader = batch_reader_for(connection)
         schema = arrow_schema(table)
         for batch in _batches(partitions, changed, table.name, self.settings.batch_rows):
             query = rows_select(table, batch)
@@ -355,7 +357,7 @@ class SyncCycle:
                 reader.batches(connection, query, schema, self.settings.chunk_rows)
             ) as chunks:
                 async for chunk in chunks:
-                    await self.file.call(self.file.insert_arrow, table, chunk)
+                    await self.file.call(self.file.insert, table, chunk)
                     done += chunk.num_rows
                     self.progress.done += chunk.num_rows
                     progress.report(done)
@@ -372,9 +374,14 @@ class SyncCycle:
         the batches of the other tables.
         """
         connection = await session.connection()
-        reader = batch_reader_for(connection.dialect)
+        reader = batch_reader_for(connection)
         source: dict[Key, Fingerprint] = {}
-        for table_index, table in enumerate(TRACE_TABLES):
+        # /ready reports rows of rows: counting is one cheap pass (no hashing, no row text).
+        for where in checks.wheres():
+            for table in TRACE_TABLES:
+                count = (await session.execute(count_select(table, where))).scalar()
+                self.progress.total += int(count or 0)
+        for table in TRACE_TABLES:
             if table is TRACE_INFO:
                 wheres = [(where, 1) for where in checks.wheres()]
             else:
@@ -397,14 +404,11 @@ class SyncCycle:
                 ) as chunks:
                     async for chunk in chunks:
                         rows = chunk.select(table.columns)
-                        await self.file.call(self.file.insert_arrow, table, rows)
+                        await self.file.call(self.file.insert, table, rows)
                         _add_fingerprints(source, table.name, chunk)
                         done_rows += chunk.num_rows
-                        share = done_units / units if units else 1.0
-                        progress.report(done_rows, share)
                         self.progress.done += chunk.num_rows
-                        # No row total before the copy: the share of traces read, per table.
-                        self.progress.fraction = (table_index + share) / len(TRACE_TABLES)
+                        progress.report(done_rows, done_units / units if units else 1.0)
                 done_units += unit_count
             progress.report(done_rows, 1.0, final=True)
             self.stats.rows[table.name] = done_rows
