@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -231,7 +231,18 @@ class StoreFile:
             raise
         self.commit()
 
-    # A cycle that awaits the tracking DB between writes calls these from worker threads.
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """``transaction`` for a cycle that awaits the tracking DB between its writes: begin,
+        commit and rollback run on the file's worker thread."""
+        await self.call(self.begin)
+        try:
+            yield
+        except BaseException:
+            await self.call(self.rollback)
+            raise
+        await self.call(self.commit)
+
     def begin(self) -> None:
         self.db.execute("BEGIN TRANSACTION")
 

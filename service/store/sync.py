@@ -138,32 +138,21 @@ class SyncCycle:
             await self._bind_source(session)
             checks = await self._plan(session)
             experiments = await self._read_experiments(session)
-            if self.meta.get("first_sync_complete") != "1":  # an empty store: one pass
-                await self.file.call(self.file.begin)
-                try:
-                    await self.file.call(self._copy_experiments, experiments)
-                    changed = await self._copy_everything(session, checks)
-                    await self.file.call(self.file.record_fingerprints, changed)
-                    await self.file.call(self.file.set_meta, self.new_meta)
-                except BaseException:
-                    await self.file.call(self.file.rollback)
-                    raise
-                await self.file.call(self.file.commit)
-                self.stats.partitions_checked = len({p for p, _ in changed})
-            else:
+            empty = self.meta.get("first_sync_complete") != "1"
+            if not empty:
                 source, stored = await self._fingerprints(session, checks)
                 changed = {key: fp for key, fp in source.items() if stored.get(key, EMPTY) != fp}
                 self.progress.total = sum(fp.row_count for fp in changed.values())
-                await self.file.call(self.file.begin)
-                try:
-                    await self.file.call(self._copy_experiments, experiments)
+            async with self.file.writing():
+                await self.file.call(self._copy_experiments, experiments)
+                if empty:  # one pass: rows and their fingerprints read together
+                    source = changed = await self._copy_everything(session, checks)
+                else:
                     await self._copy_partitions(session, changed)
-                    await self.file.call(self.file.record_fingerprints, source)
-                    await self.file.call(self.file.set_meta, self.new_meta)
-                except BaseException:
-                    await self.file.call(self.file.rollback)
-                    raise
-                await self.file.call(self.file.commit)
+                await self.file.call(self.file.record_fingerprints, source)
+                await self.file.call(self.file.set_meta, self.new_meta)
+            if empty:
+                self.stats.partitions_checked = len({p for p, _ in changed})
         self.stats.partitions_copied = len({p for p, _ in changed})
         self.stats.duration_ms = (time.perf_counter() - clock) * 1000
         return self.stats
