@@ -1,13 +1,15 @@
 """Where does an endpoint's time go? Its SQL statements, their time, and their plans.
 
     python -m bench.explain --db-url postgresql://postgres@127.0.0.1:5432/insights_bench \\
-        --case traffic-cost/volume --window 30d [--analyze] [--profile]
+        --case traffic-cost/volume --window 30d [--analyze] [--profile] [--store FILE]
 
 Runs the service in-process (``httpx.ASGITransport``), records every SQL statement one request
 of the case executes with its duration, and the time spent outside SQL (validation, Python
 post-processing, JSON). With ``--analyze`` each statement is then run again under
-``EXPLAIN (ANALYZE, BUFFERS)`` (PostgreSQL), ``ANALYZE FORMAT=JSON`` (MariaDB) or
-``EXPLAIN QUERY PLAN`` (SQLite); ``--profile`` adds a cProfile of the request's Python side.
+``EXPLAIN (ANALYZE, BUFFERS)`` (PostgreSQL), ``ANALYZE FORMAT=JSON`` (MariaDB),
+``EXPLAIN QUERY PLAN`` (SQLite) or ``EXPLAIN ANALYZE`` (DuckDB); ``--profile`` adds a cProfile of
+the request's Python side. ``--store FILE`` answers from the analytics store in FILE (synced
+first if it lags; no other process may hold it open) instead of live.
 """
 
 from __future__ import annotations
@@ -60,7 +62,18 @@ _EXPLAIN = {
     "postgresql": "EXPLAIN (ANALYZE, BUFFERS) ",
     "mysql": "ANALYZE FORMAT=JSON ",
     "sqlite": "EXPLAIN QUERY PLAN ",
+    "duckdb": "EXPLAIN ANALYZE ",
 }
+
+
+async def _store_engine(app: Any) -> Any:
+    """The analytics store's engine, once the store answers (its first cycle done)."""
+    runner = app.state.store_runner
+    for _ in range(36_000):
+        if runner.store is not None and runner.store.ready:
+            return runner.store.engine()
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the analytics store did not become ready within an hour")
 
 
 async def explain(args: argparse.Namespace) -> None:
@@ -70,14 +83,20 @@ async def explain(args: argparse.Namespace) -> None:
     db = database(args.db_url)
     experiment = db["experiment_id"]
     [window] = make_windows(db["last_ms"], [args.window])
-    app = create_app(Settings(database_url=args.db_url, statement_timeout_seconds=600))
+    store = {"store": "on", "store_path": str(args.store)} if args.store else {"store": "off"}
+    settings = Settings(database_url=args.db_url, statement_timeout_seconds=600, **store)
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         engine = app.state.database.engine
         await engine.dispose()  # new connections get the --set settings
         if args.set:
             _apply_settings(engine.sync_engine, args.set)
         recorder = Recorder()
-        recorder.install(engine.sync_engine)
+        if args.store:
+            engine = await _store_engine(app)
+            recorder.install(engine)
+        else:
+            recorder.install(engine.sync_engine)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://bench", timeout=600
@@ -113,11 +132,9 @@ async def explain(args: argparse.Namespace) -> None:
         statements = list(recorder.statements)
         if args.analyze:
             prefix = _EXPLAIN[engine.dialect.name]
-            async with engine.connect() as conn:
-                for s in statements:
-                    if s.sql.lstrip().upper().startswith("SELECT"):
-                        raw = await conn.exec_driver_sql(prefix + s.sql, s.parameters)
-                        s.plan = "\n".join(str(r[0]) for r in raw.all())
+            for s in statements:
+                if s.sql.lstrip().upper().startswith(("SELECT", "WITH")):
+                    s.plan = await _plan(engine, prefix + s.sql, s.parameters)
         for i, s in enumerate(statements, 1):
             if args.dump:
                 args.dump.mkdir(parents=True, exist_ok=True)
@@ -132,6 +149,16 @@ async def explain(args: argparse.Namespace) -> None:
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
             print(out.getvalue())
+
+
+async def _plan(engine: Any, sql: str, parameters: Any) -> str:
+    if not hasattr(engine, "sync_engine"):  # the store's (synchronous) DuckDB engine
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(sql, parameters).all()
+        return "\n".join(str(r[-1]) for r in rows)
+    async with engine.connect() as conn:
+        raw = await conn.exec_driver_sql(sql, parameters)
+        return "\n".join(str(r[0]) for r in raw.all())
 
 
 def _apply_settings(sync_engine: Any, settings: list[str]) -> None:
@@ -175,6 +202,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--set", action="append", help="a session setting for the service, e.g. jit=off"
     )
     parser.add_argument("--dump", type=Path, help="write each statement, inlined, to this dir")
+    parser.add_argument("--store", type=Path, help="answer from this analytics store file")
     return parser.parse_args(argv)
 
 

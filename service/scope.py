@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement, Select
 
+from service.dialects import trace_time_within
 from service.errors import does_not_exist, invalid_parameter
 from service.filters import Clause, parse, predicates
 from service.models.common import InsightsRequest, SeriesRequest
@@ -54,6 +55,14 @@ class TraceScope:
     def traces(self, *columns: Any) -> Select[Any]:
         """``SELECT columns FROM trace_info WHERE <in scope>``."""
         return select(*columns).select_from(SqlTraceInfo).where(*self.conditions())
+
+    def window_of(self, trace_key: Any) -> ColumnElement[bool]:
+        """Child rows (spans, tags, feedback) of traces in the window, by their ``trace_key``.
+
+        Implied by the join to the traces in scope, so it never changes an answer; the analytics
+        store answers it from its own copy of the trace's timestamp, skipping what lies outside.
+        """
+        return trace_time_within(trace_key, self.start_time, self.end_time)
 
     def unfiltered(self) -> TraceScope:
         """The same experiments and window, every trace in them."""

@@ -78,6 +78,16 @@ class Settings(BaseSettings):
         ge=0,
         description="A store lagging the tracking DB by more than this answers nothing: live.",
     )
+    store_memory_limit: str = Field(
+        default="512MB",
+        pattern=r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+        description="Memory DuckDB may use for the store (its buffer pool: cached columns, "
+        "sorts, a sync's uncommitted rows), e.g. `512MB` or `2GiB`; beyond it DuckDB spills to "
+        "a directory beside the file.",
+    )
+    store_threads: int = Field(
+        default=0, ge=0, description="Threads DuckDB runs a store query on; 0: one per core."
+    )
     store_sync_interval_seconds: float = Field(
         default=5.0, gt=0, description="Pause between two sync cycles of the store."
     )

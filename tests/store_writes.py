@@ -61,19 +61,22 @@ def build_source(backend: str, name: str, directory: Path, *, seed: int) -> Sour
 
 
 def _source_rows(conn: sa.Connection, table: CopiedTable) -> list[tuple[Any, ...]]:
+    """MLflow's rows, and for a child table its trace's timestamp (the store's own column)."""
     query = sa.select(*(table.source.c[name] for name in table.columns))
-    if table is ENTITY_ASSOCIATIONS:
-        # Only links from an existing trace belong to the copy (MLflow keeps orphans).
-        traces = sa.table("trace_info", sa.column("request_id"))
-        query = query.where(
-            table.source.c.source_type == "TRACE",
-            table.source.c.source_id.in_(sa.select(traces.c.request_id)),
+    if table.derived:
+        traces = sa.table("trace_info", sa.column("request_id"), sa.column("timestamp_ms"))
+        # An inner join: only links from an existing trace belong to the copy (MLflow keeps
+        # orphaned entity associations).
+        query = query.add_columns(traces.c.timestamp_ms).join(
+            traces, traces.c.request_id == table.source.c[table.trace_key]
         )
+    if table is ENTITY_ASSOCIATIONS:
+        query = query.where(table.source.c.source_type == "TRACE")
     return sorted((tuple(r) for r in conn.execute(query)), key=repr)
 
 
 def _store_rows(conn: sa.Connection, table: CopiedTable) -> list[tuple[Any, ...]]:
-    query = sa.select(*(table.store.c[name] for name in table.columns))
+    query = sa.select(*(table.store.c[name] for name in table.store_columns))
     return sorted((tuple(r) for r in conn.execute(query)), key=repr)
 
 

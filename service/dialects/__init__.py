@@ -4,7 +4,8 @@ store), and nothing else.
 The only package that knows dialect names. Query builders and the engine factory use:
 
 * ``expressions``: SQL expressions compiled per dialect with ``@compiles`` (``int_div``,
-  ``exact_text``, ``text_equals``, ``json_text_value``, ``floor_float``);
+  ``exact_text``, ``text_equals``, ``json_text_value``, ``floor_float``, and
+  ``trace_time_within``, which only the store's child tables can answer);
 * ``case_sensitive``: MLflow's case-sensitive =, !=, IN, NOT IN and LIKE of filter strings;
 * ``percentiles``: exact percentile strategies, native or with window functions;
 * ``connections``: a per-dialect ``DialectPolicy`` (looked up with ``policy_for``) that sizes the
@@ -25,6 +26,7 @@ from service.dialects.expressions import (
     json_text_value,
     starts_with,
     text_equals,
+    trace_time_within,
 )
 from service.dialects.percentiles import (
     P50,
@@ -61,4 +63,5 @@ __all__ = [
     "starts_with",
     "text_equals",
     "to_async_url",
+    "trace_time_within",
 ]

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import BigInteger
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnClause, Null
 
 from service.dialects.case_sensitive import _PerDatabase
 from service.dialects.expressions import (
+    TRACE_TIMESTAMP_COPY,
     _json_text_value,
     exact_text,
     floor_float,
     int_div,
     json_text_value,
     text_equals,
+    trace_time_within,
 )
 
 DUCKDB = "duckdb"
@@ -64,3 +68,17 @@ def _floor_float_duckdb(element: floor_float, compiler: Any, **kw: Any) -> str:
 def _case_sensitive_duckdb(element: _PerDatabase, compiler: Any, **kw: Any) -> str:
     # DuckDB's =, IN and LIKE compare case-sensitively already: the portable spelling.
     return f"({compiler.process(element.portable, **kw)})"
+
+
+@compiles(trace_time_within, DUCKDB)
+def _trace_time_within_duckdb(element: trace_time_within, compiler: Any, **kw: Any) -> str:
+
+    # The same table (or alias) as the trace key: the store's copy of the trace's timestamp.
+    key, start, end = list(element.clauses)
+    copy = ColumnClause(TRACE_TIMESTAMP_COPY, BigInteger(), _selectable=key.table)
+    conditions = []
+    if not isinstance(start, Null):
+        conditions.append(compiler.process(copy >= start, **kw))
+    if not isinstance(end, Null):
+        conditions.append(compiler.process(copy < end, **kw))
+    return f"({' AND '.join(conditions)})" if conditions else "1 = 1"

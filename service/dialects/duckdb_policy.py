@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 import service.dialects.duckdb_expressions  # noqa: F401  (registers DuckDB's @compiles)
-from service.dialects.percentiles import PercentileStrategy, WindowPercentiles
+from service.dialects.percentiles import ListPercentiles, PercentileStrategy
 from service.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -47,8 +47,9 @@ def _cancel(conn: Connection) -> None:
 class DuckDBPolicy:
     # DuckDB's quantile_cont interpolates in its own arithmetic: on random doubles it differed
     # from PostgreSQL's float8 lerp in the last digits for 124 of 1,200 percentiles (duckdb
-    # 2.0.1). Ranking with window functions and interpolating in Python gives the same digits.
-    percentiles: PercentileStrategy = WindowPercentiles()
+    # 2.0.1). Picking the ranks from sorted lists and interpolating in Python gives the same
+    # digits.
+    percentiles: PercentileStrategy = ListPercentiles()
 
     def pool_options(self, limits: ConnectionLimits) -> dict[str, Any]:
         return {}

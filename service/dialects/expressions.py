@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, String, func, literal
+from sqlalchemy import BigInteger, Boolean, Float, String, func, literal, null
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
@@ -187,3 +187,37 @@ def _floor_float_sqlite(element: floor_float, compiler: Any, **kw: Any) -> str:
         f"(CASE WHEN abs({v}) >= 4503599627370496.0 THEN ({v}) * 1.0 "
         f"ELSE CAST(CAST(({v}) AS INTEGER) - (({v}) < CAST(({v}) AS INTEGER)) AS REAL) END)"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The trace window on a child table (spans, tags, metadata, assessments)
+# --------------------------------------------------------------------------------------------
+
+# The analytics store's child tables carry their trace's timestamp_ms under this name (MLflow's
+# do not); ``service.store.layout`` adds the column, ``duckdb_expressions`` reads it.
+TRACE_TIMESTAMP_COPY = "insights_trace_timestamp_ms"
+
+
+class trace_time_within(FunctionElement[bool]):
+    """A child row's trace has ``start <= timestamp_ms < end`` (``None``: that side is open).
+
+    Always implied by the join to the traces in scope, so on the tracking databases it is
+    ``1 = 1``: their child tables do not carry the trace's timestamp. The store's copy does
+    (``TRACE_TIMESTAMP_COPY``), in time order, and there the predicate lets DuckDB skip every
+    row group outside the window instead of probing the whole table against the window's
+    traces.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+
+    def __init__(self, trace_key: Any, start: int | None, end: int | None) -> None:
+        # The trace key column (``span.trace_id``) names the child table, or its alias. An open
+        # side is NULL, not left out: the statement cache tells the two forms apart.
+        bounds = [null() if b is None else literal(b, type_=BigInteger()) for b in (start, end)]
+        super().__init__(trace_key, *bounds)
+
+
+@compiles(trace_time_within)
+def _trace_time_within_default(element: trace_time_within, compiler: Any, **kw: Any) -> str:
+    return "1 = 1"

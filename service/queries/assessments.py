@@ -116,7 +116,7 @@ def _feedback_in_scope(scope: TraceScope, *where: ColumnElement[bool]) -> Subque
         select(*columns, SqlTraceInfo.timestamp_ms.label("ts"))
         .select_from(_fb)
         .join(SqlTraceInfo, joined)
-        .where(*rows, stamp.is_(None), *scope.conditions())
+        .where(*rows, stamp.is_(None), *scope.conditions(), scope.window_of(_fb.trace_id))
     )
     return union_all(stamped, unstamped).subquery("feedback_rows")
 

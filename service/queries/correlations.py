@@ -81,6 +81,7 @@ class Flagged:
     traces: Subquery
     include_system_tags: bool
     typings: Mapping[str, FeedbackTyping]
+    scope: TraceScope
 
     @property
     def in_slice(self) -> ColumnElement[int]:
@@ -133,7 +134,12 @@ async def _spans(
     is_tool = text_equals(span.type, TOOL_SPAN_TYPE)
     # A span's experiment is its trace's (MLflow writes it from the trace): joining by trace
     # alone selects the same spans, and leaves the planner free to choose its access path.
-    level = select().select_from(t).join(span, span.trace_id == t.c.request_id)
+    level = (
+        select()
+        .select_from(t)
+        .join(span, span.trace_id == t.c.request_id)
+        .where(flagged.scope.window_of(span.trace_id))
+    )
     if types:
         level = level.where(span.type.is_not(None))
     else:
@@ -195,7 +201,7 @@ async def _tags(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
         select(key, value, func.count(), _sum(t.c.in_slice))
         .select_from(t)
         .join(tag, tag.request_id == t.c.request_id)
-        .where(tag.value.is_not(None))
+        .where(tag.value.is_not(None), flagged.scope.window_of(tag.request_id))
         .group_by(key, value)
     )
     if not flagged.include_system_tags:
@@ -236,7 +242,11 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
     direct = aliased(SqlAssessments)
     shared, sibling = aliased(SqlAssessments), aliased(SqlTraceInfo)
     both = union_all(
-        pairs(direct, (direct, direct.trace_id == t.c.request_id), where=()),
+        pairs(
+            direct,
+            (direct, direct.trace_id == t.c.request_id),
+            where=(flagged.scope.window_of(direct.trace_id),),
+        ),
         # A feedback logged for a whole session counts for each trace of the session.
         pairs(
             shared,
@@ -350,7 +360,7 @@ async def correlations(
         if "assessments" in asked
         else {}
     )
-    flagged = Flagged(flag_traces(scope, slice_predicates), include_system_tags, typings)
+    flagged = Flagged(flag_traces(scope, slice_predicates), include_system_tags, typings, scope)
     statuses = await _statuses(session, flagged)
     total = sum(c.count for c in statuses)
     slice_count = sum(c.joint for c in statuses)

@@ -83,7 +83,7 @@ async def _costs_by_model(session: AsyncSession, frame: SeriesFrame) -> list[Mod
         # trace), and leaving spans.experiment_id out lets PostgreSQL use MLflow's covering
         # index idx_spans_cost_trace_time_cover instead of reading the spans heap.
         .join(span, span.trace_id == SqlTraceInfo.request_id)
-        .where(_carries_cost(span))
+        .where(_carries_cost(span), frame.scope.window_of(span.trace_id))
         .group_by(model_name, model_provider)
     )
     models = [

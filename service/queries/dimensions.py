@@ -108,6 +108,7 @@ async def _span_vocabulary(
         select(exact_text(span.type).label("type"), exact_text(span.name).label("name"))
         .select_from(scoped)
         .join(span, span.trace_id == scoped.c.request_id)
+        .where(scope.window_of(span.trace_id))
         .distinct()
         .cte("span_pairs")
     )
@@ -148,7 +149,7 @@ async def discovery(
         select(exact_text(tag.key).label("k"), exact_text(tag.value).label("v"))
         .select_from(scoped)
         .join(tag, tag.request_id == scoped.c.request_id)
-        .where(tag.value.is_not(None))
+        .where(tag.value.is_not(None), scope.window_of(tag.request_id))
     )
     if not include_system_tags:
         tag_pairs = tag_pairs.where(not_system_tag(tag))
@@ -285,7 +286,12 @@ async def _string_feedback_values(
         select(a.name.label("k"), exact_text(json_text_value(a.value)).label("v"))
         .select_from(scoped)
         .join(a, a.trace_id == scoped.c.request_id)
-        .where(*is_feedback(a), has_value(a), NameMatch.COLLATION.one_of(a.name, names))
+        .where(
+            *is_feedback(a),
+            has_value(a),
+            NameMatch.COLLATION.one_of(a.name, names),
+            scope.window_of(a.trace_id),
+        )
     )
     return await _capped_values(session, pairs)
 

@@ -48,7 +48,11 @@ def _tags_in_scope(scope: TraceScope, *, include_system: bool, key: str | None =
             _tag.value.label("tag_value"),
         )
         .join(_tag, _tag.request_id == SqlTraceInfo.request_id)
-        .where(_tag.value.is_not(None), not_(text_equals(_tag.key, TRACE_NAME_TAG)))
+        .where(
+            _tag.value.is_not(None),
+            not_(text_equals(_tag.key, TRACE_NAME_TAG)),
+            scope.window_of(_tag.request_id),
+        )
     )
     if key is not None:
         rows = rows.where(text_equals(_tag.key, key))

@@ -112,7 +112,11 @@ class _ToolCalls:
                 _span.duration_ns.label("v"),
             )
             .join(_span, _span.trace_id == SqlTraceInfo.request_id)
-            .where(_is_tool_call(), _span.name.is_not(None))
+            .where(
+                _is_tool_call(),
+                _span.name.is_not(None),
+                self.frame.scope.window_of(_span.trace_id),
+            )
         )
         if self.tool_name is not None:
             stmt = stmt.where(text_equals(_span.name, self.tool_name))

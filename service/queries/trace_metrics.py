@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import Subquery
 
-from service.dialects import Quantile, exact_text, int_div, policy_for
+from service.dialects import Quantile, exact_text, int_div, policy_for, trace_time_within
 from service.errors import invalid_parameter
 from service.filters.metrics_filters import metric_filter_predicates, parse_metric_filters
 from service.models.trace_metrics import (
@@ -252,6 +252,8 @@ class MetricQuery:
                 conditions += _ns_window(SqlSpan.start_time_unix_nano, start, end)
             else:
                 conditions += _ms_window(SqlTraceInfo.timestamp_ms, start, end)
+                if view == MetricViewType.SPANS:  # implied by the join; the store skips rows
+                    conditions.append(trace_time_within(SqlSpan.trace_id, start, end))
         clauses = parse_metric_filters(request.filters or [])
         conditions += metric_filter_predicates(clauses, view)
         return stmt.where(*conditions).subquery("metric_rows")

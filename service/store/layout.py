@@ -6,6 +6,11 @@ on the store unchanged. They keep only the columns the service's queries read (s
 filters, scope, dimensions); the wide ones (previews, span ``content``) stay behind. They carry no
 keys or indexes: the sync keeps rows unique, and DuckDB scans columns instead of using indexes.
 
+The child tables (tags, metadata, spans, assessments, entity associations) add one column of
+their own, their trace's ``timestamp_ms`` (``TRACE_TIMESTAMP_COPY``), written by the sync from
+the same join that finds a row's partition. Rows arrive in time order, so DuckDB's per-row-group
+min/max of that column lets a window skip most of a child table (``trace_time_within``).
+
 Bump ``LAYOUT_VERSION`` whenever a column or table changes: a store of another layout is rebuilt.
 """
 
@@ -24,7 +29,9 @@ from mlflow.store.tracking.dbmodels.models import (
 )
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
 
-LAYOUT_VERSION = 1
+from service.dialects.expressions import TRACE_TIMESTAMP_COPY
+
+LAYOUT_VERSION = 2
 
 STORE_METADATA = MetaData()
 
@@ -35,29 +42,40 @@ class CopiedTable:
 
     ``trace_key`` names the column that ties a row to its trace (``None`` for experiments, which
     are copied whole every cycle); rows are copied per
-    (experiment, 15-minute slot of their trace's timestamp).
+    (experiment, 15-minute slot of their trace's timestamp). ``columns`` are MLflow's, copied
+    as they are; ``store_columns`` add what the store derives from the row's trace.
     """
 
     source: Table
     store: Table
     trace_key: str | None
+    columns: tuple[str, ...]
 
     @property
     def name(self) -> str:
         return self.store.name
 
     @property
-    def columns(self) -> list[str]:
+    def store_columns(self) -> list[str]:
         return [c.name for c in self.store.columns]
 
+    @property
+    def derived(self) -> list[str]:
+        """The store's own columns (the trace's timestamp), not MLflow's."""
+        return [name for name in self.store_columns if name not in self.columns]
 
-def _narrow(source: Table, columns: list[str], trace_key: str | None) -> CopiedTable:
+
+def _narrow(
+    source: Table, columns: list[str], trace_key: str | None, *, child: bool = True
+) -> CopiedTable:
+    derived = [Column(TRACE_TIMESTAMP_COPY, BigInteger)] if child else []
     store = Table(
         source.name,
         STORE_METADATA,
         *(Column(name, source.c[name].type) for name in columns),
+        *derived,
     )
-    return CopiedTable(source, store, trace_key)
+    return CopiedTable(source, store, trace_key, tuple(columns))
 
 
 # Experiments are few and small: every column (lifecycle_stage follows delete/restore).
@@ -65,6 +83,7 @@ EXPERIMENTS = _narrow(
     SqlExperiment.__table__,
     [c.name for c in SqlExperiment.__table__.columns],
     None,
+    child=False,
 )
 TRACE_INFO = _narrow(
     SqlTraceInfo.__table__,
@@ -87,6 +106,7 @@ TRACE_INFO = _narrow(
         "total_cost",
     ],
     "request_id",
+    child=False,
 )
 TRACE_TAGS = _narrow(SqlTraceTag.__table__, ["request_id", "key", "value"], "request_id")
 TRACE_METADATA = _narrow(SqlTraceMetadata.__table__, ["request_id", "key", "value"], "request_id")

@@ -142,10 +142,16 @@ async def fingerprints(
     }
 
 
+def _store_columns(table: CopiedTable) -> list[ColumnElement[Any]]:
+    """MLflow's narrow columns, then what the store derives from the row's trace (its
+    timestamp, from the join that finds the partition): the store's column order."""
+    derived = [_ti.c.timestamp_ms.label(name) for name in table.derived]
+    return [*(table.source.c[name] for name in table.columns), *derived]
+
+
 def rows_select(table: CopiedTable, partitions: Iterable[Partition]) -> Select[Any]:
     """The narrow rows of ``table`` in ``partitions``, in the store's column order."""
-    query = select(*(table.source.c[name] for name in table.columns))
-    return _with_trace(table, query).where(in_partitions(partitions))
+    return _with_trace(table, select(*_store_columns(table))).where(in_partitions(partitions))
 
 
 def count_select(table: CopiedTable, where: ColumnElement[bool]) -> Select[Any]:
@@ -161,7 +167,7 @@ def fingerprinted_rows_select(table: CopiedTable, where: ColumnElement[bool]) ->
     """The narrow rows of ``table`` where ``where`` holds, each with its partition and the hash
     ``fingerprint_select`` sums: the fingerprints of the rows read, from the same statement."""
     query = select(
-        *(table.source.c[name] for name in table.columns),
+        *_store_columns(table),
         _ti.c.experiment_id.label(FP_EXPERIMENT),
         TRACE_SLOT.label(FP_SLOT),
         row_hash(_row_text(table)).label(FP_HASH),

@@ -22,10 +22,15 @@ from service.db import Database, connection_limits
 from service.dialects import policy_for
 from service.dialects.change_capture import gate_for
 from service.store.layout import TRACE_TABLES
-from service.store.store_file import StoreFile
+from service.store.store_file import StoreFile, StoreResources
 from service.store.sync import CopyProgress, SyncCycle, SyncSettings, SyncStats
 
 logger = logging.getLogger(__name__)
+
+
+def _resources(database: Database) -> StoreResources:
+    settings = database.settings
+    return StoreResources(settings.store_memory_limit, settings.store_threads)
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,8 @@ class Store:
     def open(
         cls, path: str | Path, database: Database, settings: SyncSettings | None = None
     ) -> Store:
-        return cls(StoreFile.open(Path(path)), database, settings or SyncSettings())
+        file = StoreFile.open(Path(path), _resources(database))
+        return cls(file, database, settings or SyncSettings())
 
     @property
     def path(self) -> Path:
@@ -112,7 +118,7 @@ class Store:
     def _reopen(self) -> None:
         self._file.close()  # first: closing may still write the old file's log
         self._bound = False
-        self._file = StoreFile.open(self.path)
+        self._file = StoreFile.open(self.path, _resources(self._database))
         self._snapshot = self._read_snapshot()
         self._limit_reads()
 

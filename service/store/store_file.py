@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -71,6 +72,14 @@ def arrow_schema(table: CopiedTable) -> pa.Schema:
     return pa.schema([(c.name, _arrow_type(c.type)) for c in table.store.columns])
 
 
+@dataclass(frozen=True)
+class StoreResources:
+    """What DuckDB may use: memory (a DuckDB size, e.g. ``512MB``) and threads (0: per core)."""
+
+    memory_limit: str = "512MB"
+    threads: int = 0
+
+
 class BrokenStoreError(RuntimeError):
     """A store file that DuckDB opens but that lacks some of the store's tables."""
 
@@ -83,7 +92,7 @@ def _remove(path: Path) -> None:
 class StoreFile:
     """One open store file. Not thread-safe: one sync at a time writes it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, resources: StoreResources | None = None) -> None:
         self.path = path
         self.engine: Engine = create_engine(f"duckdb:///{path}")
         try:
@@ -93,10 +102,21 @@ class StoreFile:
             raise
         # duckdb-engine's wrapper passes every call through to the DuckDB connection.
         self.db: duckdb.DuckDBPyConnection = self._pooled.driver_connection  # type: ignore[assignment]
+        self._limit(resources or StoreResources())
         self._inode = os.stat(path).st_ino
         # The sync's connection is used from one thread at a time, in order: a rollback after
         # a cancelled cycle queues behind the insert still running, never beside it.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insights-store")
+
+    def _limit(self, resources: StoreResources) -> None:
+        """Settings of the file's DuckDB instance, shared by every connection on it: without a
+        limit DuckDB takes up to 80% of the machine's memory (a first sync's uncommitted rows
+        alone reached 4-5 GB at a million traces)."""
+        spill = self.path.with_name(self.path.name + ".tmp")
+        self.db.execute(f"SET memory_limit = '{resources.memory_limit}'")
+        self.db.execute(f"SET temp_directory = '{spill}'")
+        if resources.threads:
+            self.db.execute(f"SET threads = {int(resources.threads)}")
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` (one of this file's methods) on the file's own worker thread."""
@@ -104,17 +124,17 @@ class StoreFile:
         return await loop.run_in_executor(self._worker, lambda: fn(*args, **kwargs))
 
     @classmethod
-    def open(cls, path: Path) -> StoreFile:
+    def open(cls, path: Path, resources: StoreResources | None = None) -> StoreFile:
         """Open ``path``; a file of another layout, or one DuckDB cannot read, is rebuilt."""
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             _remove(path)  # a write-ahead log left by a deleted file must not replay into a new one
         try:
-            store, version = cls._open_existing(path)
+            store, version = cls._open_existing(path, resources)
         except (duckdb.Error, DBAPIError, BrokenStoreError) as exc:
             logger.warning("analytics store %s is unreadable (%s): rebuilding it", path, exc)
             _remove(path)
-            store, version = cls(path), None
+            store, version = cls(path, resources), None
         if version is not None and version != str(LAYOUT_VERSION):
             logger.warning(
                 "analytics store %s has layout %s, this service writes %s: rebuilding it",
@@ -124,14 +144,16 @@ class StoreFile:
             )
             store.close()
             _remove(path)
-            store, version = cls(path), None
+            store, version = cls(path, resources), None
         if version is None:
             store.create_tables()
         return store
 
     @classmethod
-    def _open_existing(cls, path: Path) -> tuple[StoreFile, str | None]:
-        store = cls(path)
+    def _open_existing(
+        cls, path: Path, resources: StoreResources | None
+    ) -> tuple[StoreFile, str | None]:
+        store = cls(path, resources)
         try:
             return store, store.layout_version()
         except BaseException:

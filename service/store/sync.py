@@ -392,7 +392,7 @@ class SyncCycle:
                     reader.batches(connection, query, schema, self.settings.chunk_rows)
                 ) as chunks:
                     async for chunk in chunks:
-                        rows = chunk.select(table.columns)
+                        rows = chunk.select(table.store_columns)
                         await self.file.call(self.file.insert, table, rows)
                         _add_fingerprints(source, table.name, chunk)
                         done_rows += chunk.num_rows
