@@ -61,13 +61,19 @@ def build_source(backend: str, name: str, directory: Path, *, seed: int) -> Sour
 
 
 def _source_rows(conn: sa.Connection, table: CopiedTable) -> list[tuple[Any, ...]]:
-    """MLflow's rows, and for a child table its trace's timestamp (the store's own column)."""
+    """MLflow's rows, and for a child table its trace's timestamp and experiment (the store's
+    own columns, in its order)."""
     query = sa.select(*(table.source.c[name] for name in table.columns))
     if table.derived:
-        traces = sa.table("trace_info", sa.column("request_id"), sa.column("timestamp_ms"))
+        traces = sa.table(
+            "trace_info",
+            sa.column("request_id"),
+            sa.column("timestamp_ms"),
+            sa.column("experiment_id"),
+        )
         # An inner join: only links from an existing trace belong to the copy (MLflow keeps
         # orphaned entity associations).
-        query = query.add_columns(traces.c.timestamp_ms).join(
+        query = query.add_columns(traces.c.timestamp_ms, traces.c.experiment_id).join(
             traces, traces.c.request_id == table.source.c[table.trace_key]
         )
     if table is ENTITY_ASSOCIATIONS:

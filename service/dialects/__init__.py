@@ -20,6 +20,7 @@ The names below are what the rest of the service imports: ``from service.dialect
 
 from service.dialects.connections import ConnectionLimits, DialectPolicy, policy_for
 from service.dialects.expressions import (
+    child_of_traces,
     exact_text,
     floor_float,
     int_div,
@@ -55,6 +56,7 @@ __all__ = [
     "PercentileStrategy",
     "Quantile",
     "WindowPercentiles",
+    "child_of_traces",
     "exact_text",
     "floor_float",
     "int_div",

@@ -11,12 +11,14 @@ from typing import Any
 
 from sqlalchemy import BigInteger
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.elements import ColumnClause, Null
+from sqlalchemy.sql.elements import ColumnClause, False_, Null
 
 from service.dialects.case_sensitive import _PerDatabase
 from service.dialects.expressions import (
+    TRACE_EXPERIMENT_COPY,
     TRACE_TIMESTAMP_COPY,
     _json_text_value,
+    child_of_traces,
     exact_text,
     floor_float,
     int_div,
@@ -82,3 +84,20 @@ def _trace_time_within_duckdb(element: trace_time_within, compiler: Any, **kw: A
     if not isinstance(end, Null):
         conditions.append(compiler.process(copy < end, **kw))
     return f"({' AND '.join(conditions)})" if conditions else "1 = 1"
+
+
+@compiles(child_of_traces, DUCKDB)
+def _child_of_traces_duckdb(element: child_of_traces, compiler: Any, **kw: Any) -> str:
+    # The row's own copies of its trace's experiment and timestamp decide; the subquery only
+    # when it checks more than those.
+    key, membership, ids, start, end, narrowed = list(element.clauses)
+    experiment = ColumnClause(TRACE_EXPERIMENT_COPY, BigInteger(), _selectable=key.table)
+    stamp = ColumnClause(TRACE_TIMESTAMP_COPY, BigInteger(), _selectable=key.table)
+    conditions = [compiler.process(experiment.in_(list(ids.clauses)), **kw)]
+    if not isinstance(start, Null):
+        conditions.append(compiler.process(stamp >= start, **kw))
+    if not isinstance(end, Null):
+        conditions.append(compiler.process(stamp < end, **kw))
+    if not isinstance(narrowed, False_):
+        conditions.append(compiler.process(membership, **kw))
+    return f"({' AND '.join(conditions)})"

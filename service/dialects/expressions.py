@@ -6,9 +6,10 @@ runs the statement; each expression's spelling per dialect lives next to it, her
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, String, func, literal, null
+from sqlalchemy import BigInteger, Boolean, Float, String, false, func, literal, null, true, tuple_
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
@@ -193,9 +194,11 @@ def _floor_float_sqlite(element: floor_float, compiler: Any, **kw: Any) -> str:
 # The trace window on a child table (spans, tags, metadata, assessments)
 # --------------------------------------------------------------------------------------------
 
-# The analytics store's child tables carry their trace's timestamp_ms under this name (MLflow's
-# do not); ``service.store.layout`` adds the column, ``duckdb_expressions`` reads it.
+# The analytics store's child tables carry their trace's timestamp_ms and experiment_id under
+# these names (MLflow's do not); ``service.store.layout`` adds the columns, ``duckdb_expressions``
+# reads them.
 TRACE_TIMESTAMP_COPY = "insights_trace_timestamp_ms"
+TRACE_EXPERIMENT_COPY = "insights_trace_experiment_id"
 
 
 class trace_time_within(FunctionElement[bool]):
@@ -221,3 +224,39 @@ class trace_time_within(FunctionElement[bool]):
 @compiles(trace_time_within)
 def _trace_time_within_default(element: trace_time_within, compiler: Any, **kw: Any) -> str:
     return "1 = 1"
+
+
+class child_of_traces(FunctionElement[bool]):
+    """A child row (span, tag, feedback) belongs to one of ``traces``: its ``trace_key`` is in
+    ``traces`` (a ``SELECT request_id FROM trace_info WHERE ...``), the traces of
+    ``experiment_ids`` with ``start <= timestamp_ms < end``, and, if ``narrowed``, further
+    conditions (a filter) that only the subquery can check.
+
+    The tracking databases answer ``trace_key IN (traces)``. The store's child tables carry
+    their trace's experiment and timestamp: it answers from those columns alone, without
+    reading ``trace_info`` at all unless ``narrowed``.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+
+    def __init__(
+        self,
+        trace_key: Any,
+        traces: Any,
+        *,
+        experiment_ids: Sequence[int],
+        start: int | None,
+        end: int | None,
+        narrowed: bool,
+    ) -> None:
+        key = trace_key.expression
+        bounds = [null() if b is None else literal(b, type_=BigInteger()) for b in (start, end)]
+        ids = tuple_(*(literal(i, type_=BigInteger()) for i in experiment_ids))
+        super().__init__(key, key.in_(traces), ids, *bounds, true() if narrowed else false())
+
+
+@compiles(child_of_traces)
+def _child_of_traces_default(element: child_of_traces, compiler: Any, **kw: Any) -> str:
+    membership = list(element.clauses)[1]
+    return str(compiler.process(membership, **kw))

@@ -41,15 +41,20 @@ from mlflow.tracing.constant import (
     SpanMetricKey,
     TraceMetricDimensionKey,
     TraceMetricKey,
+    TraceMetricSearchKey,
 )
 from sqlalchemy import distinct, false, func, literal, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import Subquery
 
-from service.dialects import Quantile, exact_text, int_div, policy_for, trace_time_within
+from service.dialects import Quantile, child_of_traces, exact_text, int_div, policy_for
 from service.errors import invalid_parameter
-from service.filters.metrics_filters import metric_filter_predicates, parse_metric_filters
+from service.filters.metrics_filters import (
+    TraceMetricsFilter,
+    metric_filter_predicates,
+    parse_metric_filters,
+)
 from service.models.trace_metrics import (
     INT64_MAX,
     INT64_MIN,
@@ -236,27 +241,56 @@ class MetricQuery:
             columns.append(exact_text(column).label(name))
         stmt: Select[Any]
         start, end = request.start_time_ms, request.end_time_ms
+        clauses = parse_metric_filters(request.filters or [])
         if view == MetricViewType.ASSESSMENTS:
             stmt = select(*columns, value.label(_VALUE)).select_from(SqlAssessments)
             conditions += [
                 SqlAssessments.experiment_id.in_(self.experiment_ids),
                 SqlAssessments.valid == true(),
                 *_ms_window(SqlAssessments.trace_timestamp_ms, start, end),
+                *metric_filter_predicates(clauses, view),
             ]
+        elif view == MetricViewType.SPANS:
+            stmt = select(*columns, value.label(_VALUE)).select_from(SqlSpan)
+            conditions += self._span_conditions(clauses)
         else:
             stmt = select(*columns, value.label(_VALUE)).select_from(SqlTraceInfo)
-            conditions.append(SqlTraceInfo.experiment_id.in_(self.experiment_ids))
-            if view == MetricViewType.SPANS:
-                stmt = stmt.join(SqlSpan, SqlSpan.trace_id == SqlTraceInfo.request_id)
-            if self.metric in _SPAN_COSTS:
-                conditions += _ns_window(SqlSpan.start_time_unix_nano, start, end)
-            else:
-                conditions += _ms_window(SqlTraceInfo.timestamp_ms, start, end)
-                if view == MetricViewType.SPANS:  # implied by the join; the store skips rows
-                    conditions.append(trace_time_within(SqlSpan.trace_id, start, end))
-        clauses = parse_metric_filters(request.filters or [])
-        conditions += metric_filter_predicates(clauses, view)
+            conditions += [
+                SqlTraceInfo.experiment_id.in_(self.experiment_ids),
+                *_ms_window(SqlTraceInfo.timestamp_ms, start, end),
+                *metric_filter_predicates(clauses, view),
+            ]
         return stmt.where(*conditions).subquery("metric_rows")
+
+    def _span_conditions(self, clauses: Sequence[TraceMetricsFilter]) -> list[ColumnElement[bool]]:
+        """Spans of the traces in scope: the traces (experiments, window unless the metric is a
+        cost, trace filters) are a subquery the spans must belong to, the span filters apply to
+        the spans themselves. Costs are windowed by the span's own start, as MLflow does."""
+        start, end = self.request.start_time_ms, self.request.end_time_ms
+        on_trace = [c for c in clauses if c.view_type == TraceMetricSearchKey.VIEW_TYPE]
+        on_span = [c for c in clauses if c.view_type != TraceMetricSearchKey.VIEW_TYPE]
+        view = MetricViewType.SPANS
+        traces: Select[Any] = select(SqlTraceInfo.request_id).where(
+            SqlTraceInfo.experiment_id.in_(self.experiment_ids),
+            *metric_filter_predicates(on_trace, view),
+        )
+        conditions = metric_filter_predicates(on_span, view)
+        if self.metric in _SPAN_COSTS:
+            conditions += _ns_window(SqlSpan.start_time_unix_nano, start, end)
+            start = end = None
+        else:
+            traces = traces.where(*_ms_window(SqlTraceInfo.timestamp_ms, start, end))
+        # The window's inclusive end, exclusive; past BIGINT it bounds nothing.
+        end_exclusive = None if end is None or end >= INT64_MAX else end + 1
+        belongs = child_of_traces(
+            SqlSpan.trace_id,
+            traces,
+            experiment_ids=self.experiment_ids,
+            start=start,
+            end=end_exclusive,
+            narrowed=bool(on_trace),
+        )
+        return [belongs, *conditions]
 
     def is_double(self) -> bool:
         return (self.view, self.metric) in _DOUBLE_METRICS

@@ -6,10 +6,12 @@ on the store unchanged. They keep only the columns the service's queries read (s
 filters, scope, dimensions); the wide ones (previews, span ``content``) stay behind. They carry no
 keys or indexes: the sync keeps rows unique, and DuckDB scans columns instead of using indexes.
 
-The child tables (tags, metadata, spans, assessments, entity associations) add one column of
-their own, their trace's ``timestamp_ms`` (``TRACE_TIMESTAMP_COPY``), written by the sync from
-the same join that finds a row's partition. Rows arrive in time order, so DuckDB's per-row-group
-min/max of that column lets a window skip most of a child table (``trace_time_within``).
+The child tables (tags, metadata, spans, assessments, entity associations) add two columns of
+their own, their trace's ``timestamp_ms`` and ``experiment_id`` (``TRACE_TIMESTAMP_COPY``,
+``TRACE_EXPERIMENT_COPY``), written by the sync from the same join that finds a row's partition.
+Rows arrive in time order, so DuckDB's per-row-group min/max of the timestamp lets a window skip
+most of a child table (``trace_time_within``), and together they tell whether a row's trace is
+in scope without reading ``trace_info`` (``child_of_traces``).
 
 Bump ``LAYOUT_VERSION`` whenever a column or table changes: a store of another layout is rebuilt.
 """
@@ -29,11 +31,15 @@ from mlflow.store.tracking.dbmodels.models import (
 )
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
 
-from service.dialects.expressions import TRACE_TIMESTAMP_COPY
+from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 STORE_METADATA = MetaData()
+
+
+# The store's copies of a child row's trace columns: store column -> trace_info column.
+TRACE_COPIES = {TRACE_TIMESTAMP_COPY: "timestamp_ms", TRACE_EXPERIMENT_COPY: "experiment_id"}
 
 
 @dataclass(frozen=True)
@@ -61,14 +67,14 @@ class CopiedTable:
 
     @property
     def derived(self) -> list[str]:
-        """The store's own columns (the trace's timestamp), not MLflow's."""
+        """The store's own columns (copies of the trace's), not MLflow's."""
         return [name for name in self.store_columns if name not in self.columns]
 
 
 def _narrow(
     source: Table, columns: list[str], trace_key: str | None, *, child: bool = True
 ) -> CopiedTable:
-    derived = [Column(TRACE_TIMESTAMP_COPY, BigInteger)] if child else []
+    derived = [Column(name, BigInteger) for name in TRACE_COPIES] if child else []
     store = Table(
         source.name,
         STORE_METADATA,

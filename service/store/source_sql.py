@@ -33,7 +33,7 @@ from sqlalchemy.sql import Select
 
 from service.dialects import int_div
 from service.dialects.change_capture import row_hash
-from service.store.layout import ENTITY_ASSOCIATIONS, TRACE_INFO, CopiedTable
+from service.store.layout import ENTITY_ASSOCIATIONS, TRACE_COPIES, TRACE_INFO, CopiedTable
 
 PARTITION_MS = 900_000  # a slot: 15 minutes of UTC time
 _NULL = "\x01"  # stands for NULL in the hashed text (PostgreSQL text cannot hold \x00)
@@ -143,9 +143,9 @@ async def fingerprints(
 
 
 def _store_columns(table: CopiedTable) -> list[ColumnElement[Any]]:
-    """MLflow's narrow columns, then what the store derives from the row's trace (its
-    timestamp, from the join that finds the partition): the store's column order."""
-    derived = [_ti.c.timestamp_ms.label(name) for name in table.derived]
+    """MLflow's narrow columns, then what the store copies from the row's trace (from the join
+    that finds the partition): the store's column order."""
+    derived = [_ti.c[TRACE_COPIES[name]].label(name) for name in table.derived]
     return [*(table.source.c[name] for name in table.columns), *derived]
 
 

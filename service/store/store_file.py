@@ -274,6 +274,14 @@ class StoreFile:
     def rollback(self) -> None:
         self.db.execute("ROLLBACK")
 
+    def commit_and_continue(self) -> None:
+        """Commit what a long first sync copied so far and go on in a new transaction: DuckDB
+        keeps a transaction's appends partly outside its memory limit (a million-trace copy in
+        one transaction held 4 GB). The copy is not used before the sync's last commit marks it
+        complete, and a first sync that does not finish starts over (``clear_rows``)."""
+        self.db.execute("COMMIT")
+        self.db.execute("BEGIN TRANSACTION")
+
     def delete_traces(self, table: CopiedTable, trace_ids: Iterable[str]) -> None:
         assert table.trace_key is not None
         ids = _arrow_table({"id": pa.string()}, [(i,) for i in trace_ids])
@@ -346,7 +354,11 @@ class StoreFile:
 
     def clear(self) -> None:
         """Empty every table but the layout version (another source: start over)."""
+        self.clear_rows()
+        self.db.execute(f"DELETE FROM \"{STORE_META.name}\" WHERE key <> 'layout_version'")
+
+    def clear_rows(self) -> None:
+        """Empty the copied tables and their fingerprints (what an unfinished first sync left)."""
         for table in ALL_TABLES:
             self.db.execute(f"DELETE FROM {table.name}")
         self.db.execute(f'DELETE FROM "{STORE_PARTITIONS.name}"')
-        self.db.execute(f"DELETE FROM \"{STORE_META.name}\" WHERE key <> 'layout_version'")

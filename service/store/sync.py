@@ -68,6 +68,8 @@ class SyncSettings:
     # Rows per read from the tracking database, and per batch of partitions copied.
     chunk_rows: int = 10_000
     batch_rows: int = 50_000
+    # Rows a first sync copies per DuckDB transaction (bounds the memory an open one holds).
+    first_sync_commit_rows: int = 1_000_000
     # Slots per fingerprint statement of a full comparison (two days).
     full_scan_slots: int = 192
     # Feedback timestamps come from clients' clocks and commits land out of order.
@@ -144,6 +146,8 @@ class SyncCycle:
                 changed = {key: fp for key, fp in source.items() if stored.get(key, EMPTY) != fp}
                 self.progress.total = sum(fp.row_count for fp in changed.values())
             async with self.file.writing():
+                if empty:  # rows an interrupted first sync committed are not counted twice
+                    await self.file.call(self.file.clear_rows)
                 await self.file.call(self._copy_experiments, experiments)
                 if empty:  # one pass: rows and their fingerprints read together
                     source = changed = await self._copy_everything(session, checks)
@@ -365,6 +369,7 @@ class SyncCycle:
         connection = await session.connection()
         reader = batch_reader_for(connection)
         source: dict[Key, Fingerprint] = {}
+        uncommitted = 0
         # /ready reports rows of rows: counting is one cheap pass (no hashing, no row text).
         for where in checks.wheres():
             for table in TRACE_TABLES:
@@ -397,6 +402,10 @@ class SyncCycle:
                         _add_fingerprints(source, table.name, chunk)
                         done_rows += chunk.num_rows
                         self.progress.done += chunk.num_rows
+                        uncommitted += chunk.num_rows
+                        if uncommitted >= self.settings.first_sync_commit_rows:
+                            await self.file.call(self.file.commit_and_continue)
+                            uncommitted = 0
                         progress.report(done_rows, done_units / units if units else 1.0)
                 done_units += unit_count
             progress.report(done_rows, 1.0, final=True)
