@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from playwright.sync_api import sync_playwright
 
 READY = "document.body.dataset.state === 'ready'"
+WINDOW_MS = {"24h": 86_400_000, "7d": 7 * 86_400_000, "30d": 30 * 86_400_000}
 
 
 def measure(url: str, repeat: int, chromium: str) -> list[float]:
@@ -46,8 +47,18 @@ def main() -> None:
     parser.add_argument("--bucket", default="day", choices=["hour", "day", "week"])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument(
+        "--end-ms",
+        type=int,
+        help="end the window here (epoch ms) instead of now: the bench dataset ends on "
+        "2026-11-01 (`bench.machine.database(url)['last_ms']`)",
+    )
     args = parser.parse_args()
-    query = urlencode({"experiment": args.experiment, "window": args.window, "bucket": args.bucket})
+    params = {"experiment": args.experiment, "window": args.window, "bucket": args.bucket}
+    if args.end_ms is not None:
+        length = WINDOW_MS[args.window]
+        params |= {"window": "custom", "from": args.end_ms - length, "to": args.end_ms}
+    query = urlencode(params)
     url = f"{args.service_url.rstrip('/')}/insights/?{query}"
     times = measure(url, args.repeat, args.chromium)
     print(
