@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
-from sqlalchemy import and_, case, func, null, select, true, union_all
+from sqlalchemy import and_, case, func, literal, null, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
@@ -126,41 +126,55 @@ async def _spans(
     """Each span type, each tool used and each tool with a failing call, counted once per
     trace: one pass over the spans in scope whatever of them is asked for. One round trip.
 
-    Per trace, one row per span type and tool name (the name only for TOOL spans), with
-    whether a call of the tool failed. A type's traces are counted on the first row of each
-    (trace, type): the rows of a trace's TOOL spans are one per tool.
+    The spans in scope are read once (a CTE). Per trace, one row per span type (``first`` 1:
+    the type's traces are counted on these rows) and, for TOOL spans, one row per tool name
+    with whether a call of it failed. Two groupings of the same rows, where one grouping and a
+    window function marking each (trace, type)'s first row cost twice as much on the store.
     """
     t, span = flagged.traces, aliased(SqlSpan)
     is_tool = text_equals(span.type, TOOL_SPAN_TYPE)
     # A span's experiment is its trace's (MLflow writes it from the trace): joining by trace
     # alone selects the same spans, and leaves the planner free to choose its access path.
-    level = (
-        select()
+    in_scope = (
+        select(
+            t.c.request_id.label("request_id"),
+            t.c.in_slice.label("in_slice"),
+            exact_text(span.type).label("v"),
+            case((is_tool, exact_text(span.name)), else_=None).label("tool"),
+            case((text_equals(span.status, SPAN_ERROR), 1), else_=0).label("failed"),
+        )
         .select_from(t)
         .join(span, span.trace_id == t.c.request_id)
         .where(flagged.scope.window_of(span.trace_id))
     )
-    if types:
-        level = level.where(span.type.is_not(None))
-    else:
-        level = level.where(is_tool, span.name.is_not(None))
-    v = exact_text(span.type).label("v")
-    tool: ColumnElement[Any] = case((is_tool, exact_text(span.name)), else_=None).label("tool")
-    if not tools:
-        tool = null().label("tool")
-    failed = case((text_equals(span.status, SPAN_ERROR), 1), else_=0)
-    first = case((func.row_number().over(partition_by=[t.c.request_id, v]) == 1, 1), else_=0)
-    per_trace = (
-        level.add_columns(
-            v,
-            tool,
-            func.max(t.c.in_slice).label("in_slice"),
-            func.max(failed).label("failed"),
-            first.label("first"),
+    in_scope = in_scope.where(span.type.is_not(None) if types else is_tool)
+    rows = in_scope.cte("span_rows").c
+    # Tools first: a UNION's column types are its first part's (MySQL's exact text is bytes
+    # until decoded by that type).
+    parts = []
+    if tools:
+        parts.append(
+            select(
+                rows.v,
+                rows.tool,
+                func.max(rows.in_slice).label("in_slice"),
+                func.max(rows.failed).label("failed"),
+                literal(0).label("first"),
+            )
+            .where(rows.tool.is_not(None))
+            .group_by(rows.request_id, rows.v, rows.tool)
         )
-        .group_by(t.c.request_id, v, *([tool] if tools else []))
-        .subquery("per_trace")
-    )
+    if types:
+        parts.append(
+            select(
+                rows.v,
+                null().label("tool"),
+                func.max(rows.in_slice).label("in_slice"),
+                literal(0).label("failed"),
+                literal(1).label("first"),
+            ).group_by(rows.request_id, rows.v)
+        )
+    per_trace = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("per_trace")
     p = per_trace.c
 
     def joint(flag: Any) -> Any:
