@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
 
-from service.dialects import exact_text, text_equals
+from service.dialects import child_of_traces, exact_text, text_equals
 from service.models.assessments import AssessmentType
 from service.scope import TraceScope
 
@@ -227,27 +227,31 @@ async def feedback_typing(
     A name is there when it has any feedback row (valid or not) in the listed experiments. One
     round trip.
     """
-    # The scope's filter may test assessments itself: flag the traces in a subquery, so its
-    # EXISTS clauses never correlate with the assessment rows read here.
-    traces = (
-        select(
-            SqlTraceInfo.request_id.label("request_id"),
-            case((and_(*scope.conditions()), 1), else_=0).label("in_scope"),
-        )
-        .where(SqlTraceInfo.experiment_id.in_(scope.experiment_ids))
-        .subquery("traces")
+    # Every feedback row of the experiments' traces; those of traces in scope are joined to
+    # them. The scope's filter may test assessments itself: the traces in scope are a
+    # subquery, so its EXISTS clauses never correlate with the assessment rows read here. The
+    # store tells a row's experiment from its own copy and joins only the traces in scope.
+    ids = scope.experiment_ids
+    in_experiments: Select[Any] = select(SqlTraceInfo.request_id).where(
+        SqlTraceInfo.experiment_id.in_(ids)
     )
+    scoped = scope.traces(SqlTraceInfo.request_id.label("request_id")).subquery("scoped")
     a = aliased(SqlAssessments)
-    in_scope = case((and_(a.valid == true(), has_value(a)), traces.c.in_scope), else_=0)
+    counted = and_(a.valid == true(), has_value(a), scoped.c.request_id.is_not(None))
+    in_scope = case((counted, 1), else_=0)
+    of_experiments = child_of_traces(
+        a.trace_id, in_experiments, experiment_ids=ids, start=None, end=None, narrowed=False
+    )
     stmt = (
         _kinds_by_name(a, names, match, func.sum(in_scope).label("in_scope"))
-        .select_from(traces)
-        .join(a, a.trace_id == traces.c.request_id)
+        .select_from(a)
+        .outerjoin(scoped, scoped.c.request_id == a.trace_id)
+        .where(of_experiments)
     )
     kinds: dict[str, set[ValueKind]] = {}
-    scoped: dict[str, bool] = {}
+    has_scope: dict[str, bool] = {}
     for row in await session.execute(stmt):
         key = str(row.name)
         kinds.setdefault(key, set()).add(ValueKind(row.kind))
-        scoped[key] = scoped.get(key, False) or bool(row.in_scope)
-    return {name: FeedbackTyping(name, frozenset(kinds[name]), scoped[name]) for name in kinds}
+        has_scope[key] = has_scope.get(key, False) or bool(row.in_scope)
+    return {name: FeedbackTyping(name, frozenset(kinds[name]), has_scope[name]) for name in kinds}

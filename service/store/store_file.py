@@ -21,8 +21,8 @@ import duckdb
 import pyarrow as pa
 from sqlalchemy import BigInteger, Boolean, Float, Integer, create_engine
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.types import TypeEngine
 
