@@ -221,6 +221,34 @@ async def test_synced_store_answers_and_no_cache_is_live(backend: Backend, tmp_p
         assert "X-Insights-Answered-By" not in (await http.get("/health")).headers
 
 
+async def test_many_concurrent_requests_are_all_answered_by_the_store(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """More requests at once than reader threads, each of several statements: every one is
+    answered by the store, as it is when asked alone. A bounded pool of store connections once
+    deadlocked here: sessions held its connections while their next statement waited for a
+    reader thread, and every reader thread waited for a connection (503 after 30 s)."""
+    experiment = backend.experiment_id()
+    bodies = {
+        "/correlations": {"experiment_ids": [experiment], "filter_string": "status = 'ERROR'"},
+        "/dimensions/discovery": {"experiment_ids": [experiment]},
+        "/tools/discovery": {"experiment_ids": [experiment], "time_bucket": "day"},
+    }
+    async with started(store_settings(backend.service_url, tmp_path / "s.duckdb")) as (_, http):
+        await wait_for_store(http, {"ready"})
+        alone = {path: await http.post(f"{API}{path}", json=body) for path, body in bodies.items()}
+        for response in alone.values():
+            assert response.status_code == 200, response.text
+        asked = [path for path in bodies for _ in range(16)]
+        answers = await asyncio.gather(
+            *(http.post(f"{API}{path}", json=bodies[path]) for path in asked)
+        )
+    for path, response in zip(asked, answers, strict=True):
+        assert response.status_code == 200, f"{path}: {response.status_code} {response.text}"
+        assert answered_by(response) == "store"
+        assert response.content == alone[path].content
+
+
 async def test_before_the_first_sync_answers_are_live(
     backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
