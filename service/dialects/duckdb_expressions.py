@@ -72,17 +72,25 @@ def _case_sensitive_duckdb(element: _PerDatabase, compiler: Any, **kw: Any) -> s
     return f"({compiler.process(element.portable, **kw)})"
 
 
-@compiles(trace_time_within, DUCKDB)
-def _trace_time_within_duckdb(element: trace_time_within, compiler: Any, **kw: Any) -> str:
+def _copied(name: str, key: Any) -> ColumnClause[Any]:
+    """The store's copy ``name`` of a trace column, on the same table (or alias) as ``key``."""
+    return ColumnClause(name, BigInteger(), _selectable=key.table)
 
-    # The same table (or alias) as the trace key: the store's copy of the trace's timestamp.
-    key, start, end = list(element.clauses)
-    copy = ColumnClause(TRACE_TIMESTAMP_COPY, BigInteger(), _selectable=key.table)
+
+def _within(stamp: ColumnClause[Any], start: Any, end: Any, compiler: Any, **kw: Any) -> list[str]:
+    """``start <= stamp < end`` as conditions; a NULL bound is an open side."""
     conditions = []
     if not isinstance(start, Null):
-        conditions.append(compiler.process(copy >= start, **kw))
+        conditions.append(compiler.process(stamp >= start, **kw))
     if not isinstance(end, Null):
-        conditions.append(compiler.process(copy < end, **kw))
+        conditions.append(compiler.process(stamp < end, **kw))
+    return conditions
+
+
+@compiles(trace_time_within, DUCKDB)
+def _trace_time_within_duckdb(element: trace_time_within, compiler: Any, **kw: Any) -> str:
+    key, start, end = list(element.clauses)
+    conditions = _within(_copied(TRACE_TIMESTAMP_COPY, key), start, end, compiler, **kw)
     return f"({' AND '.join(conditions)})" if conditions else "1 = 1"
 
 
@@ -91,13 +99,9 @@ def _child_of_traces_duckdb(element: child_of_traces, compiler: Any, **kw: Any) 
     # The row's own copies of its trace's experiment and timestamp decide; the subquery only
     # when it checks more than those.
     key, membership, ids, start, end, narrowed = list(element.clauses)
-    experiment = ColumnClause(TRACE_EXPERIMENT_COPY, BigInteger(), _selectable=key.table)
-    stamp = ColumnClause(TRACE_TIMESTAMP_COPY, BigInteger(), _selectable=key.table)
+    experiment = _copied(TRACE_EXPERIMENT_COPY, key)
     conditions = [compiler.process(experiment.in_(list(ids.clauses)), **kw)]
-    if not isinstance(start, Null):
-        conditions.append(compiler.process(stamp >= start, **kw))
-    if not isinstance(end, Null):
-        conditions.append(compiler.process(stamp < end, **kw))
+    conditions += _within(_copied(TRACE_TIMESTAMP_COPY, key), start, end, compiler, **kw)
     if not isinstance(narrowed, False_):
         conditions.append(compiler.process(membership, **kw))
     return f"({' AND '.join(conditions)})"

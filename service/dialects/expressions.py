@@ -201,6 +201,12 @@ TRACE_TIMESTAMP_COPY = "insights_trace_timestamp_ms"
 TRACE_EXPERIMENT_COPY = "insights_trace_experiment_id"
 
 
+def _window_bounds(start: int | None, end: int | None) -> list[ColumnElement[Any]]:
+    """``start`` and ``end`` as clauses; an open side is NULL, not left out, so the statement
+    cache tells the forms apart."""
+    return [null() if b is None else literal(b, type_=BigInteger()) for b in (start, end)]
+
+
 class trace_time_within(FunctionElement[bool]):
     """A child row's trace has ``start <= timestamp_ms < end`` (``None``: that side is open).
 
@@ -215,10 +221,8 @@ class trace_time_within(FunctionElement[bool]):
     inherit_cache = True
 
     def __init__(self, trace_key: Any, start: int | None, end: int | None) -> None:
-        # The trace key column (``span.trace_id``) names the child table, or its alias. An open
-        # side is NULL, not left out: the statement cache tells the two forms apart.
-        bounds = [null() if b is None else literal(b, type_=BigInteger()) for b in (start, end)]
-        super().__init__(trace_key, *bounds)
+        # The trace key column (``span.trace_id``) names the child table, or its alias.
+        super().__init__(trace_key, *_window_bounds(start, end))
 
 
 @compiles(trace_time_within)
@@ -251,8 +255,8 @@ class child_of_traces(FunctionElement[bool]):
         narrowed: bool,
     ) -> None:
         key = trace_key.expression
-        bounds = [null() if b is None else literal(b, type_=BigInteger()) for b in (start, end)]
         ids = tuple_(*(literal(i, type_=BigInteger()) for i in experiment_ids))
+        bounds = _window_bounds(start, end)
         super().__init__(key, key.in_(traces), ids, *bounds, true() if narrowed else false())
 
 
