@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any
 
-from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlTraceInfo
-from sqlalchemy import and_, case, false, func, or_, select, true
+from mlflow.store.tracking.dbmodels.models import SqlAssessments
+from sqlalchemy import and_, case, false, func, literal, null, or_, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
 
-from service.dialects import child_of_traces, exact_text, text_equals
+from service.dialects import exact_text, text_equals
 from service.models.assessments import AssessmentType
 from service.scope import TraceScope
 
@@ -227,31 +227,37 @@ async def feedback_typing(
     A name is there when it has any feedback row (valid or not) in the listed experiments. One
     round trip.
     """
-    # Every feedback row of the experiments' traces; those of traces in scope are joined to
-    # them. The scope's filter may test assessments itself: the traces in scope are a
-    # subquery, so its EXISTS clauses never correlate with the assessment rows read here. The
-    # store tells a row's experiment from its own copy and joins only the traces in scope.
-    ids = scope.experiment_ids
-    in_experiments: Select[Any] = select(SqlTraceInfo.request_id).where(
-        SqlTraceInfo.experiment_id.in_(ids)
-    )
-    scoped = scope.traces(SqlTraceInfo.request_id.label("request_id")).subquery("scoped")
-    a = aliased(SqlAssessments)
-    counted = and_(a.valid == true(), has_value(a), scoped.c.request_id.is_not(None))
-    in_scope = case((counted, 1), else_=0)
-    of_experiments = child_of_traces(
-        a.trace_id, in_experiments, experiment_ids=ids, start=None, end=None, narrowed=False
-    )
-    stmt = (
-        _kinds_by_name(a, names, match, func.sum(in_scope).label("in_scope"))
+    # Two parts of one statement: the kinds of every feedback row of the experiments' traces
+    # (whatever the window), and the names with a counted row of a trace in scope. Apart, the
+    # store answers both from the assessment rows alone (its copies of their trace's experiment
+    # and timestamp), where one outer join of every row to the traces in scope cost 3x more.
+    # The scope's filter may test assessments itself: the traces in scope are a subquery, so
+    # its EXISTS clauses never correlate with the assessment rows read here.
+    a, b = aliased(SqlAssessments), aliased(SqlAssessments)
+    kinds_stmt = (
+        _kinds_by_name(a, names, match, literal(0).label("in_scope"))
         .select_from(a)
-        .outerjoin(scoped, scoped.c.request_id == a.trace_id)
-        .where(of_experiments)
+        .where(scope.whole_experiments().owns(a.trace_id))
     )
+    counted = select(
+        match.key(b.name).label("name"),
+        null().label("kind"),
+        literal(1).label("in_scope"),
+    ).where(
+        b.assessment_type == FEEDBACK,
+        b.valid == true(),
+        has_value(b),
+        scope.owns(b.trace_id),
+    )
+    if names is not None:
+        counted = counted.where(match.one_of(b.name, list(names)))
+    stmt = union_all(kinds_stmt, counted.group_by(match.key(b.name)))
     kinds: dict[str, set[ValueKind]] = {}
     has_scope: dict[str, bool] = {}
     for row in await session.execute(stmt):
         key = str(row.name)
-        kinds.setdefault(key, set()).add(ValueKind(row.kind))
+        found = kinds.setdefault(key, set())
+        if row.kind is not None:
+            found.add(ValueKind(row.kind))
         has_scope[key] = has_scope.get(key, False) or bool(row.in_scope)
     return {name: FeedbackTyping(name, frozenset(kinds[name]), has_scope[name]) for name in kinds}

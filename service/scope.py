@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement, Select
 
-from service.dialects import trace_time_within
+from service.dialects import child_of_traces, trace_time_within
 from service.errors import does_not_exist, invalid_parameter
 from service.filters import Clause, parse, predicates
 from service.models.common import InsightsRequest, SeriesRequest
@@ -63,6 +63,26 @@ class TraceScope:
         store answers it from its own copy of the trace's timestamp, skipping what lies outside.
         """
         return trace_time_within(trace_key, self.start_time, self.end_time)
+
+    def owns(self, trace_key: Any) -> ColumnElement[bool]:
+        """Child rows (spans, tags, feedback) whose trace is in scope, by their ``trace_key``.
+
+        For queries that need only membership, no column of the trace: ``trace_key IN (traces
+        in scope)`` on the tracking databases; the analytics store decides from its copies of
+        the trace's experiment and timestamp, reading ``trace_info`` only for a filter.
+        """
+        return child_of_traces(
+            trace_key,
+            self.traces(SqlTraceInfo.request_id),
+            experiment_ids=self.experiment_ids,
+            start=self.start_time,
+            end=self.end_time,
+            narrowed=bool(self.filters),
+        )
+
+    def whole_experiments(self) -> TraceScope:
+        """Every trace of the same experiments, whatever the window and filter."""
+        return TraceScope(self.experiment_ids, None, None)
 
     def unfiltered(self) -> TraceScope:
         """The same experiments and window, every trace in them."""

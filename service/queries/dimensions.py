@@ -101,14 +101,11 @@ async def _span_vocabulary(
     """The span types, span names (at most ``ENUM_LIMIT + 1``) and tool names in scope, each
     sorted by code point. One round trip and one pass over the spans: the distinct (type,
     name) pairs, then the three lists from them."""
-    scoped = _scoped(scope)
     span = aliased(SqlSpan)
-    # A span's experiment is its trace's: joining by trace alone gives the same rows.
+    # Membership only: no column of the trace is read (the store answers from its copies).
     pairs = (
         select(exact_text(span.type).label("type"), exact_text(span.name).label("name"))
-        .select_from(scoped)
-        .join(span, span.trace_id == scoped.c.request_id)
-        .where(scope.window_of(span.trace_id))
+        .where(scope.owns(span.trace_id))
         .distinct()
         .cte("span_pairs")
     )
@@ -145,11 +142,8 @@ async def discovery(
     statuses = await _distinct(session, select(scoped.c.status).distinct())
     span_types, span_names, tools = await _span_vocabulary(session, scope)
     tag = aliased(SqlTraceTag)
-    tag_pairs = (
-        select(exact_text(tag.key).label("k"), exact_text(tag.value).label("v"))
-        .select_from(scoped)
-        .join(tag, tag.request_id == scoped.c.request_id)
-        .where(tag.value.is_not(None), scope.window_of(tag.request_id))
+    tag_pairs = select(exact_text(tag.key).label("k"), exact_text(tag.value).label("v")).where(
+        tag.value.is_not(None), scope.owns(tag.request_id)
     )
     if not include_system_tags:
         tag_pairs = tag_pairs.where(not_system_tag(tag))
@@ -280,18 +274,12 @@ async def _string_feedback_values(
     names = [t.name for t in typings.values() if t.in_scope and t.type == "string"]
     if not names:
         return {}
-    scoped = _scoped(scope)
     a = aliased(SqlAssessments)
-    pairs: Any = (
-        select(a.name.label("k"), exact_text(json_text_value(a.value)).label("v"))
-        .select_from(scoped)
-        .join(a, a.trace_id == scoped.c.request_id)
-        .where(
-            *is_feedback(a),
-            has_value(a),
-            NameMatch.COLLATION.one_of(a.name, names),
-            scope.window_of(a.trace_id),
-        )
+    pairs: Any = select(a.name.label("k"), exact_text(json_text_value(a.value)).label("v")).where(
+        *is_feedback(a),
+        has_value(a),
+        NameMatch.COLLATION.one_of(a.name, names),
+        scope.owns(a.trace_id),
     )
     return await _capped_values(session, pairs)
 

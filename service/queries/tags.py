@@ -41,18 +41,15 @@ _tag = aliased(SqlTraceTag, name="tag")
 
 def _tags_in_scope(scope: TraceScope, *, include_system: bool, key: str | None = None) -> Subquery:
     """(request_id, tag_key, tag_value) of the tags of the traces in scope."""
-    rows = (
-        scope.traces(
-            SqlTraceInfo.request_id.label("request_id"),
-            _tag.key.label("tag_key"),
-            _tag.value.label("tag_value"),
-        )
-        .join(_tag, _tag.request_id == SqlTraceInfo.request_id)
-        .where(
-            _tag.value.is_not(None),
-            not_(text_equals(_tag.key, TRACE_NAME_TAG)),
-            scope.window_of(_tag.request_id),
-        )
+    # Membership only: no column of the trace is read (the store answers from its copies).
+    rows: Any = select(
+        _tag.request_id.label("request_id"),
+        _tag.key.label("tag_key"),
+        _tag.value.label("tag_value"),
+    ).where(
+        _tag.value.is_not(None),
+        not_(text_equals(_tag.key, TRACE_NAME_TAG)),
+        scope.owns(_tag.request_id),
     )
     if key is not None:
         rows = rows.where(text_equals(_tag.key, key))

@@ -1,0 +1,95 @@
+"""``TraceScope.owns``: which child rows (spans, tags, feedback) belong to the traces in scope.
+
+The tracking databases answer it with ``trace_id IN (traces in scope)``. The analytics store
+answers it from each child row's copies of its trace's experiment and timestamp, and must read
+``trace_info`` only when the scope has a filter (the copies cannot evaluate one). Both are run
+here on a DuckDB file laid out as the store, against membership computed in Python from the
+rows written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from mlflow.store.tracking.dbmodels.models import SqlSpan, SqlTraceInfo
+from sqlalchemy.dialects import postgresql
+
+from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
+from service.filters import parse, predicates
+from service.scope import TraceScope
+from service.store.store_file import StoreFile
+
+# request_id -> (experiment_id, timestamp_ms, status); each trace has two spans.
+TRACES = {
+    "tr-a": (1, 1_000, "OK"),
+    "tr-b": (1, 2_000, "ERROR"),
+    "tr-c": (1, 3_000, "OK"),
+    "tr-d": (2, 2_000, "OK"),
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StoreFile:
+    store = StoreFile.open(tmp_path / "store.duckdb")
+    for request_id, (experiment, stamp, status) in TRACES.items():
+        store.db.execute(
+            "INSERT INTO trace_info (request_id, experiment_id, timestamp_ms, status) "
+            "VALUES (?, ?, ?, ?)",
+            [request_id, experiment, stamp, status],
+        )
+        for span_id in ("s1", "s2"):
+            store.db.execute(
+                f"INSERT INTO spans (trace_id, experiment_id, span_id, {TRACE_TIMESTAMP_COPY}, "
+                f"{TRACE_EXPERIMENT_COPY}) VALUES (?, ?, ?, ?, ?)",
+                [request_id, experiment, f"{request_id}/{span_id}", stamp, experiment],
+            )
+    return store
+
+
+def _owned(store: StoreFile, scope: TraceScope) -> tuple[set[str], str]:
+    stmt = sa.select(SqlSpan.span_id).where(scope.owns(SqlSpan.trace_id))
+    sql = str(stmt.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    return {row[0] for row in store.db.execute(sql).fetchall()}, sql
+
+
+def _expected(scope: TraceScope, status: str | None = None) -> set[str]:
+    return {
+        f"{request_id}/{span_id}"
+        for request_id, (experiment, stamp, trace_status) in TRACES.items()
+        for span_id in ("s1", "s2")
+        if experiment in scope.experiment_ids
+        and (scope.start_time is None or stamp >= scope.start_time)
+        and (scope.end_time is None or stamp < scope.end_time)
+        and (status is None or trace_status == status)
+    }
+
+
+@pytest.mark.parametrize(
+    ("experiments", "start", "end"),
+    [((1,), 1_500, 3_000), ((1, 2), None, 2_500), ((2,), 2_000, None), ((1,), None, None)],
+)
+def test_the_store_decides_membership_from_its_copies_without_reading_trace_info(
+    store: StoreFile, experiments: tuple[int, ...], start: int | None, end: int | None
+) -> None:
+    scope = TraceScope(experiments, start, end)
+    owned, sql = _owned(store, scope)
+    assert owned == _expected(scope)
+    assert "trace_info" not in sql
+
+
+def test_a_filtered_scope_is_checked_against_the_traces_on_the_store(store: StoreFile) -> None:
+    clauses = tuple(parse("status = 'ERROR'"))
+    scope = TraceScope((1, 2), None, None, tuple(predicates(clauses)), clauses)
+    owned, sql = _owned(store, scope)
+    assert owned == _expected(scope, status="ERROR") == {"tr-b/s1", "tr-b/s2"}
+    assert "trace_info" in sql
+
+
+def test_the_tracking_databases_select_membership_from_the_traces_in_scope() -> None:
+    scope = TraceScope((1,), 1_500, None)
+    stmt = sa.select(SqlSpan.span_id).where(scope.owns(SqlSpan.trace_id))
+    sql = str(stmt.compile(dialect=postgresql.dialect()))
+    assert "spans.trace_id IN (SELECT trace_info.request_id" in sql
+    assert SqlTraceInfo.__tablename__ in sql and TRACE_TIMESTAMP_COPY not in sql
