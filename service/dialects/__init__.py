@@ -20,6 +20,7 @@ The names below are what the rest of the service imports: ``from service.dialect
 
 from service.dialects.connections import ConnectionLimits, DialectPolicy, policy_for
 from service.dialects.expressions import (
+    bit_or_agg,
     child_of_traces,
     exact_text,
     floor_float,
@@ -56,6 +57,7 @@ __all__ = [
     "PercentileStrategy",
     "Quantile",
     "WindowPercentiles",
+    "bit_or_agg",
     "child_of_traces",
     "exact_text",
     "floor_float",

@@ -44,6 +44,27 @@ def _int_div_mysql(element: int_div, compiler: Any, **kw: Any) -> str:
     return f"({compiler.process(left, **kw)}) DIV ({compiler.process(right, **kw)})"
 
 
+class bit_or_agg(FunctionElement[int]):
+    """The bitwise OR of a group's BIGINT values, each of them a single bit or 0.
+
+    SQLite has no ``bit_or``: there the sum of the distinct values is the same number, because
+    each value is one bit (or 0).
+    """
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(bit_or_agg)
+def _bit_or_agg_default(element: bit_or_agg, compiler: Any, **kw: Any) -> str:
+    return f"bit_or({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(bit_or_agg, "sqlite")
+def _bit_or_agg_sqlite(element: bit_or_agg, compiler: Any, **kw: Any) -> str:
+    return f"sum(DISTINCT {compiler.process(element.clauses, **kw)})"
+
+
 # --------------------------------------------------------------------------------------------
 # Exact text, JSON scalars and exact floors (assessments, tools, tags, tokens and cost)
 #

@@ -8,8 +8,9 @@ in the slice, so the number of round trips never grows with the number of values
 
     SELECT value, COUNT(*), SUM(in_slice) FROM <traces in scope, flagged> JOIN <rows> GROUP BY value
 
-The statuses' query gives the totals too (its sums), and span types and tools share one pass
-over the spans in scope (the spans are the largest table, read in full at long windows).
+The statuses' query gives the totals too (its sums). Span types and tools share two queries
+over the spans in scope (the largest table, read in full at long windows): their names, then one
+row per trace with a bit per name (``_spans``).
 
 Values the slice pins are left out: a value is pinned when the slice has an equality clause
 (``=``, or ``IN`` with a single value) on the same thing, so every slice trace has the value by
@@ -29,14 +30,14 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
-from sqlalchemy import and_, case, func, literal, null, select, true, union_all
+from sqlalchemy import BigInteger, and_, case, func, literal, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, join, outerjoin
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.selectable import Subquery
 
 from service import dimension_catalog as catalog
-from service.dialects import exact_text, json_text_value, text_equals
+from service.dialects import bit_or_agg, exact_text, json_text_value, text_equals
 from service.feedback_types import (
     FEEDBACK,
     FeedbackTyping,
@@ -82,10 +83,20 @@ class Flagged:
     include_system_tags: bool
     typings: Mapping[str, FeedbackTyping]
     scope: TraceScope
+    slice_predicates: tuple[ColumnElement[bool], ...]
 
     @property
     def in_slice(self) -> ColumnElement[int]:
         return self.traces.c.in_slice
+
+    def slice_traces(self) -> Subquery:
+        """``request_id`` of the traces in scope and in the slice: the smaller side to join
+        rows to (left outer) where membership in scope is decided without the traces."""
+        return (
+            self.scope.traces(SqlTraceInfo.request_id.label("request_id"))
+            .where(*self.slice_predicates)
+            .subquery("in_slice")
+        )
 
 
 def flag_traces(scope: TraceScope, slice_predicates: Sequence[ColumnElement[bool]]) -> Subquery:
@@ -120,102 +131,124 @@ async def _statuses(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
     ]
 
 
+# Values per mask column: each value is one bit of a BIGINT, below the sign bit.
+MASK_BITS: Final = 62
+
+
+def _masks(value: ColumnElement[Any], vocabulary: Sequence[str]) -> list[ColumnElement[int]]:
+    """One BIGINT per ``MASK_BITS`` values of ``vocabulary``: the bit of ``value``, or 0."""
+    chunks = [vocabulary[i : i + MASK_BITS] for i in range(0, len(vocabulary), MASK_BITS)]
+    zero = literal(0, type_=BigInteger())
+    return [
+        case(
+            {v: literal(1 << bit, type_=BigInteger()) for bit, v in enumerate(chunk)},
+            value=value,
+            else_=zero,
+        )
+        for chunk in chunks
+    ]
+
+
+def _set_bits(masks: Sequence[int], vocabulary: Sequence[str]) -> list[str]:
+    """The values of ``vocabulary`` whose bits ``masks`` (from ``_masks``) have set."""
+    return [
+        v
+        for i, v in enumerate(vocabulary)
+        if int(masks[i // MASK_BITS] or 0) >> (i % MASK_BITS) & 1
+    ]
+
+
 async def _spans(
     session: AsyncSession, flagged: Flagged, *, types: bool, tools: bool
 ) -> list[Candidate]:
     """Each span type, each tool used and each tool with a failing call, counted once per
-    trace: one pass over the spans in scope whatever of them is asked for. One round trip.
+    trace. Two round trips, whatever the number of values.
 
-    The spans in scope are read once (a CTE). Per trace, one row per span type (``first`` 1:
-    the type's traces are counted on these rows) and, for TOOL spans, one row per tool name
-    with whether a call of it failed. Two groupings of the same rows, where one grouping and a
-    window function marking each (trace, type)'s first row cost twice as much on the store.
+    The first lists the span types and tool names in scope. The second gives each of them a
+    bit and folds the spans into one row per trace (``bit_or`` of the bits of its span types,
+    of its tools, and of its tools with a failing call), then counts the traces per
+    combination of masks and slice membership; Python adds the counts up per bit. One
+    grouping by trace, where a grouping per (trace, type) and per (trace, tool) over the same
+    spans cost 3-4 times as much (3.3M and 1.4M groups for 1M traces at 30 days).
     """
-    t, span = flagged.traces, aliased(SqlSpan)
+    span = aliased(SqlSpan)
+    scope = flagged.scope
     is_tool = text_equals(span.type, TOOL_SPAN_TYPE)
-    # A span's experiment is its trace's (MLflow writes it from the trace): joining by trace
-    # alone selects the same spans, and leaves the planner free to choose its access path.
-    in_scope = (
-        select(
-            t.c.request_id.label("request_id"),
-            t.c.in_slice.label("in_slice"),
-            exact_text(span.type).label("v"),
-            case((is_tool, exact_text(span.name)), else_=None).label("tool"),
-            case((text_equals(span.status, SPAN_ERROR), 1), else_=0).label("failed"),
-        )
-        .select_from(t)
-        .join(span, span.trace_id == t.c.request_id)
-        .where(flagged.scope.window_of(span.trace_id))
+    span_type = exact_text(span.type)
+    tool = case((is_tool, exact_text(span.name)), else_=None)
+    # Spans only count through their trace's membership: the store answers it from its copies.
+    in_scope = [scope.owns(span.trace_id), span.type.is_not(None) if types else is_tool]
+    vocabulary = await session.execute(
+        select(span_type.label("v"), tool.label("tool")).where(*in_scope).group_by(span_type, tool)
     )
-    in_scope = in_scope.where(span.type.is_not(None) if types else is_tool)
-    rows = in_scope.cte("span_rows").c
-    # Tools first: a UNION's column types are its first part's (MySQL's exact text is bytes
-    # until decoded by that type).
-    parts = []
-    if tools:
-        parts.append(
-            select(
-                rows.v,
-                rows.tool,
-                func.max(rows.in_slice).label("in_slice"),
-                func.max(rows.failed).label("failed"),
-                literal(0).label("first"),
-            )
-            .where(rows.tool.is_not(None))
-            .group_by(rows.request_id, rows.v, rows.tool)
-        )
-    if types:
-        parts.append(
-            select(
-                rows.v,
-                null().label("tool"),
-                func.max(rows.in_slice).label("in_slice"),
-                literal(0).label("failed"),
-                literal(1).label("first"),
-            ).group_by(rows.request_id, rows.v)
-        )
-    per_trace = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("per_trace")
-    p = per_trace.c
+    type_names: set[str] = set()
+    tool_names: set[str] = set()
+    for value, name in vocabulary:
+        type_names.add(str(value))
+        if name is not None:
+            tool_names.add(str(name))
+    type_list = sorted(type_names) if types else []
+    tool_list = sorted(tool_names) if tools else []
+    if not type_list and not tool_list:
+        return []
 
-    def joint(flag: Any) -> Any:
-        return _sum(case((and_(flag == 1, p.in_slice == 1), 1), else_=0))
-
-    stmt = select(
-        p.v,
-        p.tool,
-        func.count(),
-        _sum(p.in_slice),
-        _sum(p.failed),
-        joint(p.failed),
-        _sum(p.first),
-        joint(p.first),
-    ).group_by(p.v, p.tool)
-    candidates = []
-    span_types: dict[str, tuple[int, int]] = {}
-    for row in await session.execute(stmt):
-        value, name, count, in_slice, failed_count, failed_joint, firsts, first_joint = row
-        if types:
-            before = span_types.get(str(value), (0, 0))
-            span_types[str(value)] = (before[0] + int(firsts), before[1] + int(first_joint))
-        if tools and name is not None:
-            candidates.append(Candidate("tool", str(name), int(count), int(in_slice)))
-            if failed_count:
-                candidates.append(
-                    Candidate("tool_error", str(name), int(failed_count), int(failed_joint))
-                )
-    candidates += [Candidate("span_type", k, c, j) for k, (c, j) in span_types.items()]
-    return candidates
+    failed = case((text_equals(span.status, SPAN_ERROR), tool), else_=None)
+    parts = {
+        "type": _masks(span_type, type_list),
+        "tool": _masks(tool, tool_list),
+        "failed": _masks(failed, tool_list),
+    }
+    mask_columns = [
+        bit_or_agg(mask).label(f"{part}_{i}")
+        for part, masks in parts.items()
+        for i, mask in enumerate(masks)
+    ]
+    per_trace = (
+        select(span.trace_id.label("trace_id"), *mask_columns)
+        .where(*in_scope)
+        .group_by(span.trace_id)
+        .subquery("per_trace")
+    )
+    in_slice = flagged.slice_traces()
+    slice_flag = case((in_slice.c.request_id.is_not(None), 1), else_=0)
+    keys = [per_trace.c[c.name] for c in mask_columns]
+    stmt = (
+        select(*keys, slice_flag.label("in_slice"), func.count().label("traces"))
+        .select_from(per_trace)
+        .outerjoin(in_slice, in_slice.c.request_id == per_trace.c.trace_id)
+        .group_by(*keys, slice_flag)
+    )
+    counts: dict[tuple[str, str], list[int]] = {}
+    for row in (await session.execute(stmt)).mappings():
+        traces, joint = int(row["traces"]), int(row["traces"]) * int(row["in_slice"])
+        for dimension, part, names in (
+            ("span_type", "type", type_list),
+            ("tool", "tool", tool_list),
+            ("tool_error", "failed", tool_list),
+        ):
+            masks = [row[f"{part}_{i}"] for i in range(len(parts[part]))]
+            for name in _set_bits(masks, names):
+                total = counts.setdefault((dimension, name), [0, 0])
+                total[0] += traces
+                total[1] += joint
+    return [Candidate(dim, name, c, j) for (dim, name), (c, j) in sorted(counts.items())]
 
 
 async def _tags(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
-    """Each tag key=value (a trace has one value per key). One round trip."""
-    t, tag = flagged.traces, aliased(SqlTraceTag)
+    """Each tag key=value (a trace has one value per key). One round trip.
+
+    The tags in scope by membership, each joined (left outer) to the slice's traces only: the
+    store reads no ``trace_info`` for the scope, and the join's other side is the slice, not
+    every trace in scope.
+    """
+    tag, in_slice = aliased(SqlTraceTag), flagged.slice_traces()
     key, value = exact_text(tag.key).label("k"), exact_text(tag.value).label("v")
+    joint = case((in_slice.c.request_id.is_not(None), 1), else_=0)
     stmt = (
-        select(key, value, func.count(), _sum(t.c.in_slice))
-        .select_from(t)
-        .join(tag, tag.request_id == t.c.request_id)
-        .where(tag.value.is_not(None), flagged.scope.window_of(tag.request_id))
+        select(key, value, func.count(), _sum(joint))
+        .select_from(tag)
+        .outerjoin(in_slice, in_slice.c.request_id == tag.request_id)
+        .where(tag.value.is_not(None), flagged.scope.owns(tag.request_id))
         .group_by(key, value)
     )
     if not flagged.include_system_tags:
@@ -236,37 +269,42 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
         return []
     t = flagged.traces
 
-    def pairs(a: Any, *joins: tuple[Any, ColumnElement[bool]], where: Sequence[Any]) -> Any:
+    def pairs(a: Any, trace: Any, in_slice: Any, rows: Any, *where: Any) -> Any:
         # A boolean name's values have one truth each; any other stored value (possible only
         # on a judge failure, which does not type the name) is no value of the name.
         truth = case((is_true(a), TRUE), (is_false(a), FALSE), else_=None)
         boolean_name = NameMatch.COLLATION.one_of(a.name, boolean)
         value = exact_text(case((boolean_name, truth), else_=json_text_value(a.value)))
         stmt = select(
-            t.c.request_id.label("request_id"),
+            trace.label("request_id"),
             a.name.label("name"),
             value.label("v"),
-            t.c.in_slice.label("in_slice"),
-        ).select_from(t)
-        for target, on in joins:
-            stmt = stmt.join(target, on)
+            in_slice.label("in_slice"),
+        ).select_from(rows)
         named = NameMatch.COLLATION.one_of(a.name, boolean + strings)
         return stmt.where(*is_feedback(a), has_value(a), named, *where)
 
-    direct = aliased(SqlAssessments)
+    # A trace's own feedback: by membership, joined (left outer) to the slice's traces only.
+    direct, in_slice = aliased(SqlAssessments), flagged.slice_traces()
     shared, sibling = aliased(SqlAssessments), aliased(SqlTraceInfo)
     both = union_all(
         pairs(
             direct,
-            (direct, direct.trace_id == t.c.request_id),
-            where=(flagged.scope.window_of(direct.trace_id),),
+            direct.trace_id,
+            case((in_slice.c.request_id.is_not(None), 1), else_=0),
+            outerjoin(direct, in_slice, in_slice.c.request_id == direct.trace_id),
+            flagged.scope.owns(direct.trace_id),
         ),
         # A feedback logged for a whole session counts for each trace of the session.
         pairs(
             shared,
-            (sibling, same_session(sibling, t.c.session_id, t.c.experiment_id)),
-            (shared, shared.trace_id == sibling.request_id),
-            where=(t.c.session_id.is_not(None), *is_session_assessment(shared)),
+            t.c.request_id,
+            t.c.in_slice,
+            join(t, sibling, same_session(sibling, t.c.session_id, t.c.experiment_id)).join(
+                shared, shared.trace_id == sibling.request_id
+            ),
+            t.c.session_id.is_not(None),
+            *is_session_assessment(shared),
         ),
     ).subquery("per_row")
     # Once per trace: a grouping by (trace, name, value), which the planner may hash, rather
@@ -362,8 +400,8 @@ async def correlations(
 ) -> CorrelationsResponse:
     """The values most correlated with the slice: ``scope``'s filter is the slice, its
     experiments and window the traces compared. Round trips: one for the statuses (whose
-    sums are the totals), one for the spans (span types and tools), one per other kind asked
-    for, and one to type the feedback names when assessments are asked for; at most five,
+    sums are the totals), two for the spans (span types and tools), one per other kind asked
+    for, and one to type the feedback names when assessments are asked for; at most six,
     whatever the number of values."""
     slice_clauses, scope = scope.clauses, scope.unfiltered()
     # Session feedback counts within one experiment in the slice, as this endpoint always did.
@@ -374,7 +412,13 @@ async def correlations(
         if "assessments" in asked
         else {}
     )
-    flagged = Flagged(flag_traces(scope, slice_predicates), include_system_tags, typings, scope)
+    flagged = Flagged(
+        flag_traces(scope, slice_predicates),
+        include_system_tags,
+        typings,
+        scope,
+        tuple(slice_predicates),
+    )
     statuses = await _statuses(session, flagged)
     total = sum(c.count for c in statuses)
     slice_count = sum(c.joint for c in statuses)
