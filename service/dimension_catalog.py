@@ -28,7 +28,7 @@ from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTr
 from sqlalchemy import and_, exists, not_, or_
 from sqlalchemy.sql import ColumnElement
 
-from service.dialects import text_equals
+from service.dialects import OPEN_WINDOW, TraceWindow, text_equals, trace_time_within
 from service.errors import invalid_parameter
 from service.feedback_types import (
     AssessmentType,
@@ -238,9 +238,16 @@ class Dimension:
 
 
 def bind(
-    ref: DimensionRef, parameters: Mapping[str, Any], typing: FeedbackTyping | None = None
+    ref: DimensionRef,
+    parameters: Mapping[str, Any],
+    typing: FeedbackTyping | None = None,
+    *,
+    window: TraceWindow = OPEN_WINDOW,
 ) -> Dimension:
-    """Validate the parameters and build the dimension (``typing`` for assessment.<name>)."""
+    """Validate the parameters and build the dimension (``typing`` for assessment.<name>).
+
+    ``window``: the traces' window, when the predicate is applied only to traces in it (see
+    ``service.filters.predicates``)."""
     allowed = _allowed(ref, typing)
     _check_names(ref, parameters, allowed, required=allowed)
     kind = ref.kind
@@ -249,10 +256,11 @@ def bind(
         return Dimension(ref, status, status_is(status), f"status = {quote(status)}")
     if kind is Kind.SPAN_TYPE:
         span_type = _text(ref, parameters)
-        return Dimension(ref, span_type, has_span(type_=span_type), span_filter(type_=span_type))
+        predicate = has_span(type_=span_type, window=window)
+        return Dimension(ref, span_type, predicate, span_filter(type_=span_type))
     if kind is Kind.SPAN_NAME:
         name = _text(ref, parameters)
-        return Dimension(ref, name, has_span(name=name), span_filter(name=name))
+        return Dimension(ref, name, has_span(name=name, window=window), span_filter(name=name))
     if kind is Kind.LATENCY:
         op, threshold = _threshold(ref, parameters)
         predicate = OPERATORS[op](SqlTraceInfo.execution_time_ms, threshold)
@@ -260,21 +268,21 @@ def bind(
             ref, f"{op} {threshold!r}", predicate, f"execution_time_ms {op} {threshold!r}"
         )
     if kind is Kind.TOOL:
-        return _tool(ref, _text(ref, parameters, TOOL_VALUES))
+        return _tool(ref, _text(ref, parameters, TOOL_VALUES), window)
     if kind is Kind.TAG:
         value = _text(ref, parameters)
         key = backticked(ref.subject, tag=True)
         quoted = quote(value)
         text = None if key is None or quoted is None else f"tags.{key} = {quoted}"
-        return Dimension(ref, value, has_tag(ref.subject, value), text)
+        return Dimension(ref, value, has_tag(ref.subject, value, window), text)
     assert typing is not None, "assessment dimensions are bound with their typing"
-    return _assessment(ref, parameters, typing)
+    return _assessment(ref, parameters, typing, window)
 
 
-def _tool(ref: DimensionRef, value: str) -> Dimension:
+def _tool(ref: DimensionRef, value: str, window: TraceWindow) -> Dimension:
     name = ref.subject
-    used = has_span(type_=TOOL_SPAN_TYPE, name=name)
-    failed = has_span(type_=TOOL_SPAN_TYPE, name=name, status=SPAN_ERROR)
+    used = has_span(type_=TOOL_SPAN_TYPE, name=name, window=window)
+    failed = has_span(type_=TOOL_SPAN_TYPE, name=name, status=SPAN_ERROR, window=window)
     if value == "used":
         return Dimension(ref, value, used, span_filter(type_=TOOL_SPAN_TYPE, name=name))
     if value == "error":
@@ -286,7 +294,7 @@ def _tool(ref: DimensionRef, value: str) -> Dimension:
 
 
 def _assessment(
-    ref: DimensionRef, parameters: Mapping[str, Any], typing: FeedbackTyping
+    ref: DimensionRef, parameters: Mapping[str, Any], typing: FeedbackTyping, window: TraceWindow
 ) -> Dimension:
     name = backticked(ref.subject, tag=False)
     prefix = None if name is None else f"feedback.{name}"
@@ -298,7 +306,9 @@ def _assessment(
             OPERATORS[op](SqlAssessments.aggregate_value, threshold),
         )
         text = None if prefix is None else f"{prefix} {op} {threshold!r}"
-        return Dimension(ref, f"{op} {threshold!r}", has_feedback(ref.subject, condition), text)
+        return Dimension(
+            ref, f"{op} {threshold!r}", has_feedback(ref.subject, condition, window), text
+        )
     if kind == "boolean":
         value = _text(ref, parameters, boolean_values(typing))
         passed = BOOLEAN_VALUES[value]
@@ -306,7 +316,7 @@ def _assessment(
         return Dimension(
             ref,
             value,
-            has_feedback(ref.subject, condition),
+            has_feedback(ref.subject, condition, window),
             _boolean_filter(prefix, passed, typing),
         )
     value = _text(ref, parameters)
@@ -317,7 +327,7 @@ def _assessment(
     )
     quoted = quote(value)
     text = None if prefix is None or quoted is None else f"{prefix} = {quoted}"
-    return Dimension(ref, value, has_feedback(ref.subject, condition), text)
+    return Dimension(ref, value, has_feedback(ref.subject, condition, window), text)
 
 
 def boolean_values(typing: FeedbackTyping) -> tuple[str, str]:
@@ -350,12 +360,17 @@ def status_is(status: str) -> ColumnElement[bool]:
 
 
 def has_span(
-    *, type_: str | None = None, name: str | None = None, status: str | None = None
+    *,
+    type_: str | None = None,
+    name: str | None = None,
+    status: str | None = None,
+    window: TraceWindow = OPEN_WINDOW,
 ) -> ColumnElement[bool]:
     """The trace has one span matching every given column (as MLflow's span clauses)."""
     conditions: list[ColumnElement[bool]] = [
         SqlSpan.trace_id == SqlTraceInfo.request_id,
         SqlSpan.experiment_id == SqlTraceInfo.experiment_id,
+        trace_time_within(SqlSpan.trace_id, *window),
     ]
     columns: tuple[tuple[Any, str | None], ...] = (
         (SqlSpan.type, type_),
@@ -368,15 +383,18 @@ def has_span(
     return exists().where(*conditions)
 
 
-def has_tag(key: str, value: str) -> ColumnElement[bool]:
+def has_tag(key: str, value: str, window: TraceWindow = OPEN_WINDOW) -> ColumnElement[bool]:
     return exists().where(
         SqlTraceTag.request_id == SqlTraceInfo.request_id,
+        trace_time_within(SqlTraceTag.request_id, *window),
         text_equals(SqlTraceTag.key, key),
         text_equals(SqlTraceTag.value, value),
     )
 
 
-def has_feedback(name: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+def has_feedback(
+    name: str, condition: ColumnElement[bool], window: TraceWindow = OPEN_WINDOW
+) -> ColumnElement[bool]:
     """A valid feedback of ``name`` whose value meets ``condition``: logged on the trace, or
     logged for the trace's whole session on any trace of that session (same experiment)."""
     conditions = [
@@ -385,5 +403,10 @@ def has_feedback(name: str, condition: ColumnElement[bool]) -> ColumnElement[boo
         has_value(),
         condition,
     ]
-    direct = exists().where(SqlAssessments.trace_id == SqlTraceInfo.request_id, *conditions)
+    direct = exists().where(
+        SqlAssessments.trace_id == SqlTraceInfo.request_id,
+        trace_time_within(SqlAssessments.trace_id, *window),
+        *conditions,
+    )
+    # A session's feedback may sit on a trace outside the window: no window there.
     return or_(direct, session_assessment(conditions))

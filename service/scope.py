@@ -94,7 +94,9 @@ async def resolve_scope(session: AsyncSession, request: InsightsRequest) -> Trac
     ids = tuple(int(i) for i in request.experiment_ids)
     clauses = parse(request.filter_string)
     # The ids let session-scoped feedback count across the listed experiments, as in MLflow.
-    filters = tuple(predicates(clauses, experiment_ids=ids))
+    # Applied only with the window (``conditions``): the filter's EXISTS clauses repeat it.
+    window = (request.start_time, request.end_time)
+    filters = tuple(predicates(clauses, experiment_ids=ids, window=window))
     # Ids beyond the column's range cannot exist, and PostgreSQL's driver refuses to bind them.
     storable = [i for i in ids if i <= MAX_EXPERIMENT_ID]
     found: set[int] = set()

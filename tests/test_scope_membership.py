@@ -41,9 +41,9 @@ def store(tmp_path: Path) -> StoreFile:
         )
         for span_id in ("s1", "s2"):
             store.db.execute(
-                f"INSERT INTO spans (trace_id, experiment_id, span_id, {TRACE_TIMESTAMP_COPY}, "
-                f"{TRACE_EXPERIMENT_COPY}) VALUES (?, ?, ?, ?, ?)",
-                [request_id, experiment, f"{request_id}/{span_id}", stamp, experiment],
+                f"INSERT INTO spans (trace_id, experiment_id, span_id, name, "
+                f"{TRACE_TIMESTAMP_COPY}, {TRACE_EXPERIMENT_COPY}) VALUES (?, ?, ?, ?, ?, ?)",
+                [request_id, experiment, f"{request_id}/{span_id}", span_id, stamp, experiment],
             )
     return store
 
@@ -93,3 +93,18 @@ def test_the_tracking_databases_select_membership_from_the_traces_in_scope() -> 
     sql = str(stmt.compile(dialect=postgresql.dialect()))
     assert "spans.trace_id IN (SELECT trace_info.request_id" in sql
     assert SqlTraceInfo.__tablename__ in sql and TRACE_TIMESTAMP_COPY not in sql
+
+
+def test_a_filter_applied_within_a_window_repeats_it_on_the_store(store: StoreFile) -> None:
+    """A filter's EXISTS over spans carries the scope's window on the store (so DuckDB skips
+    the spans of other traces' times) and selects the same traces as without it."""
+    clauses = tuple(parse("span.name = 's2'"))
+    window = (1_500, 3_000)
+    scope = TraceScope((1, 2), *window, tuple(predicates(clauses, window=window)), clauses)
+    stmt = scope.traces(SqlTraceInfo.request_id)
+    sql = str(stmt.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    found = {row[0] for row in store.db.execute(sql).fetchall()}
+    assert found == {"tr-b", "tr-d"}
+    assert f"{TRACE_TIMESTAMP_COPY} >= 1500" in sql and f"{TRACE_TIMESTAMP_COPY} < 3000" in sql
+    live = str(stmt.compile(dialect=postgresql.dialect()))
+    assert TRACE_TIMESTAMP_COPY not in live

@@ -20,6 +20,8 @@ The names below are what the rest of the service imports: ``from service.dialect
 
 from service.dialects.connections import ConnectionLimits, DialectPolicy, policy_for
 from service.dialects.expressions import (
+    OPEN_WINDOW,
+    TraceWindow,
     bit_or_agg,
     child_of_traces,
     exact_text,
@@ -45,6 +47,7 @@ from service.dialects.percentiles import (
 from service.dialects.urls import to_async_url
 
 __all__ = [
+    "OPEN_WINDOW",
     "P50",
     "P90",
     "P95",
@@ -56,6 +59,7 @@ __all__ = [
     "NativePercentiles",
     "PercentileStrategy",
     "Quantile",
+    "TraceWindow",
     "WindowPercentiles",
     "bit_or_agg",
     "child_of_traces",

@@ -228,6 +228,11 @@ def _window_bounds(start: int | None, end: int | None) -> list[ColumnElement[Any
     return [null() if b is None else literal(b, type_=BigInteger()) for b in (start, end)]
 
 
+# A window of trace timestamps, ``(start, end)``: ``start <= timestamp_ms < end``; None is open.
+TraceWindow = tuple[int | None, int | None]
+OPEN_WINDOW: TraceWindow = (None, None)
+
+
 class trace_time_within(FunctionElement[bool]):
     """A child row's trace has ``start <= timestamp_ms < end`` (``None``: that side is open).
 

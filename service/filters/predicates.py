@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement
 
 from service.dialects.case_sensitive import text_eq, text_in, text_like, text_ne, text_not_in
+from service.dialects.expressions import OPEN_WINDOW, TraceWindow, trace_time_within
 from service.errors import invalid_parameter
 from service.filters.keys import (
     INT64,
@@ -61,15 +62,23 @@ _SPAN_TIMESTAMP_TOLERANCE_MS: Final = 10_000
 
 
 def predicates(
-    clauses: Sequence[Clause], *, experiment_ids: Sequence[int | str] | None = None
+    clauses: Sequence[Clause],
+    *,
+    experiment_ids: Sequence[int | str] | None = None,
+    window: TraceWindow = OPEN_WINDOW,
 ) -> list[ColumnElement[bool]]:
     """Predicates on SqlTraceInfo (the trace row) that together select the matching traces.
 
     ``experiment_ids`` are the experiments the caller searches: MLflow lets a session-level
     assessment count for the session's traces in any of them. Without it, only sessions within
     one experiment are considered.
+
+    ``window`` is the window of the traces the predicates will be applied to, when the caller
+    applies them only there: each EXISTS over a trace's own child rows (spans, tags, metadata,
+    feedback) repeats it with ``trace_time_within``, which changes no answer (the child rows of
+    a trace carry its timestamp) and lets the analytics store skip the rest of the child table.
     """
-    return _Builder(list(clauses), _scope_ids(experiment_ids)).predicates()
+    return _Builder(list(clauses), _scope_ids(experiment_ids), window).predicates()
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,9 +139,12 @@ def _scope_ids(experiment_ids: Sequence[int | str] | None) -> tuple[int, ...] | 
 class _Builder:
     """Turns parsed clauses into predicates on SqlTraceInfo."""
 
-    def __init__(self, clauses: list[Clause], scope: tuple[int, ...] | None) -> None:
+    def __init__(
+        self, clauses: list[Clause], scope: tuple[int, ...] | None, window: TraceWindow
+    ) -> None:
         self._clauses = clauses
         self._scope = scope
+        self._window = window
 
     def predicates(self) -> list[ColumnElement[bool]]:
         result = [self._predicate(c) for c in self._clauses if not _is_span(c)]
@@ -146,11 +158,11 @@ class _Builder:
         if isinstance(target, TraceColumn):
             return _trace_column(target, comparator, value)
         if isinstance(target, TraceTag):
-            return _key_value(SqlTraceTag, target.key, comparator, value)
+            return _key_value(SqlTraceTag, target.key, comparator, value, self._window)
         if isinstance(target, TraceMetadata):
             if target.key == TraceMetadataKey.SOURCE_RUN and comparator is C.EQ:
                 return _source_run(str(value))
-            return _key_value(SqlTraceMetadata, target.key, comparator, value)
+            return _key_value(SqlTraceMetadata, target.key, comparator, value, self._window)
         if isinstance(target, UsageMetadata):
             return _usage_metadata(target.key, comparator, value)
         if isinstance(target, Assessment):
@@ -169,6 +181,7 @@ class _Builder:
         scope: list[ColumnElement[bool]] = [
             SqlSpan.trace_id == SqlTraceInfo.request_id,
             SqlSpan.experiment_id == SqlTraceInfo.experiment_id,
+            trace_time_within(SqlSpan.trace_id, *self._window),
         ]
         lower_bound = self._span_start_lower_bound_ns()
         if lower_bound is not None:
@@ -201,7 +214,12 @@ class _Builder:
         if comparator not in NULL_CHECKS:
             conditions.append(_assessment_value(comparator, value))
         found = or_(
-            exists().where(SqlAssessments.trace_id == SqlTraceInfo.request_id, *conditions),
+            exists().where(
+                SqlAssessments.trace_id == SqlTraceInfo.request_id,
+                trace_time_within(SqlAssessments.trace_id, *self._window),
+                *conditions,
+            ),
+            # A session's feedback may sit on a trace outside the window: no window here.
             session_assessment(conditions, experiment_ids=self._scope),
         )
         return not_(found) if comparator is C.IS_NULL else found
@@ -233,9 +251,13 @@ def _key_value(
     key: str,
     comparator: Comparator,
     value: Value,
+    window: TraceWindow,
 ) -> ColumnElement[bool]:
     """A tag or metadata clause: EXISTS a row of the trace with that key and a matching value."""
-    owned: ColumnElement[bool] = model.request_id == SqlTraceInfo.request_id
+    owned: ColumnElement[bool] = and_(
+        model.request_id == SqlTraceInfo.request_id,
+        trace_time_within(model.request_id, *window),
+    )
     if comparator in NULL_CHECKS:
         # MLflow matches the key with the database's collation here, byte-wise below.
         present = exists().where(owned, model.key == key)

@@ -316,7 +316,8 @@ async def resolve(
         typing = _merge(ref.subject, found.values())
     elif ref.kind in (Kind.TOOL, Kind.TAG) and not await _appears(session, scope, ref):
         raise _nowhere(scope, ref, "tool" if ref.kind is Kind.TOOL else "tag key")
-    return catalog.bind(ref, requested.parameters, typing)
+    window = (scope.start_time, scope.end_time)
+    return catalog.bind(ref, requested.parameters, typing, window=window)
 
 
 def _merge(name: str, typings: Any) -> FeedbackTyping:
