@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow.store.tracking.dbmodels.models import SqlSpan, SqlTraceInfo
-from sqlalchemy import func, or_
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
@@ -75,15 +75,13 @@ async def _costs_by_model(session: AsyncSession, frame: SeriesFrame) -> list[Mod
     span = aliased(SqlSpan)
     model_name = exact_text(span.model_name).label("model_name")
     model_provider = exact_text(span.model_provider).label("model_provider")
+    # Membership only (no column of the trace is read): the store answers it from its copies.
+    # By trace only: a span's experiment is its trace's (MLflow writes it from the trace), and
+    # leaving spans.experiment_id out lets PostgreSQL use MLflow's covering index
+    # idx_spans_cost_trace_time_cover instead of reading the spans heap.
     stmt = (
-        frame.scope.traces(
-            model_name, model_provider, func.count().label("n"), *_cost_columns(span)
-        )
-        # Joined by trace only: a span's experiment is its trace's (MLflow writes it from the
-        # trace), and leaving spans.experiment_id out lets PostgreSQL use MLflow's covering
-        # index idx_spans_cost_trace_time_cover instead of reading the spans heap.
-        .join(span, span.trace_id == SqlTraceInfo.request_id)
-        .where(_carries_cost(span), frame.scope.window_of(span.trace_id))
+        select(model_name, model_provider, func.count().label("n"), *_cost_columns(span))
+        .where(_carries_cost(span), frame.scope.owns(span.trace_id))
         .group_by(model_name, model_provider)
     )
     models = [
