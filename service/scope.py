@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement, Select
 
-from service.dialects import child_of_traces, trace_time_within
+from service.dialects.expressions import all_of, child_of_traces, trace_time_within
 from service.errors import does_not_exist, invalid_parameter
 from service.filters import Clause, parse, predicates
 from service.models.common import InsightsRequest, SeriesRequest
@@ -71,9 +71,12 @@ class TraceScope:
         in scope)`` on the tracking databases; the analytics store decides from its copies of
         the trace's experiment and timestamp, reading ``trace_info`` only for a filter.
         """
+        # The conditions as a balanced tree: SQLite counts a subquery's expression depth into
+        # the enclosing expression's (at most 1000), and a filter may have hundreds of clauses.
+        traces: Select[Any] = select(SqlTraceInfo.request_id).where(all_of(self.conditions()))
         return child_of_traces(
             trace_key,
-            self.traces(SqlTraceInfo.request_id),
+            traces,
             experiment_ids=self.experiment_ids,
             start=self.start_time,
             end=self.end_time,

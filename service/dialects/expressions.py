@@ -9,7 +9,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, String, false, func, literal, null, true, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    String,
+    and_,
+    false,
+    func,
+    literal,
+    null,
+    true,
+    tuple_,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
@@ -63,6 +75,29 @@ def _bit_or_agg_default(element: bit_or_agg, compiler: Any, **kw: Any) -> str:
 @compiles(bit_or_agg, "sqlite")
 def _bit_or_agg_sqlite(element: bit_or_agg, compiler: Any, **kw: Any) -> str:
     return f"sum(DISTINCT {compiler.process(element.clauses, **kw)})"
+
+
+class _grouped(FunctionElement[bool]):
+    """``(condition)``: parentheses that SQLAlchemy keeps (it flattens nested ``and_``)."""
+
+    type = Boolean()
+    inherit_cache = True
+
+
+@compiles(_grouped)
+def _grouped_default(element: _grouped, compiler: Any, **kw: Any) -> str:
+    return f"({compiler.process(element.clauses, **kw)})"
+
+
+def all_of(conditions: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """``AND`` of the conditions, parenthesised as a balanced tree: depth log2(n), not n.
+
+    SQLite refuses expressions deeper than 1000 and counts a subquery's depth into the
+    expression that holds it; a filter may have hundreds of clauses."""
+    if len(conditions) <= 2:
+        return and_(true(), *conditions)
+    middle = len(conditions) // 2
+    return and_(_grouped(all_of(conditions[:middle])), _grouped(all_of(conditions[middle:])))
 
 
 # --------------------------------------------------------------------------------------------
