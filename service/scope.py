@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement, Select
 
-from service.dialects.expressions import all_of, child_of_traces, trace_time_within
+from service.dialects.expressions import TraceWindow, all_of, child_of_traces, trace_time_within
 from service.errors import does_not_exist, invalid_parameter
 from service.filters import Clause, parse, predicates
 from service.models.common import InsightsRequest, SeriesRequest
@@ -55,6 +55,11 @@ class TraceScope:
     def traces(self, *columns: Any) -> Select[Any]:
         """``SELECT columns FROM trace_info WHERE <in scope>``."""
         return select(*columns).select_from(SqlTraceInfo).where(*self.conditions())
+
+    @property
+    def window(self) -> TraceWindow:
+        """``(start_time, end_time)``, for predicates applied only to traces in scope."""
+        return (self.start_time, self.end_time)
 
     def window_of(self, trace_key: Any) -> ColumnElement[bool]:
         """Child rows (spans, tags, feedback) of traces in the window, by their ``trace_key``.

@@ -405,7 +405,7 @@ async def correlations(
     whatever the number of values."""
     slice_clauses, scope = scope.clauses, scope.unfiltered()
     # Session feedback counts within one experiment in the slice, as this endpoint always did.
-    slice_predicates = predicates(slice_clauses, window=(scope.start_time, scope.end_time))
+    slice_predicates = predicates(slice_clauses, window=scope.window)
     asked = set(kinds)
     typings = (
         await feedback_typing(session, scope, match=NameMatch.COLLATION)

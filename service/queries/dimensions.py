@@ -316,8 +316,7 @@ async def resolve(
         typing = _merge(ref.subject, found.values())
     elif ref.kind in (Kind.TOOL, Kind.TAG) and not await _appears(session, scope, ref):
         raise _nowhere(scope, ref, "tool" if ref.kind is Kind.TOOL else "tag key")
-    window = (scope.start_time, scope.end_time)
-    return catalog.bind(ref, requested.parameters, typing, window=window)
+    return catalog.bind(ref, requested.parameters, typing, window=scope.window)
 
 
 def _merge(name: str, typings: Any) -> FeedbackTyping:
