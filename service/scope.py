@@ -16,7 +16,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement, Select
 
-from service.dialects.expressions import TraceWindow, all_of, child_of_traces, trace_time_within
+from service.dialects.expressions import (
+    TraceWindow,
+    all_of,
+    child_of_traces,
+    child_with_trace,
+    joined_child_of_traces,
+    trace_column_of,
+    trace_time_within,
+)
 from service.errors import does_not_exist, invalid_parameter
 from service.filters import Clause, parse, predicates
 from service.models.common import InsightsRequest, SeriesRequest
@@ -87,6 +95,35 @@ class TraceScope:
             end=self.end_time,
             narrowed=bool(self.filters),
         )
+
+    def children(self, trace_key: Any, *columns: Any) -> Select[Any]:
+        """``SELECT columns`` over the child rows (spans, tags, feedback) of traces in scope, with
+        their trace joined for ``columns`` that read it through ``trace_column``.
+
+        The tracking databases join the child table to ``trace_info``; the analytics store
+        reads the copies of the trace's columns on the child rows and joins nothing.
+        """
+        traces: Select[Any] = (
+            select(SqlTraceInfo.request_id).where(all_of(self.conditions())).correlate(None)
+        )
+        joined = child_with_trace(
+            trace_key.expression.table, SqlTraceInfo, SqlTraceInfo.request_id == trace_key
+        )
+        in_scope = joined_child_of_traces(
+            trace_key,
+            traces,
+            all_of(self.conditions()),
+            experiment_ids=self.experiment_ids,
+            start=self.start_time,
+            end=self.end_time,
+            narrowed=bool(self.filters),
+        )
+        return select(*columns).select_from(joined).where(in_scope)
+
+    @staticmethod
+    def trace_column(trace_key: Any, column: Any) -> ColumnElement[Any]:
+        """Column ``column`` of ``trace_info`` of a child row's trace, in ``children(...)``."""
+        return trace_column_of(trace_key, column)
 
     def whole_experiments(self) -> TraceScope:
         """Every trace of the same experiments, whatever the window and filter."""

@@ -19,11 +19,14 @@ from service.dialects.expressions import (
     TRACE_TIMESTAMP_COPY,
     _json_text_value,
     child_of_traces,
+    child_with_trace,
     exact_text,
     floor_float,
     int_div,
+    joined_child_of_traces,
     json_text_value,
     text_equals,
+    trace_column_of,
     trace_time_within,
 )
 
@@ -95,13 +98,31 @@ def _trace_time_within_duckdb(element: trace_time_within, compiler: Any, **kw: A
 
 
 @compiles(child_of_traces, DUCKDB)
+@compiles(joined_child_of_traces, DUCKDB)
 def _child_of_traces_duckdb(element: child_of_traces, compiler: Any, **kw: Any) -> str:
     # The row's own copies of its trace's experiment and timestamp decide; the subquery only
-    # when it checks more than those.
-    key, membership, ids, start, end, narrowed = list(element.clauses)
+    # when it checks more than those. (The joined form's conditions, last, are not read.)
+    key, membership, ids, start, end, narrowed = list(element.clauses)[:6]
     experiment = _copied(TRACE_EXPERIMENT_COPY, key)
     conditions = [compiler.process(experiment.in_(list(ids.clauses)), **kw)]
     conditions += _within(_copied(TRACE_TIMESTAMP_COPY, key), start, end, compiler, **kw)
     if not isinstance(narrowed, False_):
         conditions.append(compiler.process(membership, **kw))
     return f"({' AND '.join(conditions)})"
+
+
+# The copy of each trace column a child table of the store carries.
+_COPIES = {"timestamp_ms": TRACE_TIMESTAMP_COPY, "experiment_id": TRACE_EXPERIMENT_COPY}
+
+
+@compiles(trace_column_of, DUCKDB)
+def _trace_column_of_duckdb(element: trace_column_of, compiler: Any, **kw: Any) -> str:
+    key, column = list(element.clauses)
+    return str(compiler.process(_copied(_COPIES[column.name], key), **kw))
+
+
+@compiles(child_with_trace, DUCKDB)
+def _child_with_trace_duckdb(element: child_with_trace, compiler: Any, **kw: Any) -> str:
+    # The child table alone: what the statement reads of the trace, it reads from the copies.
+    kw.pop("asfrom", None)
+    return str(compiler.process(element.left, asfrom=True, **kw))

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
-from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.sql.expression import FunctionElement, Join
 from sqlalchemy.types import TypeDecorator
 
 # --------------------------------------------------------------------------------------------
@@ -315,13 +315,84 @@ class child_of_traces(FunctionElement[bool]):
         end: int | None,
         narrowed: bool,
     ) -> None:
-        key = trace_key.expression
-        ids = tuple_(*(literal(i, type_=BigInteger()) for i in experiment_ids))
-        bounds = _window_bounds(start, end)
-        super().__init__(key, key.in_(traces), ids, *bounds, true() if narrowed else false())
+        super().__init__(*_membership(trace_key, traces, experiment_ids, start, end, narrowed))
+
+
+def _membership(
+    trace_key: Any,
+    traces: Any,
+    experiment_ids: Sequence[int],
+    start: int | None,
+    end: int | None,
+    narrowed: bool,
+) -> list[Any]:
+    """The clauses of ``child_of_traces``, in the order its compilers read them."""
+    key = trace_key.expression
+    ids = tuple_(*(literal(i, type_=BigInteger()) for i in experiment_ids))
+    bounds = _window_bounds(start, end)
+    return [key, key.in_(traces), ids, *bounds, true() if narrowed else false()]
 
 
 @compiles(child_of_traces)
 def _child_of_traces_default(element: child_of_traces, compiler: Any, **kw: Any) -> str:
     membership = list(element.clauses)[1]
     return str(compiler.process(membership, **kw))
+
+
+class joined_child_of_traces(child_of_traces):
+    """``child_of_traces`` for a child row already joined to its trace (``child_with_trace``):
+    the tracking databases check ``conditions`` (the scope's, on ``trace_info``) on the joined
+    trace; the store, which does not join, answers as ``child_of_traces`` does."""
+
+    inherit_cache = True
+
+    def __init__(
+        self,
+        trace_key: Any,
+        traces: Any,
+        conditions: ColumnElement[bool],
+        *,
+        experiment_ids: Sequence[int],
+        start: int | None,
+        end: int | None,
+        narrowed: bool,
+    ) -> None:
+        membership = _membership(trace_key, traces, experiment_ids, start, end, narrowed)
+        FunctionElement.__init__(self, *membership, conditions)
+
+
+@compiles(joined_child_of_traces)
+def _joined_child_of_traces_default(
+    element: joined_child_of_traces, compiler: Any, **kw: Any
+) -> str:
+    conditions = list(element.clauses)[-1]
+    return str(compiler.process(conditions, **kw))
+
+
+class trace_column_of(FunctionElement[Any]):
+    """A column of a child row's trace (``timestamp_ms`` or ``experiment_id`` of
+    ``trace_info``), in a statement over ``child_with_trace``: the joined trace's column on the
+    tracking databases, the child row's own copy of it on the store."""
+
+    inherit_cache = True
+
+    def __init__(self, trace_key: Any, trace_column: Any) -> None:
+        super().__init__(trace_key, trace_column)
+        self.type = trace_column.type
+
+
+@compiles(trace_column_of)
+def _trace_column_of_default(element: trace_column_of, compiler: Any, **kw: Any) -> str:
+    column = list(element.clauses)[1]
+    return str(compiler.process(column, **kw))
+
+
+class child_with_trace(Join):
+    """``child JOIN trace_info ON child.key = trace_info.request_id``, for a statement that reads
+    of the trace nothing but ``trace_column_of`` and ``joined_child_of_traces``.
+
+    The store's child tables carry the columns those read, so there the FROM is the child table
+    alone: the join of millions of spans to their traces is the largest part of such a query.
+    """
+
+    inherit_cache = True

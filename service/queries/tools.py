@@ -102,22 +102,17 @@ class _ToolCalls:
         an index on ``spans (trace_id)`` alone can serve the join (with the optional index of
         migrations_readonly/optional_indexes.sql, a nested loop from the window's traces).
         """
+        scope = self.frame.scope
         tool = [exact_text(_span.name).label("tool")] if self.per_tool else []
-        stmt = (
-            self.frame.scope.traces(
-                *tool,
-                self.frame.bucket_key(SqlTraceInfo.timestamp_ms).label("bucket"),
-                _span.trace_id.label("trace_id"),
-                case((text_equals(_span.status, SPAN_ERROR), 1), else_=0).label("is_error"),
-                _span.duration_ns.label("v"),
-            )
-            .join(_span, _span.trace_id == SqlTraceInfo.request_id)
-            .where(
-                _is_tool_call(),
-                _span.name.is_not(None),
-                self.frame.scope.window_of(_span.trace_id),
-            )
-        )
+        stamp = scope.trace_column(_span.trace_id, SqlTraceInfo.timestamp_ms)
+        stmt = scope.children(
+            _span.trace_id,
+            *tool,
+            self.frame.bucket_key(stamp).label("bucket"),
+            _span.trace_id.label("trace_id"),
+            case((text_equals(_span.status, SPAN_ERROR), 1), else_=0).label("is_error"),
+            _span.duration_ns.label("v"),
+        ).where(_is_tool_call(), _span.name.is_not(None))
         if self.tool_name is not None:
             stmt = stmt.where(text_equals(_span.name, self.tool_name))
         return stmt
