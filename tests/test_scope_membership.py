@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from mlflow.store.tracking.dbmodels.models import SqlSpan, SqlTraceInfo
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import aliased
 
 from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
 from service.filters import parse, predicates
@@ -108,3 +109,74 @@ def test_a_filter_applied_within_a_window_repeats_it_on_the_store(store: StoreFi
     assert f"{TRACE_TIMESTAMP_COPY} >= 1500" in sql and f"{TRACE_TIMESTAMP_COPY} < 3000" in sql
     live = str(stmt.compile(dialect=postgresql.dialect()))
     assert TRACE_TIMESTAMP_COPY not in live
+
+
+def _children(scope: TraceScope) -> sa.Select[tuple[str, int]]:
+    """Each span in scope with its trace's timestamp, read through ``TraceScope.children``.
+    (An alias, as in the query modules: a filter's EXISTS over spans must not correlate.)"""
+    span = aliased(SqlSpan)
+    stamp = scope.trace_column(span.trace_id, SqlTraceInfo.timestamp_ms)
+    return scope.children(span.trace_id, span.span_id, stamp)
+
+
+def _stamped(scope: TraceScope, status: str | None = None) -> set[tuple[str, int]]:
+    return {(span, TRACES[span.split("/")[0]][1]) for span in _expected(scope, status)}
+
+
+@pytest.mark.parametrize(
+    ("experiments", "start", "end", "filter_string"),
+    [
+        ((1,), 1_500, 3_000, None),
+        ((1, 2), None, 2_500, None),
+        ((1, 2), None, None, "status = 'ERROR'"),
+        ((1, 2), 1_500, None, "span.name = 's2' AND status = 'OK'"),
+    ],
+)
+def test_children_with_their_trace_timestamp_on_the_store_and_on_sqlite(
+    store: StoreFile,
+    experiments: tuple[int, ...],
+    start: int | None,
+    end: int | None,
+    filter_string: str | None,
+) -> None:
+    """The store reads its copies and joins nothing unless a filter asks; SQLite (a tracking
+    database, MLflow's own tables) joins the trace: both give each span with its trace's
+    timestamp, as computed in Python from the rows written."""
+    clauses = tuple(parse(filter_string))
+    window = (start, end)
+    filters = tuple(predicates(clauses, experiment_ids=experiments, window=window))
+    scope = TraceScope(experiments, start, end, filters, clauses)
+    status = {None: None, "status = 'ERROR'": "ERROR"}.get(filter_string, "OK")
+    expected = _stamped(scope, status)
+    sql = str(_children(scope).compile(store.engine, compile_kwargs={"literal_binds": True}))
+    assert set(store.db.execute(sql).fetchall()) == expected
+    assert ("trace_info" in sql) == bool(filter_string)
+
+    tracking = sa.create_engine("sqlite://")
+    SqlTraceInfo.metadata.create_all(tracking, tables=[SqlTraceInfo.__table__, SqlSpan.__table__])
+    with tracking.begin() as conn:
+        for request_id, (experiment, stamp, trace_status) in TRACES.items():
+            conn.execute(
+                sa.insert(SqlTraceInfo.__table__).values(
+                    request_id=request_id,
+                    experiment_id=experiment,
+                    timestamp_ms=stamp,
+                    execution_time_ms=1,
+                    status=trace_status,
+                )
+            )
+            for span_id in ("s1", "s2"):
+                conn.execute(
+                    sa.insert(SqlSpan.__table__).values(
+                        trace_id=request_id,
+                        experiment_id=experiment,
+                        span_id=f"{request_id}/{span_id}",
+                        name=span_id,
+                        type="UNKNOWN",
+                        status="OK",
+                        start_time_unix_nano=0,
+                        content="{}",
+                    )
+                )
+        live = {tuple(row) for row in conn.execute(_children(scope))}
+    assert live == expected
