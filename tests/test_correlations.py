@@ -1,9 +1,9 @@
 """correlations (API.md §4.6), on every backend.
 
 Each row must equal MLflow's own ``calculate_trace_filter_correlation(slice, value)`` on the
-same database (the value's filter string comes from dimensions/calculate-npmi); the set of rows
-must be every value of the data in scope but the pinned ones (a Python oracle over the raw
-rows); and the number of SQL statements must not depend on how many values there are.
+same database (the value's filter string is the row's, and equals dimensions/calculate-npmi's);
+the set of rows must be every value of the data in scope but the pinned ones (a Python oracle
+over the raw rows); and the number of SQL statements must not depend on how many values there are.
 """
 
 from __future__ import annotations
@@ -133,8 +133,10 @@ async def test_every_row_equals_mlflow_and_no_value_is_missing(
         dimension = (await client.ok("dimensions/calculate-npmi", npmi_body))["dimension1"]
         assert dimension["count"] == counts[2]
         assert dimension["filter_string"] is not None, row
+        # The row carries the same filter string, so a link needs no calculate-npmi call.
+        assert row["filter_string"] == dimension["filter_string"], row
         expected = store.calculate_trace_filter_correlation(
-            [exp], slice_filter, dimension["filter_string"], base_filter=window_filter(base)
+            [exp], slice_filter, row["filter_string"], base_filter=window_filter(base)
         )
         assert result["slice_count"] == expected.filter1_count
         assert result["total_count"] == expected.total_count

@@ -79,6 +79,14 @@ class CorrelationRow(BaseModel):
         description="Traces in scope with the value / total_count in percent (0-100)."
     )
     strength: Strength | None
+    filter_string: str | None = Field(
+        default=None,
+        description="MLflow search_traces filter for the traces that have the value (the "
+        "same string dimensions/calculate-npmi gives for this dimension); AND it with the "
+        "window and the slice to list the slice traces counted in trace_count. null where "
+        "MLflow's syntax cannot express the value.",
+        examples=["span.type = 'TOOL' AND span.name = 'send_email'"],
+    )
 
 
 class CorrelationsResponse(BaseModel):

@@ -38,6 +38,7 @@ from sqlalchemy.sql.selectable import Subquery
 
 from service import dimension_catalog as catalog
 from service.dialects import bit_or_agg, exact_text, json_text_value, text_equals
+from service.errors import InsightsError
 from service.feedback_types import (
     FEEDBACK,
     FeedbackTyping,
@@ -72,6 +73,13 @@ class Candidate:
     value: str
     count: int  # traces in scope with the value
     joint: int  # those of them in the slice
+    # The row as a dimension of dimensions/calculate-npmi: its subject (tool name, tag key,
+    # feedback name; "" for status and span type) and value parameter.
+    subject: str = ""
+    parameter: str = ""
+
+    def dimension_ref(self) -> catalog.DimensionRef:
+        return catalog.DimensionRef(_DIMENSION_KINDS[self.dimension], self.subject)
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,7 @@ async def _statuses(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
     t = flagged.traces
     stmt = select(t.c.status, func.count(), _sum(t.c.in_slice)).group_by(t.c.status)
     return [
-        Candidate("status", str(value), int(count), int(joint))
+        Candidate("status", str(value), int(count), int(joint), parameter=str(value))
         for value, count, joint in await session.execute(stmt)
     ]
 
@@ -231,7 +239,10 @@ async def _spans(
                 total = counts.setdefault((dimension, name), [0, 0])
                 total[0] += traces
                 total[1] += joint
-    return [Candidate(dim, name, c, j) for (dim, name), (c, j) in sorted(counts.items())]
+    return [
+        Candidate(dim, name, c, j, *_SPAN_DIMENSION_PARAMETERS[dim](name))
+        for (dim, name), (c, j) in sorted(counts.items())
+    ]
 
 
 async def _tags(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
@@ -254,7 +265,7 @@ async def _tags(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
     if not flagged.include_system_tags:
         stmt = stmt.where(not_system_tag(tag))
     return [
-        Candidate("tag", f"{k}={v}", int(count), int(joint))
+        Candidate("tag", f"{k}={v}", int(count), int(joint), subject=k, parameter=v)
         for k, v, count, joint in await session.execute(stmt)
     ]
 
@@ -322,7 +333,9 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
     for name, value, count, joint in await session.execute(stmt):
         typing = typings.get(str(name))
         label = _boolean_label(typing, str(value)) if str(name) in boolean else str(value)
-        candidates.append(Candidate("assessment", f"{name}={label}", int(count), int(joint)))
+        candidates.append(
+            Candidate("assessment", f"{name}={label}", int(count), int(joint), str(name), label)
+        )
     return candidates
 
 
@@ -337,6 +350,36 @@ KIND_QUERIES: Final[dict[str, KindQuery]] = {
     "assessments": _assessments,
 }
 SPAN_KINDS: Final = ("span_types", "tools")
+
+
+# The kind of dimension (dimensions/calculate-npmi) each row is.
+_DIMENSION_KINDS: Final[dict[str, catalog.Kind]] = {
+    "status": catalog.Kind.STATUS,
+    "span_type": catalog.Kind.SPAN_TYPE,
+    "tool": catalog.Kind.TOOL,
+    "tool_error": catalog.Kind.TOOL,
+    "tag": catalog.Kind.TAG,
+    "assessment": catalog.Kind.ASSESSMENT,
+}
+# (subject, value parameter) of a span row's dimension, from its value.
+_SPAN_DIMENSION_PARAMETERS: Final[dict[str, Callable[[str], tuple[str, str]]]] = {
+    "span_type": lambda name: ("", name),
+    "tool": lambda name: (name, "used"),
+    "tool_error": lambda name: (name, "error"),
+}
+
+
+def filter_string_of(c: Candidate, typings: Mapping[str, FeedbackTyping]) -> str | None:
+    """MLflow's filter string for the traces that have the row's value: the same string
+    dimensions/calculate-npmi gives for that dimension; None where MLflow's syntax cannot say
+    it (a tag key or feedback name it cannot quote, a status it does not know)."""
+    typing = typings.get(c.subject) if c.dimension == "assessment" else None
+    if c.dimension == "assessment" and typing is None:
+        return None
+    try:
+        return catalog.bind(c.dimension_ref(), {"value": c.parameter}, typing).filter_string
+    except InsightsError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,27 +474,35 @@ async def correlations(
         if kind in asked:
             candidates += await query(session, flagged)
     pins = pinned_values(slice_clauses, typings)
-    rows = []
+    rows: list[tuple[CorrelationRow, Candidate]] = []
     for c in candidates:
         if (c.dimension, c.value) in pins or c.joint < min_count:
             continue
         scores = npmi(c.joint, slice_count, c.count, total)
         rows.append(
-            CorrelationRow(
-                dimension=c.dimension,
-                value=c.value,
-                npmi_score=scores.npmi_score,
-                npmi_smoothed=scores.npmi_smoothed,
-                trace_count=c.joint,
-                percentage_of_slice=rate(c.joint, slice_count),
-                percentage_of_total=rate(c.count, total),
-                strength=scores.strength,
+            (
+                CorrelationRow(
+                    dimension=c.dimension,
+                    value=c.value,
+                    npmi_score=scores.npmi_score,
+                    npmi_smoothed=scores.npmi_smoothed,
+                    trace_count=c.joint,
+                    percentage_of_slice=rate(c.joint, slice_count),
+                    percentage_of_total=rate(c.count, total),
+                    strength=scores.strength,
+                ),
+                c,
             )
         )
     rows.sort(key=_order)
-    return CorrelationsResponse(slice_count=slice_count, total_count=total, data=rows[:limit])
+    shown = [
+        row.model_copy(update={"filter_string": filter_string_of(candidate, typings)})
+        for row, candidate in rows[:limit]
+    ]
+    return CorrelationsResponse(slice_count=slice_count, total_count=total, data=shown)
 
 
-def _order(row: CorrelationRow) -> tuple[Any, ...]:
+def _order(pair: tuple[CorrelationRow, Candidate]) -> tuple[Any, ...]:
+    row = pair[0]
     score = row.npmi_score
     return (score is None, -(score or 0.0), -row.trace_count, row.dimension, row.value)

@@ -355,19 +355,6 @@ async function tags(base, signal) {
 }
 
 // ------------------------------------------------------------------ correlations
-// At most n of the calls given to the returned function run at once.
-function limiter(n) {
-  let running = 0;
-  const waiting = [];
-  const next = () => {
-    if (running >= n || !waiting.length) return;
-    running += 1;
-    const { call, resolve, reject } = waiting.shift();
-    call().then(resolve, reject).finally(() => { running -= 1; next(); });
-  };
-  return (call) => new Promise((resolve, reject) => { waiting.push({ call, resolve, reject }); next(); });
-}
-
 // A correlation row as a dimension of dimensions/calculate-npmi (API.md §4.5).
 function dimensionOf(row) {
   const [key, ...rest] = row.value.split('=');
@@ -392,7 +379,23 @@ function tracesUrl(filterString) {
   return `${base}#/experiments/${encodeURIComponent(state.experiment)}/traces`;
 }
 
-function npmiDetail(row, pair, link, scope) {
+// dimensions/calculate-npmi for a correlation row and the slice (when the slice is one status
+// clause; otherwise the row's value with itself), or null when it fails.
+async function pairOf(base, row, sliceDim, signal) {
+  try {
+    const pair = await post('dimensions/calculate-npmi', {
+      experiment_ids: base.experiment_ids, start_time: base.start_time, end_time: base.end_time,
+      ...(base.filter_string ? { filter_string: base.filter_string } : {}),
+      dimension1: dimensionOf(row), dimension2: sliceDim || dimensionOf(row),
+    }, { signal });
+    return { ...pair, slice: Boolean(sliceDim) };
+  } catch (err) {
+    if (err.name === 'AbortError') throw err;
+    return null;
+  }
+}
+
+function npmiDetail(row, pair, link, scope, pending = false) {
   const n = scope.total_count;
   const n1 = scope.slice_count;
   // Traces with the value: percentage_of_total is 100 * n2 / n, so rounding gives n2 back.
@@ -409,7 +412,8 @@ function npmiDetail(row, pair, link, scope) {
         el('tr', {}, el('th', { scope: 'row', text: 'not in the slice' }), cell(n2 - n11, 'n01'), cell(n - n1 - n2 + n11, 'n00'), cell(n - n1, 'rest')),
         el('tr', {}, el('th', { scope: 'row', text: 'total' }), cell(n2, 'value_count'), cell(n - n2, 'without'), cell(n, 'total_count'))))),
     el('p', {}, 'NPMI ', metric('npmi_score', row.npmi_score, num(row.npmi_score)), ' · smoothed ', metric('npmi_smoothed', row.npmi_smoothed, num(row.npmi_smoothed)), ` · ${row.strength ?? 'no'} correlation`),
-    pair && pair.slice ? el('p', { class: 'muted' }, 'dimensions/calculate-npmi for the same pair: NPMI ', metric('pair_npmi', pair.correlation.npmi_score, num(pair.correlation.npmi_score)), `, ${count(pair.intersection.count)} traces in both.`) : null,
+    pending ? el('p', { class: 'muted', dataset: { pair: 'pending' }, text: 'dimensions/calculate-npmi for the same pair: …' }) : null,
+    pair && pair.slice ? el('p', { class: 'muted', dataset: { pair: 'done' } }, 'dimensions/calculate-npmi for the same pair: NPMI ', metric('pair_npmi', pair.correlation.npmi_score, num(pair.correlation.npmi_score)), `, ${count(pair.intersection.count)} traces in both.`) : null,
     link ? el('p', {}, 'Traces in the slice with this value: ', el('code', { class: 'filter', text: link }), ' ',
       el('button', { type: 'button', onclick: () => navigator.clipboard && navigator.clipboard.writeText(link) }, 'Copy filter')) : el('p', { class: 'muted', text: 'MLflow search syntax cannot express this value.' }));
   box.focus();
@@ -433,27 +437,25 @@ async function correlations(base, signal) {
     }
     throw err;
   }
-  const sliceDim = sliceDimension(state.slice);
   const table = el('table', { dataset: { sliceCount: result.slice_count, totalCount: result.total_count } },
     el('caption', { class: 'muted' }, metric('slice_count', result.slice_count, `${count(result.slice_count)} traces in the slice`), ' of ', metric('total_count', result.total_count, `${count(result.total_count)}`), ' in the window'),
     el('thead', {}, el('tr', {}, ['Dimension', 'Value', 'Traces', '% of slice', '% of all', 'NPMI', 'Smoothed', 'Strength', ''].map((h, i) => el('th', { scope: 'col', class: i < 2 ? 'text' : null, text: h })))),
     el('tbody'));
   const tbody = table.querySelector('tbody');
-  // Each row's MLflow filter string comes from dimensions/calculate-npmi. Those calls can be slow
-  // (span dimensions), so the rows show at once and the links fill in behind, a few at a time.
+  // The window is part of each link's filter: the link opens exactly the traces counted here.
   const inWindow = `timestamp_ms >= ${base.start_time} AND timestamp_ms < ${base.end_time}`;
-  const gate = limiter(3);
-  table.dataset.links = result.data.length ? 'pending' : 'done';
-  const pairs = result.data.map((row) => gate(() => post('dimensions/calculate-npmi', {
-    experiment_ids: base.experiment_ids, start_time: base.start_time, end_time: base.end_time,
-    ...(base.filter_string ? { filter_string: base.filter_string } : {}),
-    dimension1: dimensionOf(row), dimension2: sliceDim || dimensionOf(row),
-  }, { signal })).then((pair) => ({ ...pair, slice: Boolean(sliceDim) }), (err) => {
-    if (err.name === 'AbortError') throw err;
-    return null;
-  }));
-  result.data.forEach((row, i) => {
-    const links = el('td', { class: 'text' }, el('span', { class: 'muted', text: '…' }));
+  result.data.forEach((row) => {
+    const link = row.filter_string ? [inWindow, slice, row.filter_string].join(' AND ') : null;
+    // calculate-npmi for the pair only when its detail is opened: one call per row would
+    // cost as much as the whole section.
+    const openDetail = () => {
+      const sliceDim = sliceDimension(state.slice);
+      npmiDetail(row, null, link, result, Boolean(sliceDim));
+      if (!sliceDim) return;
+      pairOf(base, row, sliceDim, signal)
+        .then((pair) => npmiDetail(row, pair, link, result))
+        .catch(() => {});
+    };
     tbody.append(el('tr', { dataset: { dimension: row.dimension, value: row.value } },
       el('td', { class: 'text', text: row.dimension }), el('td', { class: 'text', text: row.value }),
       el('td', {}, metric('trace_count', row.trace_count, count(row.trace_count))),
@@ -462,17 +464,10 @@ async function correlations(base, signal) {
       el('td', {}, metric('npmi_score', row.npmi_score, num(row.npmi_score))),
       el('td', {}, metric('npmi_smoothed', row.npmi_smoothed, num(row.npmi_smoothed))),
       el('td', { text: row.strength ?? '–' }),
-      links));
-    pairs[i].then((pair) => {
-      const valueFilter = pair ? pair.dimension1.filter_string : null;
-      // The window is part of the filter: the link opens exactly the traces counted here.
-      const link = valueFilter ? [inWindow, slice, valueFilter].join(' AND ') : null;
-      links.replaceChildren(
+      el('td', { class: 'text' },
         link ? el('a', { class: 'traces-link', href: tracesUrl(link), target: '_blank', rel: 'noopener', dataset: { filterString: link }, title: `MLflow's trace list; filter: ${link}` }, 'Traces') : '',
-        ' ', el('button', { type: 'button', class: 'link npmi-link', onclick: () => npmiDetail(row, pair, link, result) }, 'NPMI detail'));
-    }).catch(() => {});
+        ' ', el('button', { type: 'button', class: 'link npmi-link', onclick: openDetail }, 'NPMI detail'))));
   });
-  Promise.allSettled(pairs).then(() => { if (!signal.aborted) table.dataset.links = 'done'; });
   $('correlation-table').replaceChildren(table);
   const empty = !result.data.length;
   setState('correlations', empty ? 'empty' : 'ready', empty ? (result.slice_count ? 'Nothing goes with this slice more than with the rest.' : 'No traces in this slice.') : '');
