@@ -21,7 +21,6 @@ from service.dialects.expressions import (
     all_of,
     child_of_traces,
     child_with_trace,
-    joined_child_of_traces,
     trace_column_of,
     trace_time_within,
 )
@@ -84,17 +83,7 @@ class TraceScope:
         in scope)`` on the tracking databases; the analytics store decides from its copies of
         the trace's experiment and timestamp, reading ``trace_info`` only for a filter.
         """
-        # The conditions as a balanced tree: SQLite counts a subquery's expression depth into
-        # the enclosing expression's (at most 1000), and a filter may have hundreds of clauses.
-        traces: Select[Any] = select(SqlTraceInfo.request_id).where(all_of(self.conditions()))
-        return child_of_traces(
-            trace_key,
-            traces,
-            experiment_ids=self.experiment_ids,
-            start=self.start_time,
-            end=self.end_time,
-            narrowed=bool(self.filters),
-        )
+        return self._membership(trace_key, joined=False)
 
     def children(self, trace_key: Any, *columns: Any) -> Select[Any]:
         """``SELECT columns`` over the child rows (spans, tags, feedback) of traces in scope, with
@@ -103,22 +92,27 @@ class TraceScope:
         The tracking databases join the child table to ``trace_info``; the analytics store
         reads the copies of the trace's columns on the child rows and joins nothing.
         """
-        traces: Select[Any] = (
-            select(SqlTraceInfo.request_id).where(all_of(self.conditions())).correlate(None)
-        )
         joined = child_with_trace(
             trace_key.expression.table, SqlTraceInfo, SqlTraceInfo.request_id == trace_key
         )
-        in_scope = joined_child_of_traces(
+        in_scope = self._membership(trace_key, joined=True)
+        return select(*columns).select_from(joined).where(in_scope)
+
+    def _membership(self, trace_key: Any, *, joined: bool) -> ColumnElement[bool]:
+        # The conditions as a balanced tree: SQLite counts a subquery's expression depth into
+        # the enclosing expression's (at most 1000), and a filter may have hundreds of clauses.
+        # Never correlated: the statement around may read trace_info itself.
+        conditions = all_of(self.conditions())
+        traces: Select[Any] = select(SqlTraceInfo.request_id).where(conditions).correlate(None)
+        return child_of_traces(
             trace_key,
             traces,
-            all_of(self.conditions()),
             experiment_ids=self.experiment_ids,
             start=self.start_time,
             end=self.end_time,
             narrowed=bool(self.filters),
+            joined=conditions if joined else None,
         )
-        return select(*columns).select_from(joined).where(in_scope)
 
     @staticmethod
     def trace_column(trace_key: Any, column: Any) -> ColumnElement[Any]:

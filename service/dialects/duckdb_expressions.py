@@ -23,7 +23,6 @@ from service.dialects.expressions import (
     exact_text,
     floor_float,
     int_div,
-    joined_child_of_traces,
     json_text_value,
     text_equals,
     trace_column_of,
@@ -98,10 +97,9 @@ def _trace_time_within_duckdb(element: trace_time_within, compiler: Any, **kw: A
 
 
 @compiles(child_of_traces, DUCKDB)
-@compiles(joined_child_of_traces, DUCKDB)
 def _child_of_traces_duckdb(element: child_of_traces, compiler: Any, **kw: Any) -> str:
     # The row's own copies of its trace's experiment and timestamp decide; the subquery only
-    # when it checks more than those. (The joined form's conditions, last, are not read.)
+    # when it checks more than those. (A joined row's conditions, 7th, are not read.)
     key, membership, ids, start, end, narrowed = list(element.clauses)[:6]
     experiment = _copied(TRACE_EXPERIMENT_COPY, key)
     conditions = [compiler.process(experiment.in_(list(ids.clauses)), **kw)]

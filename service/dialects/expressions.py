@@ -314,59 +314,24 @@ class child_of_traces(FunctionElement[bool]):
         start: int | None,
         end: int | None,
         narrowed: bool,
+        joined: ColumnElement[bool] | None = None,
     ) -> None:
-        super().__init__(*_membership(trace_key, traces, experiment_ids, start, end, narrowed))
-
-
-def _membership(
-    trace_key: Any,
-    traces: Any,
-    experiment_ids: Sequence[int],
-    start: int | None,
-    end: int | None,
-    narrowed: bool,
-) -> list[Any]:
-    """The clauses of ``child_of_traces``, in the order its compilers read them."""
-    key = trace_key.expression
-    ids = tuple_(*(literal(i, type_=BigInteger()) for i in experiment_ids))
-    bounds = _window_bounds(start, end)
-    return [key, key.in_(traces), ids, *bounds, true() if narrowed else false()]
+        """``joined``: the scope's conditions on ``trace_info``, when the row is already joined
+        to its trace (``child_with_trace``); the tracking databases then check them on the
+        joined trace instead of ``IN (traces)``. The store answers as without it."""
+        key = trace_key.expression
+        ids = tuple_(*(literal(i, type_=BigInteger()) for i in experiment_ids))
+        bounds = _window_bounds(start, end)
+        flag = true() if narrowed else false()
+        extra = [] if joined is None else [joined]
+        super().__init__(key, key.in_(traces), ids, *bounds, flag, *extra)
 
 
 @compiles(child_of_traces)
 def _child_of_traces_default(element: child_of_traces, compiler: Any, **kw: Any) -> str:
-    membership = list(element.clauses)[1]
-    return str(compiler.process(membership, **kw))
-
-
-class joined_child_of_traces(child_of_traces):
-    """``child_of_traces`` for a child row already joined to its trace (``child_with_trace``):
-    the tracking databases check ``conditions`` (the scope's, on ``trace_info``) on the joined
-    trace; the store, which does not join, answers as ``child_of_traces`` does."""
-
-    inherit_cache = True
-
-    def __init__(
-        self,
-        trace_key: Any,
-        traces: Any,
-        conditions: ColumnElement[bool],
-        *,
-        experiment_ids: Sequence[int],
-        start: int | None,
-        end: int | None,
-        narrowed: bool,
-    ) -> None:
-        membership = _membership(trace_key, traces, experiment_ids, start, end, narrowed)
-        FunctionElement.__init__(self, *membership, conditions)
-
-
-@compiles(joined_child_of_traces)
-def _joined_child_of_traces_default(
-    element: joined_child_of_traces, compiler: Any, **kw: Any
-) -> str:
-    conditions = list(element.clauses)[-1]
-    return str(compiler.process(conditions, **kw))
+    clauses = list(element.clauses)
+    # The joined trace's conditions when given (7th), else the membership subquery (2nd).
+    return str(compiler.process(clauses[6] if len(clauses) > 6 else clauses[1], **kw))
 
 
 class trace_column_of(FunctionElement[Any]):
@@ -389,7 +354,7 @@ def _trace_column_of_default(element: trace_column_of, compiler: Any, **kw: Any)
 
 class child_with_trace(Join):
     """``child JOIN trace_info ON child.key = trace_info.request_id``, for a statement that reads
-    of the trace nothing but ``trace_column_of`` and ``joined_child_of_traces``.
+    of the trace nothing but ``trace_column_of`` and ``child_of_traces(..., joined=...)``.
 
     The store's child tables carry the columns those read, so there the FROM is the child table
     alone: the join of millions of spans to their traces is the largest part of such a query.
