@@ -26,6 +26,7 @@ from pathlib import Path
 
 import duckdb
 
+from service.dialects.expressions import TRACE_TIMESTAMP_COPY
 from service.store.layout import (
     ASSESSMENTS,
     ENTITY_ASSOCIATIONS,
@@ -69,9 +70,11 @@ _TABLES: tuple[CopiedTable, ...] = (
 
 
 def _copy_select(table: CopiedTable, k: int) -> str:
-    rewrites = _REWRITES[table.name]
+    # The child tables' copy of their trace's timestamp moves with the trace's.
+    rewrites = {**_REWRITES[table.name], TRACE_TIMESTAMP_COPY: f"{TRACE_TIMESTAMP_COPY} + {{k}}"}
     columns = [
-        rewrites[c].replace("{k}", str(k)) if c in rewrites else f'"{c}"' for c in table.columns
+        rewrites[c].replace("{k}", str(k)) if c in rewrites else f'"{c}"'
+        for c in table.store_columns
     ]
     # The originals only: copies already inserted carry the 'tr-x' prefix.
     key = table.trace_key
@@ -100,7 +103,7 @@ def grow(
         }
         for table in _TABLES:
             clock = time.perf_counter()
-            names = ", ".join(f'"{c}"' for c in table.columns)
+            names = ", ".join(f'"{c}"' for c in table.store_columns)
             for k in range(1, factor):  # one copy per statement: bounded memory
                 db.execute(f"INSERT INTO {table.name} ({names}) {_copy_select(table, k)}")
             seconds[table.name] = time.perf_counter() - clock

@@ -613,3 +613,38 @@ async def test_a_store_statement_past_the_timeout_is_interrupted(
     finally:
         store.close()
         await database.dispose()
+
+
+async def test_a_store_out_of_memory_is_a_503_that_says_so_and_live_still_answers(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """DuckDB running out of memory is the store's failure, not the tracking database's: the
+    503 says so and names the way around it, and the same request with no-cache is answered."""
+    experiment = backend.experiment_id()
+    async with started(store_settings(backend.service_url, tmp_path / "s.duckdb")) as (app, http):
+        await wait_for_store(http, {"ready"})
+        # Far below what percentiles over the dataset need (DuckDB refuses past its limit).
+        with runner_of(app).store.engine().connect() as conn:
+            conn.exec_driver_sql("SET memory_limit = '1MB'")
+        body = {"experiment_ids": [experiment], "time_bucket": "day"}
+        failed = await http.post(f"{API}/traffic-cost/latency", json=body)
+        assert_error(failed, 503, "TEMPORARILY_UNAVAILABLE")
+        assert answered_by(failed) == "store"
+        message = failed.json()["message"]
+        assert "analytics store" in message and "tracking database cannot" not in message
+        assert "Cache-Control: no-cache" in message and "INSIGHTS_STORE_MEMORY_LIMIT" in message
+        live = await http.post(f"{API}/traffic-cost/latency", json=body, headers=NO_CACHE)
+        assert live.status_code == 200 and answered_by(live) == "live"
+        engine = sa.create_engine(backend.sync_uri)
+        try:
+            with engine.connect() as conn:
+                timed = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM trace_info WHERE experiment_id = :e "
+                        "AND execution_time_ms IS NOT NULL"
+                    ),
+                    {"e": int(experiment)},
+                ).scalar_one()
+        finally:
+            engine.dispose()
+        assert live.json()["summary"]["count"] == timed > 0

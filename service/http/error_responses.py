@@ -32,6 +32,22 @@ _CLIENT_MESSAGES = {
     ),
     ErrorCode.INTERNAL_ERROR: "Internal error; the details are in the service log.",
 }
+# The same failures when the analytics store answered: the tracking database is fine, and a
+# request with ``Cache-Control: no-cache`` is answered from it.
+_STORE_MESSAGES = {
+    **_CLIENT_MESSAGES,
+    ErrorCode.TEMPORARILY_UNAVAILABLE: (
+        "The analytics store could not answer this request (it ran out of memory, or its file "
+        "could not be read); retry later, narrow the time window, or send "
+        "'Cache-Control: no-cache' to be answered from the tracking database. Operators: "
+        "INSIGHTS_STORE_MEMORY_LIMIT sets the store's memory."
+    ),
+}
+
+
+def database_error_message(code: ErrorCode, *, answered_by_store: bool) -> str:
+    """What the client is told of a database failure, by which database failed."""
+    return (_STORE_MESSAGES if answered_by_store else _CLIENT_MESSAGES)[code]
 
 
 # Documents every error status of an endpoint in /openapi.json (its presence also keeps FastAPI
@@ -122,9 +138,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        code = _policy_of_answer(request).classify_error(exc) or ErrorCode.INTERNAL_ERROR
+        policy, by_store = _policy_of_answer(request)
+        code = policy.classify_error(exc) or ErrorCode.INTERNAL_ERROR
         logger.error("database error on %s (%s)", request.url.path, code.value, exc_info=exc)
-        return error_response(InsightsError(code, _CLIENT_MESSAGES[code]))
+        message = database_error_message(code, answered_by_store=by_store)
+        return error_response(InsightsError(code, message))
 
     @app.exception_handler(PoolTimeoutError)
     async def _pool_exhausted(request: Request, exc: PoolTimeoutError) -> JSONResponse:
@@ -154,11 +172,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(InsightsError(code, _CLIENT_MESSAGES[code]))
 
 
-def _policy_of_answer(request: Request) -> DialectPolicy:
-    """The policy of the database that answered: the analytics store's, or the tracking DB's."""
+def _policy_of_answer(request: Request) -> tuple[DialectPolicy, bool]:
+    """The policy of the database that answered, and whether it is the analytics store."""
     answer = answer_of(request.scope)
     store = getattr(getattr(request.app.state, "store_runner", None), "store", None)
     if answer is not None and answer.answered_by == "store" and store is not None:
-        return policy_for(store.engine().dialect)
+        return policy_for(store.engine().dialect), True
     policy: DialectPolicy = request.app.state.database.policy
-    return policy
+    return policy, False

@@ -1,0 +1,44 @@
+"""``bench.grow``: a store file grown N times keeps every child row's copies of its trace's
+timestamp and experiment equal to the trace's (the store's queries select by them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from bench.grow import grow
+from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
+from service.store.store_file import StoreFile
+
+
+def test_grown_rows_carry_their_own_trace_timestamp(tmp_path: Path) -> None:
+    source = tmp_path / "store.duckdb"
+    store = StoreFile.open(source)
+    for n, (experiment, stamp) in enumerate([(1, 1_000), (2, 5_000)]):
+        trace = f"tr-{n:032x}"
+        store.db.execute(
+            "INSERT INTO trace_info (request_id, experiment_id, timestamp_ms) VALUES (?, ?, ?)",
+            [trace, experiment, stamp],
+        )
+        store.db.execute(
+            f"INSERT INTO spans (trace_id, experiment_id, span_id, start_time_unix_nano, "
+            f"{TRACE_TIMESTAMP_COPY}, {TRACE_EXPERIMENT_COPY}) VALUES (?, ?, ?, 0, ?, ?)",
+            [trace, experiment, f"s{n}", stamp, experiment],
+        )
+    store.db.execute("CHECKPOINT")
+    store.db.close()
+
+    out = tmp_path / "grown.duckdb"
+    grow(source, out, 3, memory_limit="256MB", threads=1)
+
+    db = duckdb.connect(str(out), read_only=True)
+    rows = db.execute(
+        f"SELECT s.trace_id, s.{TRACE_TIMESTAMP_COPY}, t.timestamp_ms, "
+        f"s.{TRACE_EXPERIMENT_COPY}, t.experiment_id "
+        "FROM spans s LEFT JOIN trace_info t ON t.request_id = s.trace_id"
+    ).fetchall()
+    assert len(rows) == 6
+    assert {r[2] for r in rows} == {1_000, 1_001, 1_002, 5_000, 5_001, 5_002}
+    for _, copied_stamp, stamp, copied_experiment, experiment in rows:
+        assert (copied_stamp, copied_experiment) == (stamp, experiment)
