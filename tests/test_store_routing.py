@@ -80,11 +80,13 @@ async def wait_for_store(
         await asyncio.sleep(0.1)
 
 
-def trace_count(sync_uri: str, experiment_id: str) -> int:
+def trace_count(sync_uri: str, experiment_id: str, *, timed_only: bool = False) -> int:
+    """Traces of the experiment in the tracking DB (``timed_only``: with an execution time)."""
     engine = sa.create_engine(sync_uri, isolation_level="AUTOCOMMIT")
+    timed = " AND execution_time_ms IS NOT NULL" if timed_only else ""
     try:
         with engine.connect() as conn:
-            query = sa.text("SELECT count(*) FROM trace_info WHERE experiment_id = :e")
+            query = sa.text(f"SELECT count(*) FROM trace_info WHERE experiment_id = :e{timed}")
             return int(conn.execute(query, {"e": int(experiment_id)}).scalar_one())
     finally:
         engine.dispose()
@@ -635,16 +637,5 @@ async def test_a_store_out_of_memory_is_a_503_that_says_so_and_live_still_answer
         assert "Cache-Control: no-cache" in message and "INSIGHTS_STORE_MEMORY_LIMIT" in message
         live = await http.post(f"{API}/traffic-cost/latency", json=body, headers=NO_CACHE)
         assert live.status_code == 200 and answered_by(live) == "live"
-        engine = sa.create_engine(backend.sync_uri)
-        try:
-            with engine.connect() as conn:
-                timed = conn.execute(
-                    sa.text(
-                        "SELECT count(*) FROM trace_info WHERE experiment_id = :e "
-                        "AND execution_time_ms IS NOT NULL"
-                    ),
-                    {"e": int(experiment)},
-                ).scalar_one()
-        finally:
-            engine.dispose()
+        timed = trace_count(backend.sync_uri, experiment, timed_only=True)
         assert live.json()["summary"]["count"] == timed > 0

@@ -379,16 +379,16 @@ function tracesUrl(filterString) {
   return `${base}#/experiments/${encodeURIComponent(state.experiment)}/traces`;
 }
 
-// dimensions/calculate-npmi for a correlation row and the slice (when the slice is one status
-// clause; otherwise the row's value with itself), or null when it fails.
+// dimensions/calculate-npmi for a correlation row and the slice (a dimension: one status clause),
+// or null when it fails.
 async function pairOf(base, row, sliceDim, signal) {
   try {
     const pair = await post('dimensions/calculate-npmi', {
       experiment_ids: base.experiment_ids, start_time: base.start_time, end_time: base.end_time,
       ...(base.filter_string ? { filter_string: base.filter_string } : {}),
-      dimension1: dimensionOf(row), dimension2: sliceDim || dimensionOf(row),
+      dimension1: dimensionOf(row), dimension2: sliceDim,
     }, { signal });
-    return { ...pair, slice: Boolean(sliceDim) };
+    return pair;
   } catch (err) {
     if (err.name === 'AbortError') throw err;
     return null;
@@ -413,7 +413,7 @@ function npmiDetail(row, pair, link, scope, pending = false) {
         el('tr', {}, el('th', { scope: 'row', text: 'total' }), cell(n2, 'value_count'), cell(n - n2, 'without'), cell(n, 'total_count'))))),
     el('p', {}, 'NPMI ', metric('npmi_score', row.npmi_score, num(row.npmi_score)), ' · smoothed ', metric('npmi_smoothed', row.npmi_smoothed, num(row.npmi_smoothed)), ` · ${row.strength ?? 'no'} correlation`),
     pending ? el('p', { class: 'muted', dataset: { pair: 'pending' }, text: 'dimensions/calculate-npmi for the same pair: …' }) : null,
-    pair && pair.slice ? el('p', { class: 'muted', dataset: { pair: 'done' } }, 'dimensions/calculate-npmi for the same pair: NPMI ', metric('pair_npmi', pair.correlation.npmi_score, num(pair.correlation.npmi_score)), `, ${count(pair.intersection.count)} traces in both.`) : null,
+    pair ? el('p', { class: 'muted', dataset: { pair: 'done' } }, 'dimensions/calculate-npmi for the same pair: NPMI ', metric('pair_npmi', pair.correlation.npmi_score, num(pair.correlation.npmi_score)), `, ${count(pair.intersection.count)} traces in both.`) : null,
     link ? el('p', {}, 'Traces in the slice with this value: ', el('code', { class: 'filter', text: link }), ' ',
       el('button', { type: 'button', onclick: () => navigator.clipboard && navigator.clipboard.writeText(link) }, 'Copy filter')) : el('p', { class: 'muted', text: 'MLflow search syntax cannot express this value.' }));
   box.focus();
