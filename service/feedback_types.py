@@ -30,8 +30,10 @@ from sqlalchemy import and_, case, false, func, literal, null, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql.selectable import Subquery
 
 from service.dialects import exact_text, text_equals
+from service.dialects.expressions import FEEDBACK_KINDS_SUMMARY, kept_distinct
 from service.models.assessments import AssessmentType
 from service.scope import TraceScope
 
@@ -161,16 +163,37 @@ def type_of(kinds: Iterable[ValueKind]) -> AssessmentType:
 # -- the type of each name -------------------------------------------------------------------
 
 
+def kind_rows(a: Assessments = SqlAssessments) -> Select[Any]:
+    """``SELECT trace_id, experiment_id, name, kind`` of every feedback row: what a name's type
+    is decided from. The analytics store keeps its distinct rows (``feedback_kind_rows``)."""
+    return select(
+        a.trace_id.label("trace_id"),
+        a.experiment_id.label("experiment_id"),
+        a.name.label("name"),
+        value_kind(a).label("kind"),
+    ).where(a.assessment_type == FEEDBACK)
+
+
+def feedback_kind_rows() -> Subquery:
+    """``kind_rows`` as a FROM clause of which statements read distinct rows only: the
+    tracking databases read the feedback rows, the store its summary of them (a few rows per
+    name, kept by its sync) instead of every feedback row of the experiments on each request.
+    Its ``trace_id`` may only be tested with ``scope.whole_experiments().owns``: the store's
+    summary knows each row's trace by the copy of its experiment, not by id."""
+    return kept_distinct.of(
+        kind_rows(aliased(SqlAssessments)), name="feedback_kinds", summary=FEEDBACK_KINDS_SUMMARY
+    )
+
+
 def _kinds_by_name(
-    a: Assessments, names: Iterable[str] | None, match: NameMatch, *columns: Any
+    k: Subquery, names: Iterable[str] | None, match: NameMatch, *columns: Any
 ) -> Select[Any]:
-    """``SELECT name, kind, columns`` over the feedback rows (of ``names``), one row per name
-    and kind; the caller adds the FROM clause and the experiments."""
-    name = match.key(a.name).label("name")
-    kind = value_kind(a).label("kind")
-    stmt = select(name, kind, *columns).where(a.assessment_type == FEEDBACK).group_by(name, kind)
+    """``SELECT name, kind, columns`` over ``feedback_kind_rows`` (of ``names``), one row per
+    name and kind; the caller adds the experiments."""
+    name = match.key(k.c.name).label("name")
+    stmt = select(name, k.c.kind, *columns).select_from(k).group_by(name, k.c.kind)
     if names is not None:
-        stmt = stmt.where(match.one_of(a.name, list(names)))
+        stmt = stmt.where(match.one_of(k.c.name, list(names)))
     return stmt
 
 
@@ -186,8 +209,8 @@ async def feedback_types(
     A name is there when it has any feedback row (valid or not) in the experiments. One round
     trip, on the assessment rows alone (MLflow's index on experiment and name).
     """
-    a = aliased(SqlAssessments)
-    stmt = _kinds_by_name(a, names, match).where(a.experiment_id.in_(experiment_ids))
+    k = feedback_kind_rows()
+    stmt = _kinds_by_name(k, names, match).where(k.c.experiment_id.in_(experiment_ids))
     kinds: dict[str, set[ValueKind]] = {}
     for row in await session.execute(stmt):
         kinds.setdefault(str(row.name), set()).add(ValueKind(row.kind))
@@ -229,15 +252,14 @@ async def feedback_typing(
     """
     # Two parts of one statement: the kinds of every feedback row of the experiments' traces
     # (whatever the window), and the names with a counted row of a trace in scope. Apart, the
-    # store answers both from the assessment rows alone (its copies of their trace's experiment
-    # and timestamp), where one outer join of every row to the traces in scope cost 3x more.
+    # store answers the first from its summary of kinds and the second from the assessment rows
+    # alone (their copies of their trace's experiment and timestamp), where one outer join of
+    # every row to the traces in scope cost 3x more.
     # The scope's filter may test assessments itself: the traces in scope are a subquery, so
     # its EXISTS clauses never correlate with the assessment rows read here.
-    a, b = aliased(SqlAssessments), aliased(SqlAssessments)
-    kinds_stmt = (
-        _kinds_by_name(a, names, match, literal(0).label("in_scope"))
-        .select_from(a)
-        .where(scope.whole_experiments().owns(a.trace_id))
+    k, b = feedback_kind_rows(), aliased(SqlAssessments)
+    kinds_stmt = _kinds_by_name(k, names, match, literal(0).label("in_scope")).where(
+        scope.whole_experiments().owns(k.c.trace_id)
     )
     counted = select(
         match.key(b.name).label("name"),

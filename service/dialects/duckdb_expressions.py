@@ -24,6 +24,7 @@ from service.dialects.expressions import (
     floor_float,
     int_div,
     json_text_value,
+    kept_distinct,
     text_equals,
     trace_column_of,
     trace_time_within,
@@ -124,3 +125,9 @@ def _child_with_trace_duckdb(element: child_with_trace, compiler: Any, **kw: Any
     # The child table alone: what the statement reads of the trace, it reads from the copies.
     kw.pop("asfrom", None)
     return str(compiler.process(element.left, asfrom=True, **kw))
+
+
+@compiles(kept_distinct, DUCKDB)
+def _kept_distinct_duckdb(element: kept_distinct, compiler: Any, **kw: Any) -> str:
+    # The store's table of the subquery's distinct rows, under the subquery's name.
+    return f"{element.summary} AS {compiler.preparer.format_alias(element, element.name)}"

@@ -24,8 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.expression import FunctionElement, Join
+from sqlalchemy.sql.selectable import Subquery
 from sqlalchemy.types import TypeDecorator
 
 # --------------------------------------------------------------------------------------------
@@ -361,3 +362,32 @@ class child_with_trace(Join):
     """
 
     inherit_cache = True
+
+
+# --------------------------------------------------------------------------------------------
+# Rows the analytics store keeps summarized
+# --------------------------------------------------------------------------------------------
+
+# The store's table of distinct (experiment, trace's experiment, name, kind) of feedback rows;
+# ``service.store.layout`` defines it, the sync refreshes it, ``duckdb_expressions`` reads it.
+FEEDBACK_KINDS_SUMMARY = "insights_feedback_kinds"
+
+
+class kept_distinct(Subquery):
+    """``(SELECT columns FROM ...) AS name``, of which a statement reads only distinct rows
+    (it groups by, or selects distinct, every column it reads).
+
+    The tracking databases run the subquery. The analytics store keeps the distinct rows of the
+    same select, with the copy of their trace's experiment (``TRACE_EXPERIMENT_COPY``) beside
+    them, in its table ``summary`` and reads that instead: a few rows per experiment where
+    the subquery reads every row of a large table on each request.
+    """
+
+    inherit_cache = True
+    summary: str
+
+    @classmethod
+    def of(cls, rows: Select[Any], *, name: str, summary: str) -> kept_distinct:
+        kept = cls._construct(rows, name=name)
+        kept.summary = summary
+        return kept

@@ -31,9 +31,13 @@ from mlflow.store.tracking.dbmodels.models import (
 )
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
 
-from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
+from service.dialects.expressions import (
+    FEEDBACK_KINDS_SUMMARY,
+    TRACE_EXPERIMENT_COPY,
+    TRACE_TIMESTAMP_COPY,
+)
 
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 
 STORE_METADATA = MetaData()
 
@@ -194,4 +198,16 @@ STORE_PARTITIONS = Table(
     Column("table_name", String, nullable=False),
     Column("row_count", BigInteger, nullable=False),
     Column("hash_sum", BigInteger, nullable=False),
+)
+
+# The distinct (experiment, trace's experiment, name, kind) of the feedback rows: what
+# ``feedback_types.feedback_kind_rows`` reads on the store. The sync recomputes an experiment's
+# rows from the copied assessments whenever a partition of them changed, in the same transaction.
+FEEDBACK_KINDS = Table(
+    FEEDBACK_KINDS_SUMMARY,
+    STORE_METADATA,
+    Column("experiment_id", SqlAssessments.__table__.c.experiment_id.type),
+    Column(TRACE_EXPERIMENT_COPY, BigInteger),
+    Column("name", SqlAssessments.__table__.c.name.type),
+    Column("kind", String),
 )

@@ -19,16 +19,20 @@ from typing import Any, ParamSpec, TypeVar
 
 import duckdb
 import pyarrow as pa
-from sqlalchemy import BigInteger, Boolean, Float, Integer, create_engine
+from sqlalchemy import BigInteger, Boolean, Float, Integer, create_engine, delete, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.types import TypeEngine
 
+from service.dialects.expressions import TRACE_EXPERIMENT_COPY
+from service.feedback_types import kind_rows
 from service.store.layout import (
     ALL_TABLES,
+    ASSESSMENTS,
     EXPERIMENTS,
+    FEEDBACK_KINDS,
     LAYOUT_VERSION,
     STORE_META,
     STORE_METADATA,
@@ -362,8 +366,29 @@ class StoreFile:
         self.clear_rows()
         self.db.execute(f"DELETE FROM \"{STORE_META.name}\" WHERE key <> 'layout_version'")
 
+    def refresh_feedback_kinds(self, experiment_ids: Iterable[int] | None) -> None:
+        """Recompute ``FEEDBACK_KINDS`` of the traces of these experiments (``None``: all) from
+        the copied assessments, the same ``kind_rows`` the tracking databases answer with."""
+        copied = ASSESSMENTS.store.c
+        rows = kind_rows(copied).add_columns(copied[TRACE_EXPERIMENT_COPY]).subquery("kinds")
+        distinct = select(*(rows.c[c.name] for c in FEEDBACK_KINDS.columns)).distinct()
+        doomed = delete(FEEDBACK_KINDS)
+        if experiment_ids is not None:
+            ids = sorted(set(experiment_ids))
+            if not ids:
+                return
+            distinct = distinct.where(rows.c[TRACE_EXPERIMENT_COPY].in_(ids))
+            doomed = doomed.where(FEEDBACK_KINDS.c[TRACE_EXPERIMENT_COPY].in_(ids))
+        literal = {"literal_binds": True}
+        self.db.execute(str(doomed.compile(self.engine, compile_kwargs=literal)))
+        fill = insert(FEEDBACK_KINDS).from_select(
+            [c.name for c in FEEDBACK_KINDS.columns], distinct
+        )
+        self.db.execute(str(fill.compile(self.engine, compile_kwargs=literal)))
+
     def clear_rows(self) -> None:
         """Empty the copied tables and their fingerprints (what an unfinished first sync left)."""
         for table in ALL_TABLES:
             self.db.execute(f"DELETE FROM {table.name}")
+        self.db.execute(f"DELETE FROM {FEEDBACK_KINDS.name}")
         self.db.execute(f'DELETE FROM "{STORE_PARTITIONS.name}"')

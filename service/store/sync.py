@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.db import Database
 from service.dialects.batch_reads import batch_reader_for
 from service.dialects.change_capture import ChangeGate, prepare_sync_session
-from service.store.layout import EXPERIMENTS, TRACE_INFO, TRACE_TABLES, CopiedTable
+from service.store.layout import ASSESSMENTS, EXPERIMENTS, TRACE_INFO, TRACE_TABLES, CopiedTable
 from service.store.plan import (
     Checks,
     recent_slots,
@@ -153,6 +153,9 @@ class SyncCycle:
                     source = changed = await self._copy_everything(session, checks)
                 else:
                     await self._copy_partitions(session, changed)
+                await self.file.call(
+                    self.file.refresh_feedback_kinds, _feedback_changed(changed, empty)
+                )
                 await self.file.call(self.file.record_fingerprints, source)
                 await self.file.call(self.file.set_meta, self.new_meta)
             if empty:
@@ -411,6 +414,14 @@ class SyncCycle:
             progress.report(done_rows, 1.0, final=True)
             self.stats.rows[table.name] = done_rows
         return source
+
+
+def _feedback_changed(changed: dict[Key, Fingerprint], everything: bool) -> set[int] | None:
+    """The experiments whose summary of feedback kinds a cycle's copy may have changed (None:
+    all of them, after a first sync)."""
+    if everything:
+        return None
+    return {p.experiment_id for p, name in changed if name == ASSESSMENTS.name}
 
 
 # Sizes the first sync's batches of child tables from trace counts (about 11 metadata rows, 5

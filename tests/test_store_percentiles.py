@@ -1,0 +1,109 @@
+"""The analytics store's exact percentiles (``ListPercentiles``) against the textbook rule.
+
+The store selects one value per quantile with DuckDB's ``quantile_disc`` and reads the two ranks
+PostgreSQL's ``percentile_cont`` interpolates between from the values around it. Expected numbers
+here come from the raw values in Python: sort, take ranks ``floor(q*(n-1))`` and the next one,
+interpolate as PostgreSQL does (checked against numpy's linear percentile too). Every group size
+up to a few hundred, with ties and NULLs, and the odd fractions MLflow's ``P33.3`` style asks for.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from service.dialects import P50, P90, P95, P99, Quantile
+from service.dialects.percentiles import ListPercentiles
+
+QUANTILES = (
+    P50,
+    P90,
+    P95,
+    P99,
+    Quantile("third", 1, 3),
+    Quantile("p0", 0),
+    Quantile("p100", 100),
+    Quantile("p99_9", 999, 1000),
+    Quantile("p0_1", 1, 1000),
+)
+
+
+def textbook(values: Sequence[float], q: Quantile) -> float | None:
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return None
+    low_rank = q.num * (n - 1) // q.den
+    low = ordered[low_rank]
+    high = ordered[min(low_rank + 1, n - 1)]
+    position = q.fraction * (n - 1)
+    return low + (high - low) * (position - math.floor(position))
+
+
+def groups_of_every_size() -> dict[int, list[float | None]]:
+    rng = random.Random(11)
+    groups: dict[int, list[float | None]] = {}
+    for size in range(0, 320):
+        spread = rng.choice([3, 50, 10**6])  # few distinct values: many ties
+        values: list[float | None] = [float(rng.randrange(spread)) for _ in range(size)]
+        values += [None] * rng.randrange(3)
+        groups[size] = values
+    groups[1000] = [float(v) for v in rng.choices(range(7), k=5000)]
+    groups[1001] = [rng.lognormvariate(7, 1) for _ in range(4999)]
+    return groups
+
+
+@pytest.fixture(scope="module")
+def store_engine() -> sa.Engine:
+    engine = sa.create_engine("duckdb:///:memory:")
+    groups = groups_of_every_size()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE samples (k INTEGER, v DOUBLE)")
+        conn.execute(
+            sa.text("INSERT INTO samples VALUES (:k, :v)"),
+            [{"k": k, "v": v} for k, values in groups.items() for v in values],
+        )
+    return engine
+
+
+def summarize(engine: sa.Engine, keys: Sequence[str]) -> list[dict[str, object]]:
+    samples = sa.table("samples", sa.column("k"), sa.column("v"))
+    source = sa.select(samples.c.k, samples.c.v).subquery("source")
+    strategy = ListPercentiles()
+    statement = strategy.summarize(source, value="v", keys=keys, quantiles=QUANTILES)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(statement)]
+    return [
+        {**{k: row[k] for k in keys}, "n": row["n"]}
+        | {q.name: strategy.read(row, q) for q in QUANTILES}
+        for row in rows
+    ]
+
+
+def test_every_group_size_gives_postgres_percentiles(store_engine: sa.Engine) -> None:
+    groups = groups_of_every_size()
+    answered = {row["k"]: row for row in summarize(store_engine, ["k"])}
+    assert set(answered) == set(groups)
+    for k, values in groups.items():
+        present = [v for v in values if v is not None]
+        assert answered[k]["n"] == len(present)
+        for q in QUANTILES:
+            expected = textbook(present, q)
+            assert answered[k][q.name] == expected, (k, q)
+            if expected is not None:
+                assert expected == pytest.approx(
+                    float(np.percentile(present, 100 * q.fraction)), rel=1e-12
+                )
+
+
+def test_without_keys_the_whole_table_is_one_group(store_engine: sa.Engine) -> None:
+    everything = [v for values in groups_of_every_size().values() for v in values if v is not None]
+    (row,) = summarize(store_engine, [])
+    assert row["n"] == len(everything)
+    for q in QUANTILES:
+        assert row[q.name] == textbook(everything, q)
