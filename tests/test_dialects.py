@@ -32,6 +32,7 @@ from service.dialects import (
 )
 from service.dialects.case_sensitive import text_eq, text_in, text_like, text_ne
 from service.dialects.change_capture import row_hash
+from service.dialects.expressions import kept_distinct
 from service.dialects.percentiles import WindowPercentiles
 from service.errors import ErrorCode
 from service.settings import Settings
@@ -155,6 +156,31 @@ def test_expression_compiles_per_dialect(name: str, dialect_name: str) -> None:
         dialect=DIALECTS[dialect_name], compile_kwargs={"literal_binds": True}
     )
     assert str(compiled) == sql
+
+
+@pytest.mark.parametrize("dialect_name", list(DIALECTS))
+def test_kept_distinct_is_the_subquery_on_tracking_databases_and_the_summary_on_the_store(
+    dialect_name: str,
+) -> None:
+    rows_table = sa.table("rows_table", sa.column("name", sa.String()), sa.column("kind"))
+    rows = sa.select(rows_table.c.name, rows_table.c.kind).where(rows_table.c.kind != "none")
+    kept = kept_distinct.of(rows, name="kinds", summary="insights_kinds")
+    statement = sa.select(kept.c.name).group_by(kept.c.name)
+    sql = " ".join(
+        str(
+            statement.compile(
+                dialect=DIALECTS[dialect_name], compile_kwargs={"literal_binds": True}
+            )
+        ).split()
+    )
+    if dialect_name == "duckdb":
+        expected_from = "FROM insights_kinds AS kinds"
+    else:
+        expected_from = (
+            "FROM (SELECT rows_table.name AS name, rows_table.kind AS kind FROM rows_table "
+            "WHERE rows_table.kind != 'none') AS kinds"
+        )
+    assert sql == f"SELECT kinds.name {expected_from} GROUP BY kinds.name"
 
 
 def test_exact_text_reads_mysql_binary_as_utf8() -> None:
