@@ -1,7 +1,8 @@
 """The analytics store's exact percentiles (``ListPercentiles``) against the textbook rule.
 
-The store selects one value per quantile with DuckDB's ``quantile_disc`` and reads the two ranks
-PostgreSQL's ``percentile_cont`` interpolates between from the values around it. Expected numbers
+The store reads the two ranks PostgreSQL's ``percentile_cont`` interpolates between from each
+group's sorted list of values, or, for one group of every value, from a ``row_number()`` over one
+sort of them. Expected numbers
 here come from the raw values in Python: sort, take ranks ``floor(q*(n-1))`` and the next one,
 interpolate as PostgreSQL does (checked against numpy's linear percentile too). Every group size
 up to a few hundred, with ties and NULLs, and the odd fractions MLflow's ``P33.3`` style asks for.

@@ -369,14 +369,14 @@ class StoreFile:
     def refresh_feedback_kinds(self, experiment_ids: Iterable[int] | None) -> None:
         """Recompute ``FEEDBACK_KINDS`` of the traces of these experiments (``None``: all) from
         the copied assessments, the same ``kind_rows`` the tracking databases answer with."""
+        ids = None if experiment_ids is None else sorted(set(experiment_ids))
+        if ids == []:
+            return  # most cycles: no feedback copied
         copied = ASSESSMENTS.store.c
         rows = kind_rows(copied).add_columns(copied[TRACE_EXPERIMENT_COPY]).subquery("kinds")
         distinct = select(*(rows.c[c.name] for c in FEEDBACK_KINDS.columns)).distinct()
         doomed = delete(FEEDBACK_KINDS)
-        if experiment_ids is not None:
-            ids = sorted(set(experiment_ids))
-            if not ids:
-                return
+        if ids is not None:
             distinct = distinct.where(rows.c[TRACE_EXPERIMENT_COPY].in_(ids))
             doomed = doomed.where(FEEDBACK_KINDS.c[TRACE_EXPERIMENT_COPY].in_(ids))
         literal = {"literal_binds": True}
