@@ -26,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from service.dialects.expressions import TRACE_TIMESTAMP_COPY
+from service.dialects.expressions import TRACE_SPAN_SETS, TRACE_TIMESTAMP_COPY
 from service.store.layout import (
     ASSESSMENTS,
     ENTITY_ASSOCIATIONS,
@@ -81,6 +81,10 @@ def _copy_select(table: CopiedTable, k: int) -> str:
     return f"SELECT {', '.join(columns)} FROM {table.name} WHERE \"{key}\" NOT LIKE 'tr-x%'"
 
 
+def _columns(db: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [row[0] for row in db.execute(f"DESCRIBE {table}").fetchall()]
+
+
 def grow(
     source: Path, out: Path, factor: int, *, memory_limit: str, threads: int
 ) -> dict[str, object]:
@@ -109,6 +113,16 @@ def grow(
             seconds[table.name] = time.perf_counter() - clock
             print(f"{table.name}: {originals[table.name]:,} x {factor} in "
                   f"{seconds[table.name]:.0f} s", flush=True)  # fmt: skip
+        # Each trace's span sets (the sync's summary of its spans) copied with the trace.
+        moved = ("trace_id", TRACE_TIMESTAMP_COPY)
+        kept = ", ".join(c for c in _columns(db, TRACE_SPAN_SETS) if c not in moved)
+        for k in range(1, factor):
+            new_id = _NEW_TRACE_ID.replace("{col}", "trace_id").replace("{k}", str(k))
+            db.execute(
+                f"INSERT INTO {TRACE_SPAN_SETS} (trace_id, {TRACE_TIMESTAMP_COPY}, {kept}) "
+                f"SELECT {new_id}, {TRACE_TIMESTAMP_COPY} + {k}, {kept} "
+                f"FROM {TRACE_SPAN_SETS} WHERE trace_id NOT LIKE 'tr-x%'"
+            )
         db.execute("CHECKPOINT")
         counts = {
             t.name: db.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0]  # type: ignore[index]

@@ -25,10 +25,16 @@ from enum import StrEnum
 from typing import Any, Final, Literal
 
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
-from sqlalchemy import and_, exists, not_, or_
+from sqlalchemy import and_, not_, or_
 from sqlalchemy.sql import ColumnElement
 
-from service.dialects import OPEN_WINDOW, TraceWindow, text_equals, trace_time_within
+from service.dialects import (
+    OPEN_WINDOW,
+    TraceWindow,
+    child_exists,
+    text_equals,
+    trace_time_within,
+)
 from service.errors import invalid_parameter
 from service.feedback_types import (
     AssessmentType,
@@ -367,11 +373,7 @@ def has_span(
     window: TraceWindow = OPEN_WINDOW,
 ) -> ColumnElement[bool]:
     """The trace has one span matching every given column (as MLflow's span clauses)."""
-    conditions: list[ColumnElement[bool]] = [
-        SqlSpan.trace_id == SqlTraceInfo.request_id,
-        SqlSpan.experiment_id == SqlTraceInfo.experiment_id,
-        trace_time_within(SqlSpan.trace_id, *window),
-    ]
+    conditions: list[ColumnElement[bool]] = [trace_time_within(SqlSpan.trace_id, *window)]
     columns: tuple[tuple[Any, str | None], ...] = (
         (SqlSpan.type, type_),
         (SqlSpan.name, name),
@@ -380,12 +382,18 @@ def has_span(
     for column, value in columns:
         if value is not None:
             conditions.append(text_equals(column, value))
-    return exists().where(*conditions)
+    return child_exists(
+        SqlSpan.trace_id,
+        SqlTraceInfo.request_id,
+        *conditions,
+        same_experiment=SqlSpan.experiment_id,
+    )
 
 
 def has_tag(key: str, value: str, window: TraceWindow = OPEN_WINDOW) -> ColumnElement[bool]:
-    return exists().where(
-        SqlTraceTag.request_id == SqlTraceInfo.request_id,
+    return child_exists(
+        SqlTraceTag.request_id,
+        SqlTraceInfo.request_id,
         trace_time_within(SqlTraceTag.request_id, *window),
         text_equals(SqlTraceTag.key, key),
         text_equals(SqlTraceTag.value, value),
@@ -403,8 +411,9 @@ def has_feedback(
         has_value(),
         condition,
     ]
-    direct = exists().where(
-        SqlAssessments.trace_id == SqlTraceInfo.request_id,
+    direct = child_exists(
+        SqlAssessments.trace_id,
+        SqlTraceInfo.request_id,
         trace_time_within(SqlAssessments.trace_id, *window),
         *conditions,
     )

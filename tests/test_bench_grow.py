@@ -1,5 +1,6 @@
 """``bench.grow``: a store file grown N times keeps every child row's copies of its trace's
-timestamp and experiment equal to the trace's (the store's queries select by them)."""
+timestamp and experiment equal to the trace's (the store's queries select by them), and each
+trace's span sets equal to what the sync computes from the grown spans."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from pathlib import Path
 import duckdb
 
 from bench.grow import grow
-from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
+from service.dialects.expressions import (
+    TRACE_EXPERIMENT_COPY,
+    TRACE_SPAN_SETS,
+    TRACE_TIMESTAMP_COPY,
+)
 from service.store.store_file import StoreFile
 
 
@@ -22,10 +27,12 @@ def test_grown_rows_carry_their_own_trace_timestamp(tmp_path: Path) -> None:
             [trace, experiment, stamp],
         )
         store.db.execute(
-            f"INSERT INTO spans (trace_id, experiment_id, span_id, start_time_unix_nano, "
-            f"{TRACE_TIMESTAMP_COPY}, {TRACE_EXPERIMENT_COPY}) VALUES (?, ?, ?, 0, ?, ?)",
-            [trace, experiment, f"s{n}", stamp, experiment],
+            f"INSERT INTO spans (trace_id, experiment_id, span_id, type, name, status, "
+            f"start_time_unix_nano, {TRACE_TIMESTAMP_COPY}, {TRACE_EXPERIMENT_COPY}) "
+            "VALUES (?, ?, ?, 'TOOL', ?, 'ERROR', 0, ?, ?)",
+            [trace, experiment, f"s{n}", f"tool-{n}", stamp, experiment],
         )
+    store.refresh_span_sets(None)
     store.db.execute("CHECKPOINT")
     store.db.close()
 
@@ -42,3 +49,12 @@ def test_grown_rows_carry_their_own_trace_timestamp(tmp_path: Path) -> None:
     assert {r[2] for r in rows} == {1_000, 1_001, 1_002, 5_000, 5_001, 5_002}
     for _, copied_stamp, stamp, copied_experiment, experiment in rows:
         assert (copied_stamp, copied_experiment) == (stamp, experiment)
+
+    # The grown span sets are the ones the sync would compute from the grown spans.
+    sets = f"SELECT * FROM {TRACE_SPAN_SETS} ORDER BY trace_id"
+    grown = db.execute(sets).fetchall()
+    db.close()
+    store = StoreFile.open(out)
+    store.refresh_span_sets(None)
+    assert store.db.execute(sets).fetchall() == grown
+    assert len(grown) == 6

@@ -32,7 +32,7 @@ from service.dialects import (
 )
 from service.dialects.case_sensitive import text_eq, text_in, text_like, text_ne
 from service.dialects.change_capture import row_hash
-from service.dialects.expressions import kept_distinct
+from service.dialects.expressions import child_exists, kept_distinct
 from service.dialects.percentiles import WindowPercentiles
 from service.errors import ErrorCode
 from service.settings import Settings
@@ -374,3 +374,38 @@ def test_no_dialect_names_outside_the_dialects_package() -> None:
 )
 def test_scan_finds_dialect_names_in_code_only(code: str, expected: list[tuple[int, str]]) -> None:
     assert dialect_names_in(code) == expected
+
+
+@pytest.mark.parametrize("dialect_name", list(DIALECTS))
+def test_child_exists_is_a_correlated_exists_on_tracking_databases_and_a_semi_join_on_the_store(
+    dialect_name: str,
+) -> None:
+    traces = sa.table("trace_info", sa.column("request_id"), sa.column("experiment_id"))
+    spans = sa.table("spans", sa.column("trace_id"), sa.column("experiment_id"), sa.column("name"))
+    has = child_exists(
+        spans.c.trace_id,
+        traces.c.request_id,
+        spans.c.name == "x",
+        same_experiment=spans.c.experiment_id,
+    )
+    statement = sa.select(traces.c.request_id).where(sa.not_(has))
+    sql = " ".join(
+        str(
+            statement.compile(
+                dialect=DIALECTS[dialect_name], compile_kwargs={"literal_binds": True}
+            )
+        ).split()
+    )
+    if dialect_name == "duckdb":
+        # Uncorrelated: the span's own copy of its trace's experiment stands in for the join.
+        expected = (
+            "NOT (trace_info.request_id IN (SELECT spans.trace_id FROM spans "
+            "WHERE spans.name = 'x' AND spans.experiment_id = spans.insights_trace_experiment_id))"
+        )
+    else:
+        # As a plain EXISTS: no "= 0" on SQLite and MySQL, which would hide the anti-join.
+        expected = (
+            "NOT EXISTS (SELECT * FROM spans WHERE spans.trace_id = trace_info.request_id "
+            "AND spans.experiment_id = trace_info.experiment_id AND spans.name = 'x')"
+        )
+    assert sql == f"SELECT trace_info.request_id FROM trace_info WHERE {expected}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger
+from sqlalchemy import BigInteger, literal
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnClause, False_, Null
 
@@ -18,6 +18,7 @@ from service.dialects.expressions import (
     TRACE_EXPERIMENT_COPY,
     TRACE_TIMESTAMP_COPY,
     _json_text_value,
+    child_exists,
     child_of_traces,
     child_with_trace,
     exact_text,
@@ -25,6 +26,11 @@ from service.dialects.expressions import (
     int_div,
     json_text_value,
     kept_distinct,
+    kept_span_sets,
+    list_bits,
+    list_holds,
+    list_size,
+    list_values,
     text_equals,
     trace_column_of,
     trace_time_within,
@@ -131,3 +137,51 @@ def _child_with_trace_duckdb(element: child_with_trace, compiler: Any, **kw: Any
 def _kept_distinct_duckdb(element: kept_distinct, compiler: Any, **kw: Any) -> str:
     # The store's table of the subquery's distinct rows, under the subquery's name.
     return f"{element.summary} AS {compiler.preparer.format_alias(element, element.name)}"
+
+
+@compiles(kept_span_sets, DUCKDB)
+def _kept_span_sets_duckdb(element: kept_span_sets, compiler: Any, **kw: Any) -> str:
+    # The same rows from the store's one row per trace, under the subquery's name.
+    kw.pop("asfrom", None)
+    kept = compiler.process(element.kept, asfrom=True, **kw)
+    return f"({kept}) AS {compiler.preparer.format_alias(element, element.name)}"
+
+
+@compiles(list_bits, DUCKDB)
+def _list_bits_duckdb(element: list_bits, compiler: Any, **kw: Any) -> str:
+    (values,) = list(element.clauses)
+    if not element.bits:
+        return "CAST(0 AS BIGINT)"
+    cases = " ".join(
+        f"WHEN {compiler.process(literal(v), **kw)} THEN {int(bit)}"
+        for v, bit in element.bits.items()
+    )
+    # Each value once (the lists hold distinct values), so the sum is the OR of their bits.
+    each = f"lambda x: CASE x {cases} ELSE 0 END"
+    summed = f"list_sum(list_transform({compiler.process(values, **kw)}, {each}))"
+    return f"CAST(coalesce({summed}, 0) AS BIGINT)"
+
+
+@compiles(list_values, DUCKDB)
+def _list_values_duckdb(element: list_values, compiler: Any, **kw: Any) -> str:
+    (values,) = list(element.clauses)
+    return f"unnest({compiler.process(values, **kw)})"
+
+
+@compiles(list_holds, DUCKDB)
+def _list_holds_duckdb(element: list_holds, compiler: Any, **kw: Any) -> str:
+    values, value = (compiler.process(c, **kw) for c in element.clauses)
+    return f"coalesce(list_contains({values}, {value}), false)"
+
+
+@compiles(list_size, DUCKDB)
+def _list_size_duckdb(element: list_size, compiler: Any, **kw: Any) -> str:
+    (values,) = list(element.clauses)
+    return f"coalesce(len({compiler.process(values, **kw)}), 0)"
+
+
+@compiles(child_exists, DUCKDB)
+def _child_exists_duckdb(element: child_exists, compiler: Any, **kw: Any) -> str:
+    # One semi-join with the matching child rows instead of a correlated EXISTS.
+    _, matching = list(element.clauses)
+    return f"({compiler.process(matching, **kw)})"

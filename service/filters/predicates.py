@@ -1,7 +1,8 @@
 """Clauses -> SQLAlchemy predicates on the trace row (``SqlTraceInfo``).
 
 Tag, metadata, span and assessment clauses become correlated ``EXISTS``, never joins, so no
-trace row is repeated; values are always bound parameters. See ``service.filters`` for where
+trace row is repeated (``child_exists``: on the analytics store, ``request_id IN (...)``, which
+DuckDB runs as one semi-join); values are always bound parameters. See ``service.filters`` for where
 MLflow's behaviour, which these predicates reproduce, is surprising.
 """
 
@@ -28,7 +29,6 @@ from mlflow.tracing.constant import TraceMetadataKey
 from sqlalchemy import (
     Float,
     and_,
-    exists,
     false,
     literal,
     not_,
@@ -38,7 +38,12 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement
 
 from service.dialects.case_sensitive import text_eq, text_in, text_like, text_ne, text_not_in
-from service.dialects.expressions import OPEN_WINDOW, TraceWindow, trace_time_within
+from service.dialects.expressions import (
+    OPEN_WINDOW,
+    TraceWindow,
+    child_exists,
+    trace_time_within,
+)
 from service.errors import invalid_parameter
 from service.filters.keys import (
     INT64,
@@ -178,15 +183,17 @@ class _Builder:
         return compare_strings(column, clause.comparator, _text_value(clause.value))
 
     def _one_span(self, conditions: list[ColumnElement[bool]]) -> ColumnElement[bool]:
-        scope: list[ColumnElement[bool]] = [
-            SqlSpan.trace_id == SqlTraceInfo.request_id,
-            SqlSpan.experiment_id == SqlTraceInfo.experiment_id,
-            trace_time_within(SqlSpan.trace_id, *self._window),
-        ]
+        scope: list[ColumnElement[bool]] = [trace_time_within(SqlSpan.trace_id, *self._window)]
         lower_bound = self._span_start_lower_bound_ns()
         if lower_bound is not None:
             scope.append(compare_numbers(SqlSpan.start_time_unix_nano, C.GE, lower_bound))
-        return exists().where(*scope, *conditions)
+        return child_exists(
+            SqlSpan.trace_id,
+            SqlTraceInfo.request_id,
+            *scope,
+            *conditions,
+            same_experiment=SqlSpan.experiment_id,
+        )
 
     def _span_start_lower_bound_ns(self) -> float | None:
         """MLflow skips spans that start long before a ``timestamp_ms >``/``>=`` bound."""
@@ -214,8 +221,9 @@ class _Builder:
         if comparator not in NULL_CHECKS:
             conditions.append(_assessment_value(comparator, value))
         found = or_(
-            exists().where(
-                SqlAssessments.trace_id == SqlTraceInfo.request_id,
+            child_exists(
+                SqlAssessments.trace_id,
+                SqlTraceInfo.request_id,
                 trace_time_within(SqlAssessments.trace_id, *self._window),
                 *conditions,
             ),
@@ -254,16 +262,17 @@ def _key_value(
     window: TraceWindow,
 ) -> ColumnElement[bool]:
     """A tag or metadata clause: EXISTS a row of the trace with that key and a matching value."""
-    owned: ColumnElement[bool] = and_(
-        model.request_id == SqlTraceInfo.request_id,
-        trace_time_within(model.request_id, *window),
-    )
+    window_of = trace_time_within(model.request_id, *window)
     if comparator in NULL_CHECKS:
         # MLflow matches the key with the database's collation here, byte-wise below.
-        present = exists().where(owned, model.key == key)
+        present = child_exists(
+            model.request_id, SqlTraceInfo.request_id, window_of, model.key == key
+        )
         return present if comparator is C.IS_NOT_NULL else not_(present)
-    return exists().where(
-        owned,
+    return child_exists(
+        model.request_id,
+        SqlTraceInfo.request_id,
+        window_of,
         compare_strings(model.key, C.EQ, key),
         compare_strings(model.value, comparator, _text_value(value)),
     )
@@ -271,14 +280,16 @@ def _key_value(
 
 def _source_run(run_id: str) -> ColumnElement[bool]:
     """``metadata.mlflow.sourceRun = x``: logged under the run, or linked to it afterwards."""
-    linked = exists().where(
-        SqlEntityAssociation.source_id == SqlTraceInfo.request_id,
+    linked = child_exists(
+        SqlEntityAssociation.source_id,
+        SqlTraceInfo.request_id,
         SqlEntityAssociation.source_type == EntityAssociationType.TRACE,
         SqlEntityAssociation.destination_type == EntityAssociationType.RUN,
         SqlEntityAssociation.destination_id == run_id,
     )
-    logged = exists().where(
-        SqlTraceMetadata.request_id == SqlTraceInfo.request_id,
+    logged = child_exists(
+        SqlTraceMetadata.request_id,
+        SqlTraceInfo.request_id,
         SqlTraceMetadata.key == TraceMetadataKey.SOURCE_RUN,
         SqlTraceMetadata.value == run_id,
     )

@@ -6,8 +6,10 @@ Spans without a name are not tool calls of any tool. A call's latency is its dur
 of latency statistics. Tool names are compared by their code points on every database.
 
 Every ToolInfo of a request (all tools at once for discovery) comes from one statement,
-whatever the number of tools: it reads the calls in scope once (a CTE) and returns counts per
-(tool, bucket), latency distributions per (tool, bucket) and latency distributions per tool.
+whatever the number of tools: it reads the calls in scope once (a CTE) and returns call counts
+per (tool, bucket), calling traces per (tool, bucket), latency distributions per (tool, bucket)
+and latency distributions per tool. The analytics store counts the calling traces from each
+trace's span sets (``_calling_traces``) instead of the distinct trace ids of the calls.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow.store.tracking.dbmodels.models import SqlSpan, SqlTraceInfo
-from sqlalchemy import case, exists, func, literal, null, select, union_all
+from sqlalchemy import and_, case, exists, func, literal, null, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
@@ -29,6 +31,14 @@ from service.dialects import (
     exact_text,
     policy_for,
     text_equals,
+)
+from service.dialects.expressions import (
+    TRACE_TIMESTAMP_COPY,
+    kept_span_sets,
+    list_holds,
+    list_size,
+    list_values,
+    trace_span_sets,
 )
 from service.errors import does_not_exist
 from service.models.tools import (
@@ -127,13 +137,19 @@ class _ToolCalls:
         calls = self.calls().cte("tool_calls")
         keys = ["tool"] if self.per_tool else []
         key_cols = [calls.c[k] for k in keys]
-        counts = select(
-            *key_cols,
-            calls.c.bucket,
-            func.count(func.distinct(calls.c.trace_id)).label("trace_count"),
-            func.count().label("invocation_count"),
-            func.sum(calls.c.is_error).label("error_count"),
-        ).group_by(*key_cols, calls.c.bucket)
+        # The tracking databases count distinct trace ids; the store joins the calls per
+        # (tool, bucket) to its counts of calling traces (``calling_traces``).
+        counts = kept_span_sets.of(
+            select(
+                *key_cols,
+                calls.c.bucket,
+                func.count(func.distinct(calls.c.trace_id)).label("trace_count"),
+                func.count().label("invocation_count"),
+                func.sum(calls.c.is_error).label("error_count"),
+            ).group_by(*key_cols, calls.c.bucket),
+            self._counts_with_calling_traces(calls, keys),
+            name="call_counts",
+        )
         # Durations only: calls still running have none (the strategies skip NULL values too).
         timed = (
             select(*key_cols, calls.c.bucket, calls.c.v)
@@ -148,8 +164,8 @@ class _ToolCalls:
         stat_names.remove("bucket")
         columns = ["tool", "bucket", *_COUNT_COLUMNS, *stat_names]
 
-        def padded(part: int, stmt: Select[Any]) -> Select[Any]:
-            sub = stmt.subquery()
+        def padded(part: int, stmt: Select[Any] | kept_span_sets) -> Select[Any]:
+            sub = stmt if isinstance(stmt, kept_span_sets) else stmt.subquery()
             return select(
                 literal(part).label("part"),
                 *(sub.c[name] if name in sub.c else null().label(name) for name in columns),
@@ -159,6 +175,55 @@ class _ToolCalls:
             padded(_COUNTS, counts), padded(_BY_BUCKET, by_bucket), padded(_OVERALL, overall)
         )
         return select(union.subquery("tool_summary"))
+
+    def _counts_with_calling_traces(self, calls: Any, keys: list[str]) -> Select[Any]:
+        """The store's counts per (tool, bucket): the calls grouped, joined to the calling traces
+        counted from each trace's span sets instead of the distinct trace ids of the calls
+        (1.5M over 30 days of 1M traces: 240-335 ms)."""
+        key_cols = [calls.c[k] for k in keys]
+        per_bucket = (
+            select(
+                *key_cols,
+                calls.c.bucket,
+                func.count().label("invocation_count"),
+                func.sum(calls.c.is_error).label("error_count"),
+            )
+            .group_by(*key_cols, calls.c.bucket)
+            .subquery("calls_per_bucket")
+        )
+        traces = self._calling_traces().subquery("traces_per_bucket")
+        c, t = per_bucket.c, traces.c
+        on = and_(c.bucket == t.bucket, *(c[k] == t[k] for k in keys))
+        return select(
+            *(c[k] for k in keys),
+            c.bucket,
+            func.coalesce(t.trace_count, 0).label("trace_count"),
+            c.invocation_count,
+            c.error_count,
+        ).select_from(per_bucket.outerjoin(traces, on))
+
+    def _calling_traces(self) -> Select[Any]:
+        """Traces with calls per (tool, bucket) (per bucket without ``per_tool``), from the
+        store's span sets: each trace's tool names, each once."""
+        scope, sets = self.frame.scope, trace_span_sets.c
+        bucket = self.frame.bucket_key(sets[TRACE_TIMESTAMP_COPY]).label("bucket")
+        in_scope = scope.owns(sets.trace_id)
+        if self.per_tool:
+            each = select(list_values(sets.tool_names).label("tool"), bucket).where(in_scope)
+            named = each.subquery("calling_traces")
+            return select(named.c.tool, named.c.bucket, func.count().label("trace_count")).group_by(
+                named.c.tool, named.c.bucket
+            )
+        called = (
+            list_size(sets.tool_names) > 0
+            if self.tool_name is None
+            else list_holds(sets.tool_names, self.tool_name)
+        )
+        return (
+            select(bucket, func.count().label("trace_count"))
+            .where(in_scope, called)
+            .group_by(bucket)
+        )
 
     async def summary(self, session: AsyncSession) -> _Summary:
         strategy = policy_for(session.get_bind().dialect).percentiles

@@ -29,15 +29,17 @@ from mlflow.store.tracking.dbmodels.models import (
     SqlTraceMetadata,
     SqlTraceTag,
 )
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
+from sqlalchemy import ARRAY, BigInteger, Column, Integer, MetaData, String, Table
 
 from service.dialects.expressions import (
     FEEDBACK_KINDS_SUMMARY,
+    SPAN_SET_LISTS,
     TRACE_EXPERIMENT_COPY,
+    TRACE_SPAN_SETS,
     TRACE_TIMESTAMP_COPY,
 )
 
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 
 STORE_METADATA = MetaData()
 
@@ -210,4 +212,17 @@ FEEDBACK_KINDS = Table(
     Column(TRACE_EXPERIMENT_COPY, BigInteger),
     Column("name", SqlAssessments.__table__.c.name.type),
     Column("kind", String),
+)
+
+# Each trace's distinct span types, names of its TOOL spans, and names of its TOOL spans with
+# status ERROR, one row per trace with spans: what ``kept_span_sets`` reads where the tracking
+# databases group the spans by trace. The sync recomputes a trace's row whenever it deleted or
+# copied spans of it, in the same transaction (``span_sets_select``).
+TRACE_SPAN_SETS_TABLE = Table(
+    TRACE_SPAN_SETS,
+    STORE_METADATA,
+    Column("trace_id", SqlSpan.__table__.c.trace_id.type),
+    Column(TRACE_EXPERIMENT_COPY, BigInteger),
+    Column(TRACE_TIMESTAMP_COPY, BigInteger),
+    *(Column(name, ARRAY(String)) for name in SPAN_SET_LISTS),
 )

@@ -26,7 +26,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.types import TypeEngine
 
-from service.dialects.expressions import TRACE_EXPERIMENT_COPY
+from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
 from service.feedback_types import kind_rows
 from service.store.layout import (
     ALL_TABLES,
@@ -34,13 +34,16 @@ from service.store.layout import (
     EXPERIMENTS,
     FEEDBACK_KINDS,
     LAYOUT_VERSION,
+    SPANS,
     STORE_META,
     STORE_METADATA,
     STORE_PARTITIONS,
     TRACE_INFO,
+    TRACE_SPAN_SETS_TABLE,
     CopiedTable,
 )
 from service.store.source_sql import PARTITION_MS, Fingerprint, Partition
+from service.traces import SPAN_ERROR, TOOL_SPAN_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -386,9 +389,51 @@ class StoreFile:
         )
         self.db.execute(str(fill.compile(self.engine, compile_kwargs=literal)))
 
+    def refresh_span_sets(self, trace_ids: Iterable[str] | None) -> None:
+        """Recompute ``TRACE_SPAN_SETS_TABLE``'s rows of these traces (``None``: all) from the
+        copied spans: what the tracking databases compute by grouping spans by trace."""
+        if trace_ids is None:
+            self.db.execute(f"DELETE FROM {TRACE_SPAN_SETS_TABLE.name}")
+            self.db.execute(_span_sets_insert(""))
+            return
+        ids = _arrow_table({"id": pa.string()}, [(i,) for i in set(trace_ids)])
+        if not ids.num_rows:
+            return  # most cycles: no spans copied
+        self.db.register("span_set_traces", ids)
+        try:
+            self.db.execute(
+                f"DELETE FROM {TRACE_SPAN_SETS_TABLE.name} "
+                "WHERE trace_id IN (SELECT id FROM span_set_traces)"
+            )
+            self.db.execute(_span_sets_insert("WHERE trace_id IN (SELECT id FROM span_set_traces)"))
+        finally:
+            self.db.unregister("span_set_traces")
+
     def clear_rows(self) -> None:
         """Empty the copied tables and their fingerprints (what an unfinished first sync left)."""
         for table in ALL_TABLES:
             self.db.execute(f"DELETE FROM {table.name}")
         self.db.execute(f"DELETE FROM {FEEDBACK_KINDS.name}")
+        self.db.execute(f"DELETE FROM {TRACE_SPAN_SETS_TABLE.name}")
         self.db.execute(f'DELETE FROM "{STORE_PARTITIONS.name}"')
+
+
+def _span_sets_insert(where: str) -> str:
+    """``INSERT`` of each trace's span sets from the copied spans (``where`` picks the spans).
+
+    The same values the queries' grouping of spans gives: types that are not NULL, names of
+    spans whose type is exactly 'TOOL', and of those whose status is exactly 'ERROR'
+    (``list_distinct`` drops NULLs). The copies of the trace's columns are equal on all its
+    spans.
+    """
+    tool = f"CASE WHEN type = '{TOOL_SPAN_TYPE}' THEN name END"
+    failed = f"CASE WHEN status = '{SPAN_ERROR}' THEN {tool} END"
+    columns = ", ".join(f'"{c.name}"' for c in TRACE_SPAN_SETS_TABLE.columns)
+    return (
+        f"INSERT INTO {TRACE_SPAN_SETS_TABLE.name} ({columns}) "
+        f"SELECT trace_id, any_value({TRACE_EXPERIMENT_COPY}), any_value({TRACE_TIMESTAMP_COPY}), "
+        f"list_distinct(list(type)), list_distinct(list({tool})), list_distinct(list({failed})) "
+        f"FROM {SPANS.name} {where} GROUP BY trace_id "
+        # In time order, as the copied tables: a window's row groups are then few.
+        "ORDER BY 3"
+    )

@@ -26,7 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.db import Database
 from service.dialects.batch_reads import batch_reader_for
 from service.dialects.change_capture import ChangeGate, prepare_sync_session
-from service.store.layout import ASSESSMENTS, EXPERIMENTS, TRACE_INFO, TRACE_TABLES, CopiedTable
+from service.store.layout import (
+    ASSESSMENTS,
+    EXPERIMENTS,
+    SPANS,
+    TRACE_INFO,
+    TRACE_TABLES,
+    CopiedTable,
+)
 from service.store.plan import (
     Checks,
     recent_slots,
@@ -128,6 +135,8 @@ class SyncCycle:
         self.stats = SyncStats(full=full)
         self.progress = progress or CopyProgress()
         self.new_meta: dict[str, str] = {}
+        # Traces whose spans the cycle deleted or copied: their span sets are recomputed.
+        self.span_traces: set[str] = set()
 
     async def run(self) -> SyncStats:
         """One cycle. Every DuckDB call runs in a worker thread: the event loop that serves
@@ -155,6 +164,9 @@ class SyncCycle:
                     await self._copy_partitions(session, changed)
                 await self.file.call(
                     self.file.refresh_feedback_kinds, _feedback_changed(changed, empty)
+                )
+                await self.file.call(
+                    self.file.refresh_span_sets, None if empty else self.span_traces
                 )
                 await self.file.call(self.file.record_fingerprints, source)
                 await self.file.call(self.file.set_meta, self.new_meta)
@@ -330,6 +342,8 @@ class SyncCycle:
         for table in TRACE_TABLES:
             partitions = per_table.get(table.name, [])
             doomed = set().union(*(ids.get(p, set()) for p in partitions))
+            if table is SPANS:
+                self.span_traces |= doomed
             if doomed:
                 await self.file.call(self.file.delete_traces, table, doomed)
 
@@ -354,6 +368,8 @@ class SyncCycle:
             ) as chunks:
                 async for chunk in chunks:
                     await self.file.call(self.file.insert, table, chunk)
+                    if table is SPANS:
+                        self.span_traces.update(chunk.column(table.trace_key).to_pylist())
                     done += chunk.num_rows
                     self.progress.done += chunk.num_rows
                     progress.report(done)
