@@ -45,7 +45,7 @@ format: $(STAMP)
 	$(BIN)/ruff format service tests migrations_readonly
 	$(BIN)/ruff check --fix service tests migrations_readonly
 
-typecheck: $(STAMP) ## mypy over the service package
+typecheck: $(STAMP) ## mypy over the service package and its tests
 	$(BIN)/mypy
 
 check: lint typecheck test ## Lint, typecheck and the suite

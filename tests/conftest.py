@@ -99,6 +99,7 @@ def create_reader(backend: str, sync_uri: str) -> str:
     """Create the read-only role of ``migrations_readonly/`` on a server database and return an
     MLflow-style URL that logs in with it (the service's tests run as that role)."""
     url = sa.make_url(sync_uri)
+    assert url.database is not None, "the test database's URL names its database"
     role, password = f"{url.database}_reader", "reader-pw"
     dialect = "postgres" if backend == "postgresql" else "mysql"
     script = render_readonly_role_sql(dialect, role=role, password=password, database=url.database)

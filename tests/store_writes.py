@@ -30,6 +30,8 @@ SEED = 12
 DAY_MS = 86_400_000
 # A small reconciliation budget makes a pass over the old days take several cycles.
 SLICED = SyncSettings(reconcile_budget_traces=4, chunk_rows=7, batch_rows=20)
+# A late feedback name given a boolean, a number and a string over time.
+FEEDBACK_VALUES: list[bool | float | str] = [True, False, 0.5, "meh"]
 
 
 @dataclass
@@ -65,6 +67,7 @@ def _source_rows(conn: sa.Connection, table: CopiedTable) -> list[tuple[Any, ...
     own columns, in its order)."""
     query = sa.select(*(table.source.c[name] for name in table.columns))
     if table.derived:
+        assert table.trace_key is not None, "a table with copies of its trace's columns"
         traces = sa.table(
             "trace_info",
             sa.column("request_id"),
@@ -257,7 +260,7 @@ class Writer:
         mlflow.log_feedback(
             trace_id=trace_id,
             name="late_review",
-            value=self.rng.choice([True, False, 0.5, "meh"]),
+            value=self.rng.choice(FEEDBACK_VALUES),
             source=AssessmentSource(source_type="HUMAN", source_id="reviewer-cy"),
         )
         return f"feedback on {trace_id}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -50,7 +51,7 @@ number = sa.column("n", sa.Float())
 
 # expression -> the SQL it compiles to on sqlite, postgresql, mysql, duckdb (in that order);
 # None where the expression has no use on that dialect (compiling it must fail).
-EXPRESSIONS: dict[str, tuple[sa.ColumnElement[object], tuple[str, str, str, str | None]]] = {
+EXPRESSIONS: dict[str, tuple[sa.ColumnElement[Any], tuple[str, str, str, str | None]]] = {
     "int_div": (
         int_div(sa.column("x"), 7),
         (
@@ -158,6 +159,14 @@ def test_expression_compiles_per_dialect(name: str, dialect_name: str) -> None:
     assert str(compiled) == sql
 
 
+def _one_line(statement: sa.Select[Any], dialect_name: str) -> str:
+    """The statement's SQL on that dialect, values inlined, on one line."""
+    compiled = statement.compile(
+        dialect=DIALECTS[dialect_name], compile_kwargs={"literal_binds": True}
+    )
+    return " ".join(str(compiled).split())
+
+
 @pytest.mark.parametrize("dialect_name", list(DIALECTS))
 def test_kept_distinct_is_the_subquery_on_tracking_databases_and_the_summary_on_the_store(
     dialect_name: str,
@@ -166,13 +175,7 @@ def test_kept_distinct_is_the_subquery_on_tracking_databases_and_the_summary_on_
     rows = sa.select(rows_table.c.name, rows_table.c.kind).where(rows_table.c.kind != "none")
     kept = kept_distinct.of(rows, name="kinds", summary="insights_kinds")
     statement = sa.select(kept.c.name).group_by(kept.c.name)
-    sql = " ".join(
-        str(
-            statement.compile(
-                dialect=DIALECTS[dialect_name], compile_kwargs={"literal_binds": True}
-            )
-        ).split()
-    )
+    sql = _one_line(statement, dialect_name)
     if dialect_name == "duckdb":
         expected_from = "FROM insights_kinds AS kinds"
     else:
@@ -389,13 +392,7 @@ def test_child_exists_is_a_correlated_exists_on_tracking_databases_and_a_semi_jo
         same_experiment=spans.c.experiment_id,
     )
     statement = sa.select(traces.c.request_id).where(sa.not_(has))
-    sql = " ".join(
-        str(
-            statement.compile(
-                dialect=DIALECTS[dialect_name], compile_kwargs={"literal_binds": True}
-            )
-        ).split()
-    )
+    sql = _one_line(statement, dialect_name)
     if dialect_name == "duckdb":
         # Uncorrelated: the span's own copy of its trace's experiment stands in for the join.
         expected = (

@@ -261,7 +261,7 @@ async def test_discovery_lists_what_the_data_in_scope_offers(
     client: InsightsClient, backend: Backend, raw: sa.Connection
 ) -> None:
     exp = backend.experiment_id()
-    body = {"experiment_ids": [exp], **window(backend)}
+    body: dict[str, Any] = {"experiment_ids": [exp], **window(backend)}
     data = (await client.ok("dimensions/discovery", body))["data"]
     rows = load_rows(backend, raw)
     scope = rows.in_scope([exp], body["start_time"], body["end_time"])
@@ -341,7 +341,7 @@ async def test_every_dimension_counts_its_traces_and_its_filter_selects_them_in_
     client: InsightsClient, backend: Backend, raw: sa.Connection
 ) -> None:
     exp = backend.experiment_id()
-    base = {"experiment_ids": [exp], **window(backend)}
+    base: dict[str, Any] = {"experiment_ids": [exp], **window(backend)}
     data = (await client.ok("dimensions/discovery", base))["data"]
     rows = load_rows(backend, raw)
     scope = rows.in_scope([exp], base["start_time"], base["end_time"])
@@ -502,8 +502,8 @@ async def test_npmi_equals_mlflow_for_every_pair(
         one, two = result["dimension1"], result["dimension2"]
         pair = (first, second)
         # The oracle's counts, and MLflow's NPMI of them.
-        a = dimension_traces(rows, *first, types) & scope
-        b = dimension_traces(rows, *second, types) & scope
+        a = dimension_traces(rows, first[0], first[1], types) & scope
+        b = dimension_traces(rows, second[0], second[1], types) & scope
         counts = (len(a & b), len(a), len(b), len(scope))
         assert (result["intersection"]["count"], one["count"], two["count"]) == counts[:3], pair
         assert result["total_count"] == len(scope)
@@ -550,8 +550,8 @@ async def test_npmi_counts_the_same_in_short_and_long_windows(
     pairs.append((("tools.search_orders", {"value": "success"}), ("span.type", {"value": "LLM"})))
     for first, second in pairs:
         result = await client.ok("dimensions/calculate-npmi", npmi_body(base, first, second))
-        a = dimension_traces(rows, *first, types) & scope
-        b = dimension_traces(rows, *second, types) & scope
+        a = dimension_traces(rows, first[0], first[1], types) & scope
+        b = dimension_traces(rows, second[0], second[1], types) & scope
         counts = (
             result["intersection"]["count"],
             result["dimension1"]["count"],

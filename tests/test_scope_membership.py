@@ -10,6 +10,7 @@ rows written.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -50,7 +51,7 @@ def store(tmp_path: Path) -> StoreFile:
 
 
 def _owned(store: StoreFile, scope: TraceScope) -> tuple[set[str], str]:
-    stmt = sa.select(SqlSpan.span_id).where(scope.owns(SqlSpan.trace_id))
+    stmt: sa.Select[Any] = sa.select(SqlSpan.span_id).where(scope.owns(SqlSpan.trace_id))
     sql = str(stmt.compile(store.engine, compile_kwargs={"literal_binds": True}))
     return {row[0] for row in store.db.execute(sql).fetchall()}, sql
 
@@ -90,7 +91,7 @@ def test_a_filtered_scope_is_checked_against_the_traces_on_the_store(store: Stor
 
 def test_the_tracking_databases_select_membership_from_the_traces_in_scope() -> None:
     scope = TraceScope((1,), 1_500, None)
-    stmt = sa.select(SqlSpan.span_id).where(scope.owns(SqlSpan.trace_id))
+    stmt: sa.Select[Any] = sa.select(SqlSpan.span_id).where(scope.owns(SqlSpan.trace_id))
     sql = str(stmt.compile(dialect=postgresql.dialect()))
     assert "spans.trace_id IN (SELECT trace_info.request_id" in sql
     assert SqlTraceInfo.__tablename__ in sql and TRACE_TIMESTAMP_COPY not in sql

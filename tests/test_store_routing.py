@@ -626,7 +626,9 @@ async def test_a_store_out_of_memory_is_a_503_that_says_so_and_live_still_answer
     async with started(store_settings(backend.service_url, tmp_path / "s.duckdb")) as (app, http):
         await wait_for_store(http, {"ready"})
         # Far below what percentiles over the dataset need (DuckDB refuses past its limit).
-        with runner_of(app).store.engine().connect() as conn:
+        store = runner_of(app).store
+        assert store is not None
+        with store.engine().connect() as conn:
             conn.exec_driver_sql("SET memory_limit = '1MB'")
         body = {"experiment_ids": [experiment], "time_bucket": "day"}
         failed = await http.post(f"{API}/traffic-cost/latency", json=body)

@@ -91,7 +91,7 @@ def test_sql_key_expression_matches_python_on_sqlite() -> None:
         samples_table.create(conn)
         conn.execute(samples_table.insert(), [{"ts": s} for s in samples])
         for size in ("hour", "day", "week"):
-            buckets = TimeBuckets.covering(size, tz, YEAR_START, YEAR_END)  # type: ignore[arg-type]
+            buckets = TimeBuckets.covering(size, tz, YEAR_START, YEAR_END)
             ts = samples_table.c.ts
             rows = conn.execute(sa.select(ts, buckets.key_expr(ts))).all()
             assert {int(t): int(k) for t, k in rows} == {s: buckets.key_of(s) for s in samples}

@@ -142,7 +142,9 @@ def _most_common(conn: sa.Connection, column: Any, *where: Any) -> Any:
 def read_data(backend: Backend) -> Data:
     engine = backend.sync_engine()
     with engine.connect() as conn:
-        stamp = SqlTraceInfo.timestamp_ms
+        stamp: Any = SqlTraceInfo.timestamp_ms
+        first: int
+        last: int
         first, last = conn.execute(sa.select(sa.func.min(stamp), sa.func.max(stamp))).one()
         data = Data(
             experiment=backend.experiment_id("support-agent"),
@@ -297,7 +299,7 @@ RANGES_MS = {
     "LAST_30_DAYS": (30 * DAY_MS, 86400),
     "LAST_YEAR": (365 * DAY_MS, 2592000),
 }
-USAGE_FILTERS = (
+USAGE_FILTERS: tuple[list[str], ...] = (
     [],
     ['trace.metadata.`mlflow.trace.user` = "demo-user"'],
     ['trace.metadata.`mlflow.trace.session` = "{session}"'],
@@ -742,7 +744,7 @@ async def test_lenient_fields_as_mlflow(
             {"aggregation_type": "PERCENTILE", "percentile_value": 50.0},
         ],
     }
-    bodies = [
+    bodies: list[dict[str, Any]] = [
         {**ok, "unknown_field": 1},
         {**ok, "view_type": 1},
         {
@@ -819,7 +821,9 @@ def test_percentile_ranks_stay_bigints_at_any_size() -> None:
     """Ranks are ``num * (count - 1) // den`` in SQL: with the double 0.9 as an exact binary
     fraction (num about 8e15) that overflowed a BIGINT past about 1,100 rows."""
     for value in (*PERCENTILES, 99.9, 12.3456789012345, 1e-9):
-        aggs = [MetricAggregation(aggregation_type="PERCENTILE", percentile_value=value)]
+        aggs = [
+            MetricAggregation(aggregation_type=AggregationType.PERCENTILE, percentile_value=value)
+        ]
         (quantile,) = _quantiles(aggs).values()
         assert quantile.den <= 10**6 and quantile.num * 10**12 < 2**63
         assert quantile.fraction == value / 100  # interpolated as MLflow does

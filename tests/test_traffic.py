@@ -62,7 +62,12 @@ async def test_volume_matches_raw_traces(
     client: InsightsClient, backend: Backend, raw: Any, size: str, tz: str
 ) -> None:
     exp = backend.experiment_id()
-    body = {"experiment_ids": [exp], "time_bucket": size, "timezone": tz, **window(backend)}
+    body: dict[str, Any] = {
+        "experiment_ids": [exp],
+        "time_bucket": size,
+        "timezone": tz,
+        **window(backend),
+    }
     result = await client.ok("traffic-cost/volume", body)
 
     traces = oracle.load_traces(raw, [exp], body["start_time"], body["end_time"])
@@ -88,7 +93,12 @@ async def test_latency_matches_numpy(
     client: InsightsClient, backend: Backend, raw: Any, size: str, tz: str
 ) -> None:
     exp = backend.experiment_id()
-    body = {"experiment_ids": [exp], "time_bucket": size, "timezone": tz, **window(backend)}
+    body: dict[str, Any] = {
+        "experiment_ids": [exp],
+        "time_bucket": size,
+        "timezone": tz,
+        **window(backend),
+    }
     result = await client.ok("traffic-cost/latency", body)
 
     traces = oracle.load_traces(raw, [exp], body["start_time"], body["end_time"])
@@ -111,7 +121,12 @@ async def test_errors_match_raw_traces(
     client: InsightsClient, backend: Backend, raw: Any, size: str, tz: str
 ) -> None:
     exp = backend.experiment_id()
-    body = {"experiment_ids": [exp], "time_bucket": size, "timezone": tz, **window(backend)}
+    body: dict[str, Any] = {
+        "experiment_ids": [exp],
+        "time_bucket": size,
+        "timezone": tz,
+        **window(backend),
+    }
     result = await client.ok("traffic-cost/errors", body)
 
     traces = oracle.load_traces(raw, [exp], body["start_time"], body["end_time"])
@@ -252,10 +267,11 @@ async def test_open_window_spans_earliest_to_latest_trace(
 async def test_half_open_windows(client: InsightsClient, backend: Backend, raw: Any) -> None:
     exp = backend.experiment_id()
     middle = (backend.dataset.start_time_ms + backend.dataset.end_time_ms) // 2
-    for body in (
+    bodies: list[dict[str, Any]] = [
         {"experiment_ids": [exp], "start_time": middle, "time_bucket": "day"},
         {"experiment_ids": [exp], "end_time": middle, "time_bucket": "day"},
-    ):
+    ]
+    for body in bodies:
         result = await client.ok("traffic-cost/volume", body)
         traces = oracle.load_traces(raw, [exp], body.get("start_time"), body.get("end_time"))
         assert result["summary"]["count"] == len(traces) > 0
