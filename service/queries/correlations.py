@@ -257,16 +257,21 @@ async def _spans(
         .outerjoin(in_slice, in_slice.c.request_id == per_trace.c.trace_id)
         .group_by(*keys, slice_flag)
     )
-    dimensions: list[tuple[RowDimension, str, list[str]]] = [
+    # Per dimension: its mask columns (one per chunk of its vocabulary) and its vocabulary.
+    parts: list[tuple[RowDimension, str, list[str]]] = [
         ("span_type", "type", type_list),
         ("tool", "tool", tool_list),
         ("tool_error", "failed", tool_list),
     ]
+    dimensions = [
+        (dimension, [f"{part}_{i}" for i in range(len(_chunks(names)))], names)
+        for dimension, part, names in parts
+    ]
     counts: dict[tuple[RowDimension, str], list[int]] = {}
     for row in (await session.execute(stmt)).mappings():
         traces, joint = int(row["traces"]), int(row["traces"]) * int(row["in_slice"])
-        for dimension, part, names in dimensions:
-            masks = [row[f"{part}_{i}"] for i in range(len(_chunks(names)))]
+        for dimension, columns, names in dimensions:
+            masks = [row[column] for column in columns]
             for name in _set_bits(masks, names):
                 total = counts.setdefault((dimension, name), [0, 0])
                 total[0] += traces
