@@ -1,17 +1,21 @@
 """Each trace's span sets, kept by the analytics store's sync (``insights_trace_span_sets``).
 
-Correlations fold a trace's spans into masks of its span types, tools and failing tools
-(``span_masks_per_trace``). The tracking databases group the spans by trace; the store reads the
-span sets the sync keeps (``StoreFile.refresh_span_sets``). Both forms run here on one DuckDB
-file laid out as the store, against the masks computed in Python from the rows written, with the
-spans that test the definitions: a NULL type, a ``tool`` type in lower case, a TOOL span without
-a name, statuses ``ERROR`` and ``error``, repeated values, and a trace outside the scope.
+Correlations list the span types and tools in scope (``span_vocabulary``), then count the traces
+per combination of the masks of their span types, tools and failing tools and of membership in
+a slice (``span_mask_counts``). The tracking databases group the spans; the store reads the span
+sets the sync keeps (``StoreFile.refresh_span_sets``) and their numbered combinations. Both forms
+run here on one DuckDB file laid out as the store, against counts computed in Python from the
+rows written, with the spans that test the definitions: a NULL type, a ``tool`` type in lower
+case, a TOOL span without a name, statuses ``ERROR`` and ``error``, repeated values, and a trace
+outside the scope.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +23,7 @@ from mlflow.store.tracking.dbmodels.models import SqlSpan
 from sqlalchemy.orm import aliased
 
 from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
-from service.queries.correlations import MASK_BITS, span_masks_per_trace
+from service.queries.correlations import MASK_BITS, span_mask_counts, span_vocabulary
 from service.scope import TraceScope
 from service.store.store_file import StoreFile
 
@@ -94,26 +98,42 @@ def _expected(
     return masks
 
 
-def _masks(
-    store: StoreFile, statement: sa.Select[tuple[object, ...]]
-) -> dict[str, tuple[int, int, int]]:
+# The slice the counts split the traces by.
+SLICE = ("tr-a", "tr-c", "tr-f")
+Counts = Counter[tuple[tuple[int, ...], int]]
+
+
+def _counted(masks: dict[str, tuple[int, int, int]]) -> Counts:
+    """Per-trace masks (``_expected``) as traces per (masks, in slice)."""
+    return Counter((mask, int(trace in SLICE)) for trace, mask in masks.items())
+
+
+def _run(store: StoreFile, statement: sa.Select[Any]) -> list[tuple[Any, ...]]:
     sql = str(statement.compile(store.engine, compile_kwargs={"literal_binds": True}))
-    rows = store.db.execute(sql).fetchall()
-    # Rows whose masks are all 0 (traces with none of the values) count for nothing.
-    return {row[0]: (row[1], row[2], row[3]) for row in rows if any(row[1:])}
+    return [tuple(row) for row in store.db.execute(sql).fetchall()]
+
+
+def _counts(rows: list[tuple[Any, ...]]) -> Counts:
+    counts: Counts = Counter()
+    for *masks, in_slice, traces in rows:
+        if any(masks):  # rows whose masks are all 0 (none of the values) count for nothing
+            counts[tuple(int(m) for m in masks), int(in_slice)] += int(traces)
+    return counts
 
 
 def _both_forms(
     store: StoreFile, scope: TraceScope, types: list[str], tools: list[str]
-) -> tuple[dict[str, tuple[int, int, int]], dict[str, tuple[int, int, int]]]:
+) -> tuple[Counts, Counts]:
     span = aliased(SqlSpan)
     in_scope = [scope.owns(span.trace_id), span.type.is_not(None)]
-    per_trace = span_masks_per_trace(scope, span, in_scope, types, tools)
-    columns = [per_trace.c.trace_id, per_trace.c.type_0, per_trace.c.tool_0, per_trace.c.failed_0]
+    sliced = sa.select(SqlSpan.trace_id.label("request_id")).where(SqlSpan.trace_id.in_(SLICE))
+    counted = span_mask_counts(
+        scope, span, in_scope, types, tools, sliced.distinct().subquery("in_slice")
+    )
     # The store's form (the construct on DuckDB), and the tracking databases' grouping, run alone.
-    kept = _masks(store, sa.select(*columns))
-    grouped_sub = per_trace.element.subquery("grouped")
-    grouped = _masks(store, sa.select(*(grouped_sub.c[c.name] for c in columns)))
+    kept = _counts(_run(store, sa.select(counted)))
+    grouped_sub = counted.element.subquery("grouped")
+    grouped = _counts(_run(store, sa.select(grouped_sub)))
     return kept, grouped
 
 
@@ -129,18 +149,19 @@ def test_the_span_sets_give_the_grouping_s_masks(
 ) -> None:
     scope = TraceScope(experiments, start, end)
     kept, grouped = _both_forms(store, scope, TYPES, TOOLS)
-    expected = _expected(SPANS, scope, TYPES, TOOLS)
-    assert kept == expected
-    assert grouped == expected
-    if "tr-b" in expected:  # CHAIN and 'tool', which is no tool call: no tool bits
-        assert kept["tr-b"] == (2 | 16, 0, 0)
+    masks = _expected(SPANS, scope, TYPES, TOOLS)
+    assert kept == _counted(masks)
+    assert grouped == _counted(masks)
+    if "tr-b" in masks:  # CHAIN and 'tool', which is no tool call: no tool bits
+        assert masks["tr-b"] == (2 | 16, 0, 0)
+        assert kept[(2 | 16, 0, 0), 0] == 1
 
 
 def test_values_outside_the_vocabulary_set_no_bit(store: StoreFile) -> None:
     scope = TraceScope((1,), 0, 10_000)
     kept, grouped = _both_forms(store, scope, ["LLM"], ["search"])
-    assert kept == grouped == _expected(SPANS, scope, ["LLM"], ["search"])
-    assert kept == {"tr-a": (0, 1, 1), "tr-c": (1, 0, 0)}
+    assert kept == grouped == _counted(_expected(SPANS, scope, ["LLM"], ["search"]))
+    assert kept == {((0, 1, 1), 1): 1, ((1, 0, 0), 1): 1}
 
 
 def test_a_refresh_recomputes_only_the_traces_named_and_drops_those_without_spans(
@@ -156,9 +177,22 @@ def test_a_refresh_recomputes_only_the_traces_named_and_drops_those_without_span
     now = {k: v for k, v in SPANS.items() if k[0] not in ("tr-a", "tr-c")} | changed
     scope = TraceScope((1, 2), 0, 10_000)
     kept, grouped = _both_forms(store, scope, TYPES, TOOLS)
-    assert kept == grouped == _expected(now, scope, TYPES, TOOLS)
+    assert kept == grouped == _counted(_expected(now, scope, TYPES, TOOLS))
     rows = store.db.execute("SELECT trace_id FROM insights_trace_span_sets ORDER BY 1").fetchall()
     assert [r[0] for r in rows] == ["tr-a", "tr-b", "tr-d", "tr-e", "tr-f"]
+    # Each trace's combination holds its own lists, and each combination is numbered once.
+    mismatched = store.db.execute(
+        "SELECT count(*) FROM insights_trace_span_sets s JOIN insights_span_combinations c "
+        "USING (combination_id) WHERE s.span_types <> c.span_types "
+        "OR s.tool_names <> c.tool_names OR s.failed_tool_names <> c.failed_tool_names"
+    ).fetchone()
+    assert mismatched == (0,)
+    numbered = store.db.execute(
+        "SELECT count(*), count(DISTINCT combination_id), "
+        "count(DISTINCT (span_types, tool_names, failed_tool_names)) "
+        "FROM insights_span_combinations"
+    ).fetchone()
+    assert numbered is not None and numbered[0] == numbered[1] == numbered[2]
 
 
 def test_more_values_than_one_mask_holds_spill_into_the_next(tmp_path: Path) -> None:
@@ -168,7 +202,29 @@ def test_more_values_than_one_mask_holds_spill_into_the_next(tmp_path: Path) -> 
     store.refresh_span_sets(None)
     span = aliased(SqlSpan)
     scope = TraceScope((1,), 0, 10_000)
-    per_trace = span_masks_per_trace(scope, span, [scope.owns(span.trace_id)], [], names)
-    statement = sa.select(per_trace.c.tool_0, per_trace.c.tool_1)
-    sql = str(statement.compile(store.engine, compile_kwargs={"literal_binds": True}))
-    assert store.db.execute(sql).fetchall() == [(1 << (MASK_BITS - 1), 0b111)]
+    nothing = sa.select(SqlSpan.trace_id.label("request_id")).where(sa.false()).subquery("none")
+    counted = span_mask_counts(scope, span, [scope.owns(span.trace_id)], [], names, nothing)
+    statement = sa.select(counted.c.tool_0, counted.c.tool_1, counted.c.traces)
+    assert _run(store, statement) == [(1 << (MASK_BITS - 1), 0b111, 1)]
+
+
+@pytest.mark.parametrize("types", [True, False])
+def test_both_vocabularies_list_the_types_and_tools_in_scope(store: StoreFile, types: bool) -> None:
+    span = aliased(SqlSpan)
+    scope = TraceScope((1,), 1_500, 10_000)
+    is_tool: sa.ColumnElement[bool] = span.type == "TOOL"
+    in_scope = [scope.owns(span.trace_id), span.type.is_not(None) if types else is_tool]
+    vocabulary = span_vocabulary(scope, span, in_scope)
+
+    def names(rows: list[tuple[Any, ...]]) -> tuple[set[Any], set[Any]]:
+        return {v for v, _ in rows}, {t for _, t in rows if t is not None}
+
+    kept = names(_run(store, sa.select(vocabulary.c.v, vocabulary.c.tool)))
+    grouped_sub = vocabulary.element.subquery("grouped")
+    grouped = names(_run(store, sa.select(grouped_sub.c.v, grouped_sub.c.tool)))
+    # tr-b, tr-c and tr-d: 'tool' is no tool call, a TOOL span without a name names no tool.
+    assert kept[1] == grouped[1] == {"fetch ü"}
+    if types:
+        assert kept[0] == grouped[0] == {"CHAIN", "tool", "TOOL", "LLM"}
+    else:  # the store's form may list more types: the caller then asks for none
+        assert grouped[0] == {"TOOL"} <= kept[0]

@@ -458,6 +458,14 @@ trace_span_sets = table(
     column(TRACE_EXPERIMENT_COPY),
     column(TRACE_TIMESTAMP_COPY),
     *(column(name) for name in SPAN_SET_LISTS),
+    column("combination_id"),
+)
+# The distinct combinations of the three lists, numbered (``trace_span_sets.combination_id``).
+SPAN_COMBINATIONS = "insights_span_combinations"
+span_combinations = table(
+    SPAN_COMBINATIONS,
+    column("combination_id"),
+    *(column(name) for name in SPAN_SET_LISTS),
 )
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
-from sqlalchemy import BigInteger, and_, case, func, literal, select, true, union_all
+from sqlalchemy import BigInteger, and_, case, func, literal, null, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, join
 from sqlalchemy.sql import ColumnElement
@@ -38,7 +38,13 @@ from sqlalchemy.sql.selectable import Subquery
 
 from service import dimension_catalog as catalog
 from service.dialects import bit_or_agg, exact_text, json_text_value, text_equals
-from service.dialects.expressions import kept_span_sets, list_bits, trace_span_sets
+from service.dialects.expressions import (
+    kept_span_sets,
+    list_bits,
+    list_values,
+    span_combinations,
+    trace_span_sets,
+)
 from service.errors import InsightsError
 from service.feedback_types import (
     FEEDBACK,
@@ -53,7 +59,7 @@ from service.feedback_types import (
 from service.filters import Clause, predicates
 from service.filters.keys import STATUS, TRACE_NAME, Assessment, SpanColumn, TraceTag
 from service.models.correlations import CorrelationRow, CorrelationsResponse, RowDimension
-from service.npmi import npmi
+from service.npmi import NpmiScores, npmi
 from service.queries.stats import rate
 from service.scope import TraceScope
 from service.traces import (
@@ -167,49 +173,112 @@ def _masks(value: ColumnElement[Any], vocabulary: Sequence[str]) -> list[ColumnE
 
 def _set_bits(masks: Sequence[int], vocabulary: Sequence[str]) -> list[str]:
     """The values of ``vocabulary`` whose bits ``masks`` (from ``_masks``) have set."""
-    return [
-        v
-        for i, v in enumerate(vocabulary)
-        if int(masks[i // MASK_BITS] or 0) >> (i % MASK_BITS) & 1
-    ]
+    values = []
+    for chunk, mask in enumerate(masks):
+        bits = int(mask or 0)
+        while bits:
+            lowest = bits & -bits  # one set bit at a time: rows set few of their chunk's bits
+            values.append(vocabulary[chunk * MASK_BITS + lowest.bit_length() - 1])
+            bits ^= lowest
+    return values
 
 
-def span_masks_per_trace(
+def span_vocabulary(
+    scope: TraceScope, span: Any, in_scope: Sequence[ColumnElement[bool]]
+) -> kept_span_sets:
+    """The span types (``v``) and tool names (``tool``, with ``v`` 'TOOL') of the spans
+    ``in_scope``, as rows whose ``v`` and non-NULL ``tool`` values are the two vocabularies.
+
+    The tracking databases group the spans; the store unnests the lists of the span-set
+    combinations its traces in scope have (a few thousand, not millions of spans), which may
+    list types ``in_scope`` would leave out (the caller then asks for none).
+    """
+    tool = case((text_equals(span.type, TOOL_SPAN_TYPE), exact_text(span.name)), else_=None)
+    span_type = exact_text(span.type)
+    grouped = select(span_type.label("v"), tool.label("tool")).where(*in_scope)
+    sets, combos = trace_span_sets.c, span_combinations.c
+    present = combos.combination_id.in_(
+        select(sets.combination_id).where(scope.owns(sets.trace_id))
+    )
+    listed = union_all(
+        select(list_values(combos.span_types).label("v"), null().label("tool")).where(present),
+        select(
+            literal(TOOL_SPAN_TYPE).label("v"), list_values(combos.tool_names).label("tool")
+        ).where(present),
+    ).subquery("listed")
+    kept = select(listed.c.v, listed.c.tool).distinct()
+    return kept_span_sets.of(grouped.group_by(span_type, tool), kept, name="vocabulary")
+
+
+def span_mask_counts(
     scope: TraceScope,
     span: Any,
     in_scope: Sequence[ColumnElement[bool]],
     type_list: Sequence[str],
     tool_list: Sequence[str],
+    slice_traces: Subquery,
 ) -> kept_span_sets:
-    """One row per trace with spans ``in_scope``: ``trace_id``, and per ``MASK_BITS`` values
-    the masks ``type_<i>`` of its span types, ``tool_<i>`` of its tools and ``failed_<i>`` of
-    its tools with a failing call (bits of ``type_list`` and ``tool_list``, from ``_chunks``).
+    """Traces with spans ``in_scope`` counted (``traces``) per combination of their masks and
+    ``in_slice`` (1 when ``slice_traces.request_id`` holds the trace). Per ``MASK_BITS`` values
+    the masks are ``type_<i>`` of a trace's span types, ``tool_<i>`` of its tools and
+    ``failed_<i>`` of its tools with a failing call (bits of ``type_list`` and ``tool_list``,
+    from ``_chunks``).
 
-    The tracking databases group the spans by trace; the store reads each trace's span sets
-    (``kept_span_sets``), which may add rows whose masks are all 0.
+    The tracking databases fold the spans into one row per trace (``bit_or``); the store counts
+    its traces per span-set combination (an integer grouping of a million rows) and computes
+    the masks from the lists of each combination. The store may add rows whose masks are all 0.
     """
-    sets = trace_span_sets.c
+    sets, combos = trace_span_sets.c, span_combinations.c
     is_tool = text_equals(span.type, TOOL_SPAN_TYPE)
     tool = case((is_tool, exact_text(span.name)), else_=None)
     failed = case((text_equals(span.status, SPAN_ERROR), tool), else_=None)
     # Per part: the span value it masks, the store's list of the same values, the vocabulary.
     parts = {
-        "type": (exact_text(span.type), sets.span_types, type_list),
-        "tool": (tool, sets.tool_names, tool_list),
-        "failed": (failed, sets.failed_tool_names, tool_list),
+        "type": (exact_text(span.type), combos.span_types, type_list),
+        "tool": (tool, combos.tool_names, tool_list),
+        "failed": (failed, combos.failed_tool_names, tool_list),
     }
     grouped_columns, kept_columns = [], []
     for part, (value, values, names) in parts.items():
         for i, (mask, bits) in enumerate(zip(_masks(value, names), _chunks(names), strict=True)):
             grouped_columns.append(bit_or_agg(mask).label(f"{part}_{i}"))
             kept_columns.append(list_bits(values, bits).label(f"{part}_{i}"))
-    grouped = (
+
+    per_trace = (
         select(span.trace_id.label("trace_id"), *grouped_columns)
         .where(*in_scope)
         .group_by(span.trace_id)
+        .subquery("per_trace")
     )
-    kept = select(sets.trace_id.label("trace_id"), *kept_columns).where(scope.owns(sets.trace_id))
-    return kept_span_sets.of(grouped, kept, name="per_trace")
+    flag = case((slice_traces.c.request_id.is_not(None), 1), else_=0)
+    masks = [c for c in per_trace.c if c.name != "trace_id"]
+    grouped = (
+        select(*masks, flag.label("in_slice"), func.count().label("traces"))
+        .select_from(per_trace)
+        .outerjoin(slice_traces, slice_traces.c.request_id == per_trace.c.trace_id)
+        .group_by(*masks, flag)
+    )
+
+    sliced = case((sets.trace_id.in_(select(slice_traces.c.request_id)), 1), else_=0)
+    per_combination = (
+        select(sets.combination_id, sliced.label("in_slice"), func.count().label("traces"))
+        .where(scope.owns(sets.trace_id))
+        .group_by(sets.combination_id, sliced)
+        .subquery("per_combination")
+    )
+    c = per_combination.c
+    on = span_combinations.c.combination_id == c.combination_id
+    with_masks = (
+        select(*kept_columns, c.in_slice, c.traces)
+        .select_from(per_combination.join(span_combinations, on))
+        .subquery("combination_masks")
+    )
+    w = with_masks.c
+    kept_masks = [w[label.name] for label in kept_columns]
+    kept = select(*kept_masks, w.in_slice, func.sum(w.traces).label("traces")).group_by(
+        *kept_masks, w.in_slice
+    )
+    return kept_span_sets.of(grouped, kept, name="mask_counts")
 
 
 async def _spans(
@@ -218,27 +287,22 @@ async def _spans(
     """Each span type, each tool used and each tool with a failing call, counted once per
     trace. Two round trips, whatever the number of values.
 
-    The first lists the span types and tool names in scope. The second gives each of them a
-    bit and folds the spans into one row per trace (``bit_or`` of the bits of its span types,
-    of its tools, and of its tools with a failing call), then counts the traces per
-    combination of masks and slice membership; Python adds the counts up per bit. One
-    grouping by trace, where a grouping per (trace, type) and per (trace, tool) over the same
-    spans cost 3-4 times as much (3.3M and 1.4M groups for 1M traces at 30 days). The store
-    reads the per-trace rows from each trace's span sets instead (``span_masks_per_trace``).
+    The first lists the span types and tool names in scope (``span_vocabulary``). The second
+    gives each of them a bit and counts the traces per combination of the masks of their span
+    types, tools and tools with a failing call, and of slice membership
+    (``span_mask_counts``); Python adds the counts up per bit. One grouping by trace, where a
+    grouping per (trace, type) and per (trace, tool) over the same spans cost 3-4 times as much
+    (3.3M and 1.4M groups for 1M traces at 30 days).
     """
     span = aliased(SqlSpan)
     scope = flagged.scope
     is_tool = text_equals(span.type, TOOL_SPAN_TYPE)
-    span_type = exact_text(span.type)
-    tool = case((is_tool, exact_text(span.name)), else_=None)
     # Spans only count through their trace's membership: the store answers it from its copies.
     in_scope = [scope.owns(span.trace_id), span.type.is_not(None) if types else is_tool]
-    vocabulary = await session.execute(
-        select(span_type.label("v"), tool.label("tool")).where(*in_scope).group_by(span_type, tool)
-    )
+    vocabulary = span_vocabulary(scope, span, in_scope)
     type_names: set[str] = set()
     tool_names: set[str] = set()
-    for value, name in vocabulary:
+    for value, name in await session.execute(select(vocabulary.c.v, vocabulary.c.tool)):
         type_names.add(str(value))
         if name is not None:
             tool_names.add(str(name))
@@ -247,16 +311,7 @@ async def _spans(
     if not type_list and not tool_list:
         return []
 
-    per_trace = span_masks_per_trace(scope, span, in_scope, type_list, tool_list)
-    in_slice = flagged.slice_traces()
-    slice_flag = case((in_slice.c.request_id.is_not(None), 1), else_=0)
-    keys = [c for c in per_trace.c if c.name != "trace_id"]
-    stmt = (
-        select(*keys, slice_flag.label("in_slice"), func.count().label("traces"))
-        .select_from(per_trace)
-        .outerjoin(in_slice, in_slice.c.request_id == per_trace.c.trace_id)
-        .group_by(*keys, slice_flag)
-    )
+    counted = span_mask_counts(scope, span, in_scope, type_list, tool_list, flagged.slice_traces())
     # Per dimension: its mask columns (one per chunk of its vocabulary) and its vocabulary.
     parts: list[tuple[RowDimension, str, list[str]]] = [
         ("span_type", "type", type_list),
@@ -268,7 +323,7 @@ async def _spans(
         for dimension, part, names in parts
     ]
     counts: dict[tuple[RowDimension, str], list[int]] = {}
-    for row in (await session.execute(stmt)).mappings():
+    for row in (await session.execute(select(counted))).mappings():
         traces, joint = int(row["traces"]), int(row["traces"]) * int(row["in_slice"])
         for dimension, columns, names in dimensions:
             masks = [row[column] for column in columns]
@@ -513,35 +568,36 @@ async def correlations(
         if kind in asked:
             candidates += await query(session, flagged)
     pins = pinned_values(slice_clauses, typings)
-    rows: list[tuple[CorrelationRow, Candidate]] = []
+    # Scored as plain tuples and sorted; models are built for the rows shown only (thousands of
+    # tool and tag combinations at 30 days, a few shown).
+    scored: list[tuple[tuple[Any, ...], Candidate, NpmiScores]] = []
     for c in candidates:
         if (c.dimension, c.value) in pins or c.joint < min_count:
             continue
         scores = npmi(c.joint, slice_count, c.count, total)
-        rows.append(
-            (
-                CorrelationRow(
-                    dimension=c.dimension,
-                    value=c.value,
-                    npmi_score=scores.npmi_score,
-                    npmi_smoothed=scores.npmi_smoothed,
-                    trace_count=c.joint,
-                    percentage_of_slice=rate(c.joint, slice_count),
-                    percentage_of_total=rate(c.count, total),
-                    strength=scores.strength,
-                ),
-                c,
-            )
-        )
-    rows.sort(key=_order)
+        scored.append((_order(scores.npmi_score, c), c, scores))
+    scored.sort(key=_first)
     shown = [
-        row.model_copy(update={"filter_string": filter_string_of(candidate, typings)})
-        for row, candidate in rows[:limit]
+        CorrelationRow(
+            dimension=c.dimension,
+            value=c.value,
+            npmi_score=scores.npmi_score,
+            npmi_smoothed=scores.npmi_smoothed,
+            trace_count=c.joint,
+            percentage_of_slice=rate(c.joint, slice_count),
+            percentage_of_total=rate(c.count, total),
+            strength=scores.strength,
+            filter_string=filter_string_of(c, typings),
+        )
+        for _, c, scores in scored[:limit]
     ]
     return CorrelationsResponse(slice_count=slice_count, total_count=total, data=shown)
 
 
-def _order(pair: tuple[CorrelationRow, Candidate]) -> tuple[Any, ...]:
-    row = pair[0]
-    score = row.npmi_score
-    return (score is None, -(score or 0.0), -row.trace_count, row.dimension, row.value)
+def _first(item: tuple[tuple[Any, ...], Candidate, NpmiScores]) -> tuple[Any, ...]:
+    return item[0]
+
+
+def _order(score: float | None, c: Candidate) -> tuple[Any, ...]:
+    """Highest score first (undefined last), then more slice traces, then by name."""
+    return (score is None, -(score or 0.0), -c.joint, c.dimension, c.value)

@@ -33,13 +33,14 @@ from sqlalchemy import ARRAY, BigInteger, Column, Integer, MetaData, String, Tab
 
 from service.dialects.expressions import (
     FEEDBACK_KINDS_SUMMARY,
+    SPAN_COMBINATIONS,
     SPAN_SET_LISTS,
     TRACE_EXPERIMENT_COPY,
     TRACE_SPAN_SETS,
     TRACE_TIMESTAMP_COPY,
 )
 
-LAYOUT_VERSION = 5
+LAYOUT_VERSION = 6
 
 STORE_METADATA = MetaData()
 
@@ -217,12 +218,25 @@ FEEDBACK_KINDS = Table(
 # Each trace's distinct span types, names of its TOOL spans, and names of its TOOL spans with
 # status ERROR, one row per trace with spans: what ``kept_span_sets`` reads where the tracking
 # databases group the spans by trace. The sync recomputes a trace's row whenever it deleted or
-# copied spans of it, in the same transaction (``span_sets_select``).
+# copied spans of it, in the same transaction (``StoreFile.refresh_span_sets``). The lists are
+# sorted, and ``combination_id`` names the row of ``SPAN_COMBINATIONS_TABLE`` with the same three.
 TRACE_SPAN_SETS_TABLE = Table(
     TRACE_SPAN_SETS,
     STORE_METADATA,
     Column("trace_id", SqlSpan.__table__.c.trace_id.type),
     Column(TRACE_EXPERIMENT_COPY, BigInteger),
     Column(TRACE_TIMESTAMP_COPY, BigInteger),
+    *(Column(name, ARRAY(String)) for name in SPAN_SET_LISTS),
+    Column("combination_id", Integer),
+)
+
+# Each distinct combination of the three lists any trace has had, numbered: a few thousand for
+# a million traces. A question about every trace's sets counts the traces per combination (an
+# integer grouping) and reads the lists of the few combinations. Rows are only added: one no
+# trace has any more is never counted, since counts start from the traces.
+SPAN_COMBINATIONS_TABLE = Table(
+    SPAN_COMBINATIONS,
+    STORE_METADATA,
+    Column("combination_id", Integer),
     *(Column(name, ARRAY(String)) for name in SPAN_SET_LISTS),
 )

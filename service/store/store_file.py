@@ -26,7 +26,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.types import TypeEngine
 
-from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
+from service.dialects.expressions import SPAN_SET_LISTS, TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
 from service.feedback_types import kind_rows
 from service.store.layout import (
     ALL_TABLES,
@@ -34,6 +34,7 @@ from service.store.layout import (
     EXPERIMENTS,
     FEEDBACK_KINDS,
     LAYOUT_VERSION,
+    SPAN_COMBINATIONS_TABLE,
     SPANS,
     STORE_META,
     STORE_METADATA,
@@ -391,10 +392,11 @@ class StoreFile:
 
     def refresh_span_sets(self, trace_ids: Iterable[str] | None) -> None:
         """Recompute ``TRACE_SPAN_SETS_TABLE``'s rows of these traces (``None``: all) from the
-        copied spans: what the tracking databases compute by grouping spans by trace."""
+        copied spans: what the tracking databases compute by grouping spans by trace. A
+        combination of lists no trace had before gets the next number."""
         if trace_ids is None:
             self.db.execute(f"DELETE FROM {TRACE_SPAN_SETS_TABLE.name}")
-            self.db.execute(_span_sets_insert(""))
+            self._insert_span_sets("")
             return
         ids = _arrow_table({"id": pa.string()}, [(i,) for i in set(trace_ids)])
         if not ids.num_rows:
@@ -405,9 +407,17 @@ class StoreFile:
                 f"DELETE FROM {TRACE_SPAN_SETS_TABLE.name} "
                 "WHERE trace_id IN (SELECT id FROM span_set_traces)"
             )
-            self.db.execute(_span_sets_insert("WHERE trace_id IN (SELECT id FROM span_set_traces)"))
+            self._insert_span_sets("WHERE trace_id IN (SELECT id FROM span_set_traces)")
         finally:
             self.db.unregister("span_set_traces")
+
+    def _insert_span_sets(self, where: str) -> None:
+        self.db.execute(f"CREATE TEMP TABLE new_span_sets AS {_span_sets_select(where)}")
+        try:
+            self.db.execute(_new_combinations_insert())
+            self.db.execute(_span_sets_insert())
+        finally:
+            self.db.execute("DROP TABLE new_span_sets")
 
     def clear_rows(self) -> None:
         """Empty the copied tables and their fingerprints (what an unfinished first sync left)."""
@@ -415,11 +425,12 @@ class StoreFile:
             self.db.execute(f"DELETE FROM {table.name}")
         self.db.execute(f"DELETE FROM {FEEDBACK_KINDS.name}")
         self.db.execute(f"DELETE FROM {TRACE_SPAN_SETS_TABLE.name}")
+        self.db.execute(f"DELETE FROM {SPAN_COMBINATIONS_TABLE.name}")
         self.db.execute(f'DELETE FROM "{STORE_PARTITIONS.name}"')
 
 
-def _span_sets_insert(where: str) -> str:
-    """``INSERT`` of each trace's span sets from the copied spans (``where`` picks the spans).
+def _span_sets_select(where: str) -> str:
+    """Each trace's span sets from the copied spans (``where`` picks the spans), sorted lists.
 
     The same values the queries' grouping of spans gives: types that are not NULL, names of
     spans whose type is exactly 'TOOL', and of those whose status is exactly 'ERROR'
@@ -428,12 +439,46 @@ def _span_sets_insert(where: str) -> str:
     """
     tool = f"CASE WHEN type = '{TOOL_SPAN_TYPE}' THEN name END"
     failed = f"CASE WHEN status = '{SPAN_ERROR}' THEN {tool} END"
+    lists = ", ".join(
+        f"list_sort(list_distinct(list({value}))) AS {name}"
+        for value, name in zip(("type", tool, failed), SPAN_SET_LISTS, strict=True)
+    )
+    return (
+        f"SELECT trace_id, any_value({TRACE_EXPERIMENT_COPY}) AS {TRACE_EXPERIMENT_COPY}, "
+        f"any_value({TRACE_TIMESTAMP_COPY}) AS {TRACE_TIMESTAMP_COPY}, {lists} "
+        f"FROM {SPANS.name} {where} GROUP BY trace_id"
+    )
+
+
+def _same_lists(left: str, right: str) -> str:
+    return " AND ".join(
+        f"{left}.{name} IS NOT DISTINCT FROM {right}.{name}" for name in SPAN_SET_LISTS
+    )
+
+
+def _new_combinations_insert() -> str:
+    """Number the combinations of ``new_span_sets`` that ``SPAN_COMBINATIONS_TABLE`` lacks."""
+    lists = ", ".join(SPAN_SET_LISTS)
+    table = SPAN_COMBINATIONS_TABLE.name
+    return (
+        f"INSERT INTO {table} (combination_id, {lists}) "
+        f"SELECT (SELECT coalesce(max(combination_id), 0) FROM {table}) "
+        f"+ row_number() OVER (ORDER BY {lists}), {lists} "
+        f"FROM (SELECT DISTINCT {lists} FROM new_span_sets) AS fresh "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS known WHERE {_same_lists('known', 'fresh')})"
+    )
+
+
+def _span_sets_insert() -> str:
+    """``INSERT`` of ``new_span_sets`` with the number of each row's combination."""
     columns = ", ".join(f'"{c.name}"' for c in TRACE_SPAN_SETS_TABLE.columns)
+    values = ", ".join(
+        f"s.{c.name}" for c in TRACE_SPAN_SETS_TABLE.columns if c.name != "combination_id"
+    )
     return (
         f"INSERT INTO {TRACE_SPAN_SETS_TABLE.name} ({columns}) "
-        f"SELECT trace_id, any_value({TRACE_EXPERIMENT_COPY}), any_value({TRACE_TIMESTAMP_COPY}), "
-        f"list_distinct(list(type)), list_distinct(list({tool})), list_distinct(list({failed})) "
-        f"FROM {SPANS.name} {where} GROUP BY trace_id "
+        f"SELECT {values}, c.combination_id FROM new_span_sets AS s "
+        f"JOIN {SPAN_COMBINATIONS_TABLE.name} AS c ON {_same_lists('c', 's')} "
         # In time order, as the copied tables: a window's row groups are then few.
-        "ORDER BY 3"
+        f"ORDER BY s.{TRACE_TIMESTAMP_COPY}"
     )
