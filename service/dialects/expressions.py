@@ -31,6 +31,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.expression import FunctionElement, Join
 from sqlalchemy.sql.selectable import Subquery
+from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
 # --------------------------------------------------------------------------------------------
@@ -438,6 +439,11 @@ class kept_distinct(Subquery):
     """
 
     inherit_cache = True
+    # The summary's name is part of the cache key: the store's compiled form reads it.
+    _cache_key_traversal = [
+        *Subquery._traverse_internals,
+        ("summary", InternalTraversal.dp_string),
+    ]
     summary: str
 
     @classmethod

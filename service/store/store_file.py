@@ -26,6 +26,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.types import TypeEngine
 
+from service.dialects.duckdb_policy import STORE_DRIVER
 from service.dialects.expressions import SPAN_SET_LISTS, TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
 from service.feedback_types import kind_rows
 from service.store.layout import (
@@ -107,7 +108,7 @@ class StoreFile:
         # open, cheap to make. A pool's limit deadlocked under load: its connections were held
         # by sessions whose next statement queued for a worker thread, and the worker threads
         # waited for a connection (bench.load, 32 clients: every request 90 s, 18 of 32 failed).
-        self.engine: Engine = create_engine(f"duckdb:///{path}", poolclass=NullPool)
+        self.engine: Engine = create_engine(f"{STORE_DRIVER}:///{path}", poolclass=NullPool)
         try:
             self._pooled = self.engine.raw_connection()
         except BaseException:
