@@ -82,7 +82,7 @@ async def explain(args: argparse.Namespace) -> None:
 
     db = database(args.db_url)
     experiment = db["experiment_id"]
-    [window] = make_windows(db["last_ms"], [args.window])
+    [window] = make_windows(db["last_ms"], [args.window], [args.bucket] if args.bucket else None)
     store = {"store": "on", "store_path": str(args.store)} if args.store else {"store": "off"}
     settings = Settings(database_url=args.db_url, statement_timeout_seconds=600, **store)
     app = create_app(settings)
@@ -195,6 +195,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db-url", required=True)
     parser.add_argument("--case", required=True, help="a case label, or part of it")
     parser.add_argument("--window", default="30d", choices=["24h", "7d", "30d"])
+    parser.add_argument(
+        "--bucket",
+        choices=["hour", "day", "week"],
+        help="time bucket (default: hour up to 7 days, day for 30 days)",
+    )
     parser.add_argument("--analyze", action="store_true", help="EXPLAIN ANALYZE each statement")
     parser.add_argument("--profile", action="store_true", help="cProfile the request")
     parser.add_argument("--sql", action="store_true", help="print full SQL and parameters")
