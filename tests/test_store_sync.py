@@ -25,6 +25,8 @@ from service.settings import Settings
 from service.store import Store, SyncSettings
 from service.store import store_file as store_file_module
 from service.store.layout import CopiedTable
+from service.store.plan import Checks
+from service.store.source_sql import Fingerprint, Partition, SlotRange
 from service.store.store_file import StoreFile
 from tests.conftest import TEST_DB_NAME, enabled_backends
 from tests.store_writes import (
@@ -278,3 +280,36 @@ async def test_a_new_or_renamed_experiment_keeps_the_store(
         client.rename_experiment(renamed, old_name)
         client.delete_experiment(created)
     store.close()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_cycle_reads_the_recorded_fingerprints_of_exactly_what_it_compares(
+    tmp_path: Path, seed: int
+) -> None:
+    """``fingerprints_covered`` (SQL) picks what ``Checks.covers`` (the plan's definition) does,
+    over random slot ranges (open sides included) and single partitions."""
+    rng = random.Random(seed)
+    store = StoreFile.open(tmp_path / "store.duckdb")
+    try:
+        recorded = {
+            (Partition(rng.choice((1, 2, 3)), rng.randrange(100)), table): Fingerprint(n, n * 7)
+            for n, table in enumerate(["trace_info", "spans", "trace_tags"] * 40, start=1)
+        }
+        store.record_fingerprints(recorded)
+
+        slots = sorted({p.slot for p, _ in recorded})
+
+        def bound() -> int | None:  # open, or a recorded slot: the edges are what can go wrong
+            return rng.choice((None, rng.choice(slots)))
+
+        checks = Checks(
+            ranges=[SlotRange(bound(), bound()) for _ in range(rng.randrange(4))],
+            partitions={Partition(rng.choice((1, 2)), rng.randrange(100)) for _ in range(5)},
+        )
+        covered = store.fingerprints_covered(checks.ranges, checks.partitions)
+        everything = store.fingerprints()
+    finally:
+        store.close()
+    assert everything == recorded
+    assert covered == {k: fp for k, fp in recorded.items() if checks.covers(k[0])}
+    assert covered or not any(checks.covers(p) for p, _ in recorded)

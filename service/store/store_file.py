@@ -44,7 +44,7 @@ from service.store.layout import (
     TRACE_SPAN_SETS_TABLE,
     CopiedTable,
 )
-from service.store.source_sql import PARTITION_MS, Fingerprint, Partition
+from service.store.source_sql import PARTITION_MS, Fingerprint, Partition, SlotRange
 from service.traces import SPAN_ERROR, TOOL_SPAN_TYPE
 
 logger = logging.getLogger(__name__)
@@ -220,10 +220,52 @@ class StoreFile:
 
     # --- reads -------------------------------------------------------------------------------
 
-    def fingerprints(self) -> dict[tuple[Partition, str], Fingerprint]:
+    def fingerprints(
+        self, table_name: str | None = None
+    ) -> dict[tuple[Partition, str], Fingerprint]:
+        """The recorded fingerprints, of every table or of ``table_name``."""
+        where, params = ("", []) if table_name is None else ("WHERE table_name = ?", [table_name])
+        return self._fingerprints_where(where, params)
+
+    def fingerprints_covered(
+        self, ranges: Sequence[SlotRange], partitions: Iterable[Partition]
+    ) -> dict[tuple[Partition, str], Fingerprint]:
+        """The recorded fingerprints of the partitions a cycle compares (``Checks.covers``):
+        those of the slots of ``ranges`` and the single ``partitions``. A cycle reads these,
+        not all of them (six per 15-minute slot and experiment, for as long as traces go back).
+        """
+        conditions, params = [], []
+        for r in ranges:
+            bounds = ["TRUE"]
+            for op, bound in ((">=", r.first), ("<=", r.last)):
+                if bound is not None:
+                    bounds.append(f"slot {op} ?")
+                    params.append(bound)
+            conditions.append(f"({' AND '.join(bounds)})")
+        wanted = _arrow_table(
+            {"experiment_id": pa.int32(), "slot": pa.int64()},
+            [(p.experiment_id, p.slot) for p in partitions],
+        )
+        if wanted.num_rows:
+            conditions.append(
+                "EXISTS (SELECT 1 FROM covered_partitions w "
+                "WHERE w.experiment_id = f.experiment_id AND w.slot = f.slot)"
+            )
+        if not conditions:
+            return {}
+        self.db.register("covered_partitions", wanted)
+        try:
+            return self._fingerprints_where(f"WHERE {' OR '.join(conditions)}", params)
+        finally:
+            self.db.unregister("covered_partitions")
+
+    def _fingerprints_where(
+        self, where: str, params: list[Any]
+    ) -> dict[tuple[Partition, str], Fingerprint]:
         rows = self.db.execute(
             "SELECT experiment_id, slot, table_name, row_count, hash_sum "
-            f'FROM "{STORE_PARTITIONS.name}"'
+            f'FROM "{STORE_PARTITIONS.name}" AS f {where}',
+            params,
         ).fetchall()
         return {(Partition(e, d), t): Fingerprint(n, h) for e, d, t, n, h in rows}
 

@@ -143,7 +143,8 @@ class SyncCycle:
         requests never waits on the store file."""
         clock = time.perf_counter()
         self.meta = await self.file.call(self.file.meta)
-        self.stored = await self.file.call(self.file.fingerprints)
+        # The traces' partitions plan the cycle; the others are read when compared.
+        self.stored = await self.file.call(self.file.fingerprints, TRACE_INFO.name)
         async with self.database.session() as session:
             await prepare_sync_session(session)
             await self._bind_source(session)
@@ -283,7 +284,9 @@ class SyncCycle:
     ) -> tuple[dict[Key, Fingerprint], dict[Key, Fingerprint]]:
         """The source's fingerprints of every checked partition (empty ones included, so the
         store drops what the source deleted) and the store's recorded ones."""
-        stored = {k: fp for k, fp in self.stored.items() if checks.covers(k[0])}
+        stored = await self.file.call(
+            self.file.fingerprints_covered, checks.ranges, checks.partitions
+        )
         source: dict[Key, Fingerprint] = {}
         for where in checks.wheres():
             for table in TRACE_TABLES:
