@@ -183,6 +183,11 @@ def _set_bits(masks: Sequence[int], vocabulary: Sequence[str]) -> list[str]:
     return values
 
 
+def _tool_of(span: Any) -> ColumnElement[Any]:
+    """The tool a span calls: its name when its type is exactly 'TOOL', else NULL."""
+    return case((text_equals(span.type, TOOL_SPAN_TYPE), exact_text(span.name)), else_=None)
+
+
 def span_vocabulary(
     scope: TraceScope, span: Any, in_scope: Sequence[ColumnElement[bool]]
 ) -> kept_span_sets:
@@ -193,7 +198,7 @@ def span_vocabulary(
     combinations its traces in scope have (a few thousand, not millions of spans), which may
     list types ``in_scope`` would leave out (the caller then asks for none).
     """
-    tool = case((text_equals(span.type, TOOL_SPAN_TYPE), exact_text(span.name)), else_=None)
+    tool = _tool_of(span)
     span_type = exact_text(span.type)
     grouped = select(span_type.label("v"), tool.label("tool")).where(*in_scope)
     sets, combos = trace_span_sets.c, span_combinations.c
@@ -229,8 +234,7 @@ def span_mask_counts(
     the masks from the lists of each combination. The store may add rows whose masks are all 0.
     """
     sets, combos = trace_span_sets.c, span_combinations.c
-    is_tool = text_equals(span.type, TOOL_SPAN_TYPE)
-    tool = case((is_tool, exact_text(span.name)), else_=None)
+    tool = _tool_of(span)
     failed = case((text_equals(span.status, SPAN_ERROR), tool), else_=None)
     # Per part: the span value it masks, the store's list of the same values, the vocabulary.
     parts = {
