@@ -6,6 +6,8 @@ PORT ?= 5001
 DEMO_DB ?= .demo/mlflow.db
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Worker processes for `make test` (pytest-xdist); 0 runs the suite in this one process.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo serve test test-sqlite lint format typecheck check clean bench bench-load
 
@@ -32,7 +34,7 @@ serve: $(STAMP) ## Serve $$INSIGHTS_DATABASE_URL (an existing MLflow tracking DB
 	$(BIN)/insights-server --port $(PORT)
 
 test: $(STAMP) ## Run the whole suite (SQLite, PostgreSQL and MariaDB on 127.0.0.1); extra flags in PYTEST_ARGS
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-sqlite: $(STAMP) ## Run the suite on SQLite only (no database servers needed)
 	INSIGHTS_TEST_BACKENDS=sqlite $(BIN)/python -m pytest

@@ -34,7 +34,11 @@ from fastapi import FastAPI
 from migrations_readonly import render_readonly_role_sql
 from service.app import create_app
 from service.demo import generate as demo_generate
-from service.demo.generate import GeneratedDataset, build_tracking_db
+from service.demo.generate import (
+    GeneratedDataset,
+    build_tracking_db,
+    refresh_planner_statistics,
+)
 from service.settings import Settings
 from tests.disposable_servers import DisposablePostgres
 from tests.oracle.edge_data import EdgeDB, build_edge_db
@@ -47,7 +51,17 @@ pytest_plugins = ["tests.skip_policy"]
 os.environ.setdefault("INSIGHTS_STORE", "off")
 ALL_BACKENDS = ("sqlite", "postgresql", "mysql")
 ALL_PATHS = ("live", "store")
-TEST_DB_NAME = os.environ.get("INSIGHTS_TEST_DB_NAME", "insights_test")
+# Under pytest-xdist (``make test`` runs two workers) each worker process builds its own
+# databases on the shared servers: their names end with the worker's id (gw0, gw1).
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def worker_database_name(name: str) -> str:
+    """``name`` for this test process: suffixed with the xdist worker's id under xdist."""
+    return f"{name}_{XDIST_WORKER}" if XDIST_WORKER else name
+
+
+TEST_DB_NAME = worker_database_name(os.environ.get("INSIGHTS_TEST_DB_NAME", "insights_test"))
 PG_ADMIN_URL = os.environ.get(
     "INSIGHTS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432"
 )
@@ -303,7 +317,9 @@ def edge_db(name: str, data_dir: Path) -> EdgeDB:
     """The edge-case tracking DB of ``tests/oracle/edge_data.py`` on one backend, built once."""
     if name not in _edge_built:
         uri = empty_tracking_uri(name, data_dir, "_edge")
-        _edge_built[name] = EdgeDB(name, uri, build_edge_db(uri))
+        experiment_id = build_edge_db(uri)
+        refresh_planner_statistics(uri)
+        _edge_built[name] = EdgeDB(name, uri, experiment_id)
     return _edge_built[name]
 
 

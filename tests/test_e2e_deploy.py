@@ -54,13 +54,20 @@ import sqlalchemy as sa
 from mlflow.store.analytics.trace_correlation import calculate_npmi_from_counts
 
 from service.demo.generate import SYNC_TRACE_LOGGING, mlflow_tracking
-from tests.conftest import AJAX_API, API, PG_ADMIN_URL, enabled_backends
+from tests.conftest import (
+    AJAX_API,
+    API,
+    PG_ADMIN_URL,
+    enabled_backends,
+    worker_database_name,
+)
 from tests.test_deploy_files import DOCKERFILE, healthcheck_command
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx.conf.template"
 ROLE_JOB = ROOT / "deploy" / "create_readonly_role.py"
-DB_NAME = os.environ.get("INSIGHTS_TEST_E2E_DB_NAME", "insights_e2e")  # dropped and re-created
+# Dropped and re-created.
+DB_NAME = worker_database_name(os.environ.get("INSIGHTS_TEST_E2E_DB_NAME", "insights_e2e"))
 READER_ROLE = f"{DB_NAME}_reader"
 READER_PASSWORD = "e2e-reader-pw"
 EXPERIMENT = "e2e-deploy"

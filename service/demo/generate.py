@@ -608,6 +608,22 @@ def recreate_server_database(admin_url: str | sa.URL, name: str) -> None:
     engine.dispose()
 
 
+def refresh_planner_statistics(tracking_uri: str) -> None:
+    """Gather the planner's statistics of a database just filled, as autovacuum (PostgreSQL)
+    and InnoDB's automatic statistics (MariaDB) soon do on a live one. Without them PostgreSQL
+    takes each table for a row or so and nests loops over every trace: one feedback-typing
+    query over 240 traces took 1.4 s, 10 ms after. SQLite gathers none unless asked, and
+    MLflow's own SQLite databases have none: left as they are."""
+    engine = sa.create_engine(tracking_uri, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("ANALYZE"))
+        elif engine.dialect.name in ("mysql", "mariadb"):
+            for table in sa.inspect(conn).get_table_names():
+                conn.execute(sa.text(f"ANALYZE TABLE `{table}`")).fetchall()
+    engine.dispose()
+
+
 def build_tracking_db(
     tracking_uri: str,
     *,
@@ -633,6 +649,7 @@ def build_tracking_db(
     with _mlflow_build_session(tracking_uri) as client:
         experiment_ids = _create_experiments(client)
         trace_ids = _write_traces(tracking_uri, plans, experiment_ids, progress)
+    refresh_planner_statistics(tracking_uri)
     return GeneratedDataset(
         tracking_uri=tracking_uri,
         experiment_ids=experiment_ids,
