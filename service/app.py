@@ -25,6 +25,7 @@ from service.api import (
 )
 from service.api.docs import install_docs
 from service.db import Database, UnsupportedSchemaError
+from service.gc_tuning import settle_after_startup
 from service.http.access import AccessChecker, AccessControlMiddleware
 from service.http.answering_path import AnsweringPathMiddleware
 from service.http.body import JSONBodyMiddleware
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runner = SyncRunner.from_settings(settings, database, observer=metrics)
             app.state.store_runner = runner
             runner.start()
+        settle_after_startup()
         try:
             yield
         finally:
