@@ -150,6 +150,15 @@ class Backend:
     def experiment_id(self, name: str = "support-agent") -> str:
         return self.dataset.experiment_ids[name]
 
+    def window(self, *, widen_days: int = 0) -> dict[str, int]:
+        """``start_time``/``end_time`` of the dataset's days, widened on both sides by
+        ``widen_days`` (narrowed when negative)."""
+        pad = widen_days * 86_400_000
+        return {
+            "start_time": self.dataset.start_time_ms - pad,
+            "end_time": self.dataset.end_time_ms + pad,
+        }
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -53,10 +53,6 @@ def rows(raw: sa.Connection) -> Raw:
     return load_raw(raw)
 
 
-def window(backend: Backend) -> dict[str, int]:
-    return {"start_time": backend.dataset.start_time_ms, "end_time": backend.dataset.end_time_ms}
-
-
 def feedback(rows: Raw, traces: dict[str, Trace]) -> list[Assessment]:
     return [
         a
@@ -202,7 +198,7 @@ async def test_discovery_matches_raw_feedback(
 ) -> None:
     ids = both(backend)
     bodies: list[dict[str, Any]] = [
-        {"experiment_ids": ids, **window(backend)},
+        {"experiment_ids": ids, **backend.window()},
         {"experiment_ids": ids[:1], "start_time": backend.dataset.start_time_ms + 5 * 86_400_000},
         {"experiment_ids": ids, "filter_string": "tags.persona = 'guest'"},
     ]
@@ -238,7 +234,7 @@ async def test_metrics_match_raw_feedback(
         "assessment_name": name,
         "time_bucket": size,
         "timezone": tz,
-        **window(backend),
+        **backend.window(),
     }
     traces = rows.in_scope(ids, body["start_time"], body["end_time"])
     expected = expected_metrics(rows, traces, ids, name, body, size, tz)
@@ -394,7 +390,7 @@ async def test_same_numbers_as_mlflow(
     client: InsightsClient, backend: Backend, tmp_path: Path
 ) -> None:
     ids = both(backend)
-    body: dict[str, Any] = {"experiment_ids": ids, **window(backend)}
+    body: dict[str, Any] = {"experiment_ids": ids, **backend.window()}
     discovery = await client.ok("assessments/discovery", body)
     metrics = {
         name: await client.ok("assessments/metrics", {**body, "assessment_name": name})
@@ -527,7 +523,7 @@ def test_json_text_value_decodes_like_python(raw: sa.Connection) -> None:
 
 
 async def test_round_trips(backend: Backend) -> None:
-    body: dict[str, Any] = {"experiment_ids": both(backend), **window(backend)}
+    body: dict[str, Any] = {"experiment_ids": both(backend), **backend.window()}
     async with counting_client(backend.service_url) as (client, statements):
         # 1 to check the experiments, then counts, sources and types per name.
         assert await round_trips(client, statements, "assessments/discovery", body) == 4
@@ -561,7 +557,7 @@ async def test_rows_without_the_denormalised_trace_timestamp(
     assert nulled > 100
     ids = both(backend)
     bodies: list[dict[str, Any]] = [
-        {"experiment_ids": ids, **window(backend), "time_bucket": "day"},
+        {"experiment_ids": ids, **backend.window(), "time_bucket": "day"},
         {"experiment_ids": ids[:1], "start_time": backend.dataset.start_time_ms + 5 * 86_400_000},
         {"experiment_ids": ids, "filter_string": "tags.persona = 'guest'", "time_bucket": "week"},
     ]

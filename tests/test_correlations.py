@@ -30,7 +30,6 @@ from tests.test_dimensions import (
     mlflow_search,
     mlflow_store,
     nan_to_none,
-    window,
     window_filter,
 )
 
@@ -95,7 +94,7 @@ async def test_every_row_equals_mlflow_and_no_value_is_missing(
     client: InsightsClient, backend: Backend, raw: sa.Connection, slice_filter: str
 ) -> None:
     exp = backend.experiment_id()
-    base: dict[str, Any] = {"experiment_ids": [exp], **window(backend, trim_days=1)}
+    base: dict[str, Any] = {"experiment_ids": [exp], **backend.window(widen_days=-1)}
     body = {**base, "filter_string": slice_filter, "limit": ALL}
     result = await client.ok("correlations", body)
     rows = load_rows(backend, raw)

@@ -212,14 +212,6 @@ def nan_to_none(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def window(backend: Backend, trim_days: int = 2) -> dict[str, int]:
-    ds = backend.dataset
-    return {
-        "start_time": ds.start_time_ms + trim_days * DAY_MS,
-        "end_time": ds.end_time_ms - trim_days * DAY_MS,
-    }
-
-
 def window_filter(body: dict[str, Any]) -> str:
     return f"timestamp_ms >= {body['start_time']} AND timestamp_ms < {body['end_time']}"
 
@@ -261,7 +253,7 @@ async def test_discovery_lists_what_the_data_in_scope_offers(
     client: InsightsClient, backend: Backend, raw: sa.Connection
 ) -> None:
     exp = backend.experiment_id()
-    body: dict[str, Any] = {"experiment_ids": [exp], **window(backend)}
+    body: dict[str, Any] = {"experiment_ids": [exp], **backend.window(widen_days=-2)}
     data = (await client.ok("dimensions/discovery", body))["data"]
     rows = load_rows(backend, raw)
     scope = rows.in_scope([exp], body["start_time"], body["end_time"])
@@ -341,7 +333,7 @@ async def test_every_dimension_counts_its_traces_and_its_filter_selects_them_in_
     client: InsightsClient, backend: Backend, raw: sa.Connection
 ) -> None:
     exp = backend.experiment_id()
-    base: dict[str, Any] = {"experiment_ids": [exp], **window(backend)}
+    base: dict[str, Any] = {"experiment_ids": [exp], **backend.window(widen_days=-2)}
     data = (await client.ok("dimensions/discovery", base))["data"]
     rows = load_rows(backend, raw)
     scope = rows.in_scope([exp], base["start_time"], base["end_time"])
@@ -466,7 +458,7 @@ async def test_npmi_equals_mlflow_for_every_pair(
     client: InsightsClient, backend: Backend, raw: sa.Connection, scope_filter: str | None
 ) -> None:
     exp = backend.experiment_id()
-    base: dict[str, Any] = {"experiment_ids": [exp], **window(backend, trim_days=1)}
+    base: dict[str, Any] = {"experiment_ids": [exp], **backend.window(widen_days=-1)}
     base_filter = window_filter(base)
     rows = load_rows(backend, raw)
     scope = rows.in_scope([exp], base["start_time"], base["end_time"])

@@ -32,10 +32,6 @@ def rows(raw: sa.Connection) -> Raw:
     return load_raw(raw)
 
 
-def window(backend: Backend) -> dict[str, int]:
-    return {"start_time": backend.dataset.start_time_ms, "end_time": backend.dataset.end_time_ms}
-
-
 def tags_in_scope(
     rows: Raw, traces: dict[str, Trace], include_system: bool
 ) -> dict[str, Counter[str]]:
@@ -81,7 +77,7 @@ async def test_discovery_matches_raw_tags(
     client: InsightsClient, backend: Backend, rows: Raw, include_system: bool
 ) -> None:
     ids = [backend.experiment_id(), backend.experiment_id("sql-copilot")]
-    body: dict[str, Any] = {"experiment_ids": ids, **window(backend)}
+    body: dict[str, Any] = {"experiment_ids": ids, **backend.window()}
     if include_system:
         body["include_system_tags"] = True
     result = await client.ok("tags/discovery", body)
@@ -133,7 +129,7 @@ async def test_filter_string_slices_tags(
     body: dict[str, Any] = {
         "experiment_ids": ids,
         "filter_string": "status = 'ERROR'",
-        **window(backend),
+        **backend.window(),
     }
     traces = rows.in_scope(
         ids, body["start_time"], body["end_time"], keep=lambda t: t.status == "ERROR"
@@ -236,7 +232,7 @@ async def test_edge_values_differing_in_case_spaces_and_accents(
 
 
 async def test_round_trips(backend: Backend) -> None:
-    body: dict[str, Any] = {"experiment_ids": [backend.experiment_id()], **window(backend)}
+    body: dict[str, Any] = {"experiment_ids": [backend.experiment_id()], **backend.window()}
     async with counting_client(backend.service_url) as (client, statements):
         assert await round_trips(client, statements, "tags/discovery", body) == 2
         metrics = {**body, "tag_key": "customer_id", "limit": 3}

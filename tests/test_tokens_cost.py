@@ -45,10 +45,6 @@ def rows(raw: sa.Connection) -> Raw:
     return load_raw(raw)
 
 
-def window(backend: Backend) -> dict[str, int]:
-    return {"start_time": backend.dataset.start_time_ms, "end_time": backend.dataset.end_time_ms}
-
-
 def reports_usage(t: Trace) -> bool:
     return any(v is not None for v in t.tokens.values())
 
@@ -130,7 +126,7 @@ async def test_tokens_match_raw_columns(
         "experiment_ids": ids,
         "time_bucket": size,
         "timezone": tz,
-        **window(backend),
+        **backend.window(),
     }
     result = await client.ok("traffic-cost/tokens", body)
     traces = rows.in_scope(ids, body["start_time"], body["end_time"])
@@ -149,7 +145,7 @@ async def test_cost_sums_are_exact(
         "experiment_ids": ids,
         "time_bucket": size,
         "timezone": tz,
-        **window(backend),
+        **backend.window(),
     }
     result = await client.ok("traffic-cost/cost", body)
     traces = rows.in_scope(ids, body["start_time"], body["end_time"])
@@ -223,7 +219,7 @@ async def test_filter_string_slices_tokens_and_cost(
         "experiment_ids": ids,
         "filter_string": "tags.persona = 'admin'",
         "time_bucket": "week",
-        **window(backend),
+        **backend.window(),
     }
     traces = rows.in_scope(
         ids,
@@ -249,7 +245,7 @@ async def test_same_numbers_as_mlflow(
     client: InsightsClient, backend: Backend, tmp_path: Path
 ) -> None:
     ids = [backend.experiment_id(), backend.experiment_id("sql-copilot")]
-    body: dict[str, Any] = {"experiment_ids": ids, "time_bucket": "week", **window(backend)}
+    body: dict[str, Any] = {"experiment_ids": ids, "time_bucket": "week", **backend.window()}
     tokens = (await client.ok("traffic-cost/tokens", body))["summary"]
     cost = await client.ok("traffic-cost/cost", body)
     mlflow_range: dict[str, Any] = {
@@ -349,7 +345,7 @@ def test_exact_sums_equal_fsum_on_the_database(raw: sa.Connection) -> None:
 
 
 async def test_round_trips(backend: Backend) -> None:
-    body: dict[str, Any] = {"experiment_ids": [backend.experiment_id()], **window(backend)}
+    body: dict[str, Any] = {"experiment_ids": [backend.experiment_id()], **backend.window()}
     async with counting_client(backend.service_url) as (client, statements):
         # 1 to check the experiments, then sums per bucket + the total-token distribution.
         assert await round_trips(client, statements, "traffic-cost/tokens", body) == 3

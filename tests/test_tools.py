@@ -39,10 +39,6 @@ def rows(raw: sa.Connection) -> Raw:
     return load_raw(raw)
 
 
-def window(backend: Backend) -> dict[str, int]:
-    return {"start_time": backend.dataset.start_time_ms, "end_time": backend.dataset.end_time_ms}
-
-
 def tool_calls(rows: Raw, traces: dict[str, Trace]) -> list[tuple[Trace, Span]]:
     return [
         (traces[s.trace_id], s)
@@ -126,7 +122,7 @@ async def test_discovery_matches_raw_spans(
         "experiment_ids": ids,
         "time_bucket": size,
         "timezone": tz,
-        **window(backend),
+        **backend.window(),
     }
     result = await client.ok("tools/discovery", body)
     expected = expected_discovery(
@@ -171,7 +167,7 @@ async def test_filter_string_slices_tools(
         "experiment_ids": ids,
         "time_bucket": "week",
         "filter_string": "span.name = 'search_orders' AND tags.env = 'prod'",
-        **window(backend),
+        **backend.window(),
     }
 
     def keep(t: Trace) -> bool:
@@ -250,7 +246,7 @@ async def test_span_counts_equal_mlflows(
     client: InsightsClient, backend: Backend, tmp_path: Path
 ) -> None:
     ids = [backend.experiment_id(), backend.experiment_id("sql-copilot")]
-    body: dict[str, Any] = {"experiment_ids": ids, **window(backend)}
+    body: dict[str, Any] = {"experiment_ids": ids, **backend.window()}
     result = await client.ok("tools/discovery", body)
     with mlflow_store(backend.sync_uri, tmp_path) as store:
         points = mlflow_points(

@@ -41,14 +41,6 @@ BUCKETINGS = [
 ]
 
 
-def window(backend: Backend, *, pad_days: int = 0) -> dict[str, int]:
-    ds = backend.dataset
-    return {
-        "start_time": ds.start_time_ms - pad_days * DAY_MS,
-        "end_time": ds.end_time_ms + pad_days * DAY_MS,
-    }
-
-
 def assert_latency_stats(actual: dict[str, Any], traces: list[oracle.Trace]) -> None:
     values = [t.execution_time_ms for t in traces if t.execution_time_ms is not None]
     assert actual["count"] == len(values)
@@ -66,7 +58,7 @@ async def test_volume_matches_raw_traces(
         "experiment_ids": [exp],
         "time_bucket": size,
         "timezone": tz,
-        **window(backend),
+        **backend.window(),
     }
     result = await client.ok("traffic-cost/volume", body)
 
@@ -97,7 +89,7 @@ async def test_latency_matches_numpy(
         "experiment_ids": [exp],
         "time_bucket": size,
         "timezone": tz,
-        **window(backend),
+        **backend.window(),
     }
     result = await client.ok("traffic-cost/latency", body)
 
@@ -125,7 +117,7 @@ async def test_errors_match_raw_traces(
         "experiment_ids": [exp],
         "time_bucket": size,
         "timezone": tz,
-        **window(backend),
+        **backend.window(),
     }
     result = await client.ok("traffic-cost/errors", body)
 
@@ -151,7 +143,7 @@ async def test_dst_fall_back_day_bucket_is_25_hours_long(
     """Berlin's day buckets follow local midnight across the 2026-10-25 change (a 25 h day)."""
     exp = backend.experiment_id()
     body = {"experiment_ids": [exp], "time_bucket": "day", "timezone": "Europe/Berlin"}
-    series = (await client.ok("traffic-cost/volume", {**body, **window(backend)}))["time_series"]
+    series = (await client.ok("traffic-cost/volume", {**body, **backend.window()}))["time_series"]
     lengths = {b["time_bucket"] - a["time_bucket"] for a, b in itertools.pairwise(series)}
     assert lengths == {DAY_MS, DAY_MS + 3_600_000}
 
@@ -282,7 +274,7 @@ async def test_half_open_windows(client: InsightsClient, backend: Backend, raw: 
 
 async def test_several_experiments_add_up(client: InsightsClient, backend: Backend) -> None:
     a, b = backend.experiment_id("support-agent"), backend.experiment_id("sql-copilot")
-    base = {"time_bucket": "day", **window(backend)}
+    base = {"time_bucket": "day", **backend.window()}
     both = await client.ok("traffic-cost/volume", {"experiment_ids": [a, b], **base})
     only_a = await client.ok("traffic-cost/volume", {"experiment_ids": [a], **base})
     only_b = await client.ok("traffic-cost/volume", {"experiment_ids": [b], **base})
@@ -339,7 +331,7 @@ async def test_padded_window_is_gap_filled(client: InsightsClient, backend: Back
     body = {
         "experiment_ids": [backend.experiment_id()],
         "time_bucket": "day",
-        **window(backend, pad_days=3),
+        **backend.window(widen_days=3),
     }
     result = await client.ok("traffic-cost/latency", body)
     series = result["time_series"]
