@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from mlflow.store.tracking.dbmodels.models import SqlSpan
+from sqlalchemy.engine.default import CACHE_HIT
 from sqlalchemy.orm import aliased
 
 from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
@@ -228,3 +229,24 @@ def test_both_vocabularies_list_the_types_and_tools_in_scope(store: StoreFile, t
         assert kept[0] == grouped[0] == {"CHAIN", "tool", "TOOL", "LLM"}
     else:  # the store's form may list more types: the caller then asks for none
         assert grouped[0] == {"TOOL"} <= kept[0]
+
+
+def test_a_cached_statement_runs_with_its_own_window(store: StoreFile) -> None:
+    """The store caches compiled statements (SQLAlchemy's cache). A statement of the same shape
+    as one compiled before reuses its SQL and must run with its own parameters, those only the
+    store's form holds (inside ``kept``) included."""
+    span = aliased(SqlSpan)
+    seen: dict[int, set[tuple[Any, ...]]] = {}
+    hits = []
+    with store.engine.connect() as conn:
+        for start in (0, 1_500, 2_500, 0):
+            scope = TraceScope((1,), start, 10_000)
+            in_scope = [scope.owns(span.trace_id), span.type.is_not(None)]
+            vocabulary = span_vocabulary(scope, span, in_scope)
+            statement = sa.select(vocabulary.c.v, vocabulary.c.tool)
+            result = conn.execute(statement)
+            hits.append(result.context.cache_hit is CACHE_HIT)
+            seen[start] = {tuple(row) for row in result}
+            assert seen[start] == set(_run(store, statement))  # compiled alone, values inlined
+    assert hits == [False, True, True, True]
+    assert seen[0] != seen[1_500] != seen[2_500]  # the windows select different traces

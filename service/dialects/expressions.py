@@ -485,11 +485,15 @@ class kept_span_sets(Subquery):
     correlations over 30 days); the store's lists make it a scan. ``kept`` may add rows the
     statement around must ignore: a trace none of whose values it asked for (masks of 0).
 
-    Not cacheable: the cache key would cover the grouping only, and ``kept``'s parameters (the
-    window, the values) would be taken from the first statement compiled.
+    ``kept`` is part of the cache key: the store's compiled form is ``kept``'s, and its
+    parameters (the window, the values) must be those of the statement being run.
     """
 
-    inherit_cache = False
+    inherit_cache = True
+    _cache_key_traversal = [
+        *Subquery._traverse_internals,
+        ("kept", InternalTraversal.dp_clauseelement),
+    ]
     kept: Select[Any]
 
     @classmethod
@@ -515,7 +519,7 @@ class list_bits(FunctionElement[int]):
 class list_values(FunctionElement[Any]):
     """One row per value of a list column of ``trace_span_sets`` (``unnest``). DuckDB only."""
 
-    inherit_cache = False
+    inherit_cache = True
 
     def __init__(self, values: Any) -> None:
         super().__init__(values)
@@ -526,14 +530,14 @@ class list_holds(FunctionElement[bool]):
     """Whether a list column of ``trace_span_sets`` holds ``value`` (``NULL``-safe: false for a
     NULL or empty list). DuckDB only."""
 
-    inherit_cache = False
+    inherit_cache = True
     type = Boolean()
 
 
 class list_size(FunctionElement[int]):
     """How many values a list column of ``trace_span_sets`` holds (0 for NULL). DuckDB only."""
 
-    inherit_cache = False
+    inherit_cache = True
     type = BigInteger()
 
 
