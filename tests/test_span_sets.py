@@ -237,7 +237,7 @@ def test_a_cached_statement_runs_with_its_own_window(store: StoreFile) -> None:
     store's form holds (inside ``kept``) included."""
     span = aliased(SqlSpan)
     seen: dict[int, set[tuple[Any, ...]]] = {}
-    hits = []
+    hits: list[bool] = []
     with store.engine.connect() as conn:
         for start in (0, 1_500, 2_500, 0):
             scope = TraceScope((1,), start, 10_000)
