@@ -122,15 +122,19 @@ def _counts(rows: list[tuple[Any, ...]]) -> Counts:
     return counts
 
 
+def _slice_traces() -> sa.Subquery:
+    sliced: sa.Select[Any] = sa.select(SqlSpan.trace_id.label("request_id")).where(
+        SqlSpan.trace_id.in_(SLICE)
+    )
+    return sliced.distinct().subquery("in_slice")
+
+
 def _both_forms(
     store: StoreFile, scope: TraceScope, types: list[str], tools: list[str]
 ) -> tuple[Counts, Counts]:
     span = aliased(SqlSpan)
     in_scope = [scope.owns(span.trace_id), span.type.is_not(None)]
-    sliced = sa.select(SqlSpan.trace_id.label("request_id")).where(SqlSpan.trace_id.in_(SLICE))
-    counted = span_mask_counts(
-        scope, span, in_scope, types, tools, sliced.distinct().subquery("in_slice")
-    )
+    counted = span_mask_counts(scope, span, in_scope, types, tools, _slice_traces())
     # The store's form (the construct on DuckDB), and the tracking databases' grouping, run alone.
     kept = _counts(_run(store, sa.select(counted)))
     grouped_sub = counted.element.subquery("grouped")
@@ -250,3 +254,25 @@ def test_a_cached_statement_runs_with_its_own_window(store: StoreFile) -> None:
             assert seen[start] == set(_run(store, statement))  # compiled alone, values inlined
     assert hits == [False, True, True, True]
     assert seen[0] != seen[1_500] != seen[2_500]  # the windows select different traces
+
+
+@pytest.mark.parametrize("tools", [TOOLS[::-1], ["search", "other"]])
+def test_cached_mask_counts_spell_their_own_vocabulary(store: StoreFile, tools: list[str]) -> None:
+    """The masks' bits are spelled out in the SQL: a cached statement is reused only for the same
+    vocabulary, with its own window. A vocabulary of the same length in another order gives a
+    statement of the same shape with other bits."""
+    span = aliased(SqlSpan)
+    with store.engine.connect() as conn:
+        for vocabulary in (tools, TOOLS, tools):
+            for start in (0, 1_500):
+                scope = TraceScope((1,), start, 10_000)
+                counted = span_mask_counts(
+                    scope,
+                    span,
+                    [scope.owns(span.trace_id), span.type.is_not(None)],
+                    TYPES,
+                    vocabulary,
+                    _slice_traces(),
+                )
+                rows = [tuple(row) for row in conn.execute(sa.select(counted))]
+                assert _counts(rows) == _counted(_expected(SPANS, scope, TYPES, vocabulary))

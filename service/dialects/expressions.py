@@ -506,14 +506,21 @@ class kept_span_sets(Subquery):
 class list_bits(FunctionElement[int]):
     """The sum of ``bits[v]`` over the distinct values ``v`` of a list column of
     ``trace_span_sets``: the ``bit_or`` of those bits, since each value has its own. DuckDB
-    only (the store's lists); a BIGINT, 0 for an empty or NULL list."""
+    only (the store's lists); a BIGINT, 0 for an empty or NULL list.
 
-    inherit_cache = False
+    The bits are part of the cache key: the compiled form spells them out."""
+
+    inherit_cache = True
+    _cache_key_traversal = [
+        *FunctionElement._traverse_internals,
+        ("bits_key", InternalTraversal.dp_plain_obj),
+    ]
     type = BigInteger()
 
     def __init__(self, values: Any, bits: dict[str, int]) -> None:
         super().__init__(values)
         self.bits = dict(bits)
+        self.bits_key = tuple(self.bits.items())
 
 
 class list_values(FunctionElement[Any]):
