@@ -326,15 +326,22 @@ async def _spans(
         (dimension, [f"{part}_{i}" for i in range(len(_chunks(names)))], names)
         for dimension, part, names in parts
     ]
-    counts: dict[tuple[RowDimension, str], list[int]] = {}
+    # Traces (all, in the slice) per dimension and mask first: thousands of rows share a few
+    # hundred masks per dimension, whose bits are then read once each.
+    per_mask: dict[tuple[RowDimension, tuple[int, ...]], list[int]] = {}
     for row in (await session.execute(select(counted))).mappings():
         traces, joint = int(row["traces"]), int(row["traces"]) * int(row["in_slice"])
-        for dimension, columns, names in dimensions:
-            masks = [row[column] for column in columns]
-            for name in _set_bits(masks, names):
-                total = counts.setdefault((dimension, name), [0, 0])
-                total[0] += traces
-                total[1] += joint
+        for dimension, columns, _ in dimensions:
+            total = per_mask.setdefault((dimension, tuple(row[c] for c in columns)), [0, 0])
+            total[0] += traces
+            total[1] += joint
+    vocabularies = {dimension: names for dimension, _, names in dimensions}
+    counts: dict[tuple[RowDimension, str], list[int]] = {}
+    for (dimension, masks), (traces, joint) in per_mask.items():
+        for name in _set_bits(masks, vocabularies[dimension]):
+            total = counts.setdefault((dimension, name), [0, 0])
+            total[0] += traces
+            total[1] += joint
     return [
         Candidate(dim, name, c, j, *_SPAN_DIMENSION_PARAMETERS[dim](name))
         for (dim, name), (c, j) in sorted(counts.items())
