@@ -40,6 +40,7 @@ from service.demo.generate import (
     refresh_planner_statistics,
 )
 from service.settings import Settings
+from service.timebuckets import DAY_MS
 from tests.disposable_servers import DisposablePostgres
 from tests.oracle.edge_data import EdgeDB, build_edge_db
 from tests.oracle.rows import Raw, load_raw
@@ -153,7 +154,7 @@ class Backend:
     def window(self, *, widen_days: int = 0) -> dict[str, int]:
         """``start_time``/``end_time`` of the dataset's days, widened on both sides by
         ``widen_days`` (narrowed when negative)."""
-        pad = widen_days * 86_400_000
+        pad = widen_days * DAY_MS
         return {
             "start_time": self.dataset.start_time_ms - pad,
             "end_time": self.dataset.end_time_ms + pad,

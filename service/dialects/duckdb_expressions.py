@@ -153,8 +153,7 @@ def _list_bits_duckdb(element: list_bits, compiler: Any, **kw: Any) -> str:
     if not element.bits:
         return "CAST(0 AS BIGINT)"
     cases = " ".join(
-        f"WHEN {compiler.process(literal(v), **kw)} THEN {int(bit)}"
-        for v, bit in element.bits.items()
+        f"WHEN {compiler.process(literal(v), **kw)} THEN {int(bit)}" for v, bit in element.bits
     )
     # Each value once (the lists hold distinct values), so the sum is the OR of their bits.
     each = f"lambda x: CASE x {cases} ELSE 0 END"

@@ -513,14 +513,14 @@ class list_bits(FunctionElement[int]):
     inherit_cache = True
     _cache_key_traversal = [
         *FunctionElement._traverse_internals,
-        ("bits_key", InternalTraversal.dp_plain_obj),
+        ("bits", InternalTraversal.dp_plain_obj),
     ]
     type = BigInteger()
 
     def __init__(self, values: Any, bits: dict[str, int]) -> None:
         super().__init__(values)
-        self.bits = dict(bits)
-        self.bits_key = tuple(self.bits.items())
+        # (value, bit) pairs: hashable, so they serve as the cache key as they are.
+        self.bits = tuple(bits.items())
 
 
 class list_values(FunctionElement[Any]):
