@@ -26,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from service.dialects.expressions import TRACE_SPAN_SETS, TRACE_TIMESTAMP_COPY
+from service.dialects.expressions import REPEATED_FEEDBACK, TRACE_SPAN_SETS, TRACE_TIMESTAMP_COPY
 from service.store.layout import (
     ASSESSMENTS,
     ENTITY_ASSOCIATIONS,
@@ -122,6 +122,13 @@ def grow(
                 f"INSERT INTO {TRACE_SPAN_SETS} (trace_id, {TRACE_TIMESTAMP_COPY}, {kept}) "
                 f"SELECT {new_id}, {TRACE_TIMESTAMP_COPY} + {k}, {kept} "
                 f"FROM {TRACE_SPAN_SETS} WHERE trace_id NOT LIKE 'tr-x%'"
+            )
+        # And its repeated feedback pairs (the sync's other summary of a trace's rows).
+        for k in range(1, factor):
+            new_id = _NEW_TRACE_ID.replace("{col}", "trace_id").replace("{k}", str(k))
+            db.execute(
+                f"INSERT INTO {REPEATED_FEEDBACK} (trace_id, name) SELECT {new_id}, name "
+                f"FROM {REPEATED_FEEDBACK} WHERE trace_id NOT LIKE 'tr-x%'"
             )
         db.execute("CHECKPOINT")
         counts = {

@@ -466,6 +466,13 @@ trace_span_sets = table(
     *(column(name) for name in SPAN_SET_LISTS),
     column("combination_id"),
 )
+# The store's table of the (trace, feedback name) pairs with two or more valid feedback rows
+# (names compared exactly): ``service.store.layout`` defines it, the sync refreshes a trace's
+# pairs whenever it copies or deletes the trace's assessments. Every other pair has one row at
+# most, so a per-trace count over its rows needs no de-duplication: the store counts those rows
+# and groups only the repeated pairs' (``kept_span_sets`` with a ``kept`` that reads it).
+REPEATED_FEEDBACK = "insights_repeated_feedback"
+repeated_feedback = table(REPEATED_FEEDBACK, column("trace_id"), column("name"))
 # The distinct combinations of the three lists, numbered (``trace_span_sets.combination_id``).
 SPAN_COMBINATIONS = "insights_span_combinations"
 span_combinations = table(
@@ -476,9 +483,9 @@ span_combinations = table(
 
 
 class kept_span_sets(Subquery):
-    """``(SELECT ... FROM spans ... GROUP BY ...) AS name``, a grouping of spans that counts each
-    trace once, given with ``kept``: the same rows computed from ``trace_span_sets`` (one row per
-    trace, with its values as lists).
+    """``(SELECT ... GROUP BY ...) AS name``, a grouping that counts each trace once, given with
+    ``kept``: the same rows computed with the tables the analytics store keeps for it
+    (``trace_span_sets``, ``repeated_feedback``).
 
     The tracking databases run the grouping; the analytics store runs ``kept``. Grouping the
     spans of a million traces by trace is most of such a statement's work (240 of 300 ms for

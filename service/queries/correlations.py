@@ -30,10 +30,22 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mlflow.store.tracking.dbmodels.models import SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceTag
-from sqlalchemy import BigInteger, and_, case, func, literal, null, select, true, union_all
+from sqlalchemy import (
+    BigInteger,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, join
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import Subquery
 
 from service import dimension_catalog as catalog
@@ -42,6 +54,7 @@ from service.dialects.expressions import (
     kept_span_sets,
     list_bits,
     list_values,
+    repeated_feedback,
     span_combinations,
     trace_span_sets,
 )
@@ -403,37 +416,30 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
     # instead of the slice's traces: 410 → 280 ms.)
     direct, in_slice = aliased(SqlAssessments), flagged.slice_traces()
     shared, sibling = aliased(SqlAssessments), aliased(SqlTraceInfo)
-    both = union_all(
-        pairs(
-            direct,
-            direct.trace_id,
-            case((direct.trace_id.in_(select(in_slice.c.request_id)), 1), else_=0),
-            direct,
-            flagged.scope.owns(direct.trace_id),
-        ),
-        # A feedback logged for a whole session counts for each trace of the session.
-        pairs(
-            shared,
-            t.c.request_id,
-            t.c.in_slice,
-            join(t, sibling, same_session(sibling, t.c.session_id, t.c.experiment_id)).join(
-                shared, shared.trace_id == sibling.request_id
-            ),
-            t.c.session_id.is_not(None),
-            *is_session_assessment(shared),
-        ),
-    ).subquery("per_row")
-    # Once per trace: a grouping by (trace, name, value), which the planner may hash, rather
-    # than the UNION's duplicate removal over every column (a sort on PostgreSQL).
-    r = both.c
-    per_trace = (
-        select(r.name, r.v, func.max(r.in_slice).label("in_slice"))
-        .where(r.v.is_not(None))
-        .group_by(r.request_id, r.name, r.v)
-        .subquery("per_trace")
+    own = pairs(
+        direct,
+        direct.trace_id,
+        case((direct.trace_id.in_(select(in_slice.c.request_id)), 1), else_=0),
+        direct,
+        flagged.scope.owns(direct.trace_id),
     )
-    p = per_trace.c
-    stmt = select(p.name, p.v, func.count(), _sum(p.in_slice)).group_by(p.name, p.v)
+    # A feedback logged for a whole session counts for each trace of the session.
+    sessions = pairs(
+        shared,
+        t.c.request_id,
+        t.c.in_slice,
+        join(t, sibling, same_session(sibling, t.c.session_id, t.c.experiment_id)).join(
+            shared, shared.trace_id == sibling.request_id
+        ),
+        t.c.session_id.is_not(None),
+        *is_session_assessment(shared),
+    )
+    counted = kept_span_sets.of(
+        _values_per_trace(own, sessions),
+        _values_per_trace_kept(own.subquery("own_rows"), sessions.subquery("session_rows")),
+        name="counted",
+    )
+    stmt = select(counted.c.name, counted.c.v, counted.c.traces, counted.c.joint)
     candidates = []
     for name, value, count, joint in await session.execute(stmt):
         typing = typings.get(str(name))
@@ -442,6 +448,57 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
             Candidate("assessment", f"{name}={label}", int(count), int(joint), str(name), label)
         )
     return candidates
+
+
+def _counted(rows: Subquery) -> Select[Any]:
+    """Traces (``traces``) and slice traces (``joint``) per (name, value) of rows that hold
+    each trace's value once."""
+    r = rows.c
+    return select(
+        r.name, r.v, func.count().label("traces"), _sum(r.in_slice).label("joint")
+    ).group_by(r.name, r.v)
+
+
+def _once_per_trace(rows: Subquery) -> Subquery:
+    """Rows of (request_id, name, v, in_slice), each (trace, name, value) once: a grouping,
+    which the planner may hash, rather than a UNION's duplicate removal over every column (a
+    sort on PostgreSQL)."""
+    r = rows.c
+    return (
+        select(r.name, r.v, func.max(r.in_slice).label("in_slice"))
+        .where(r.v.is_not(None))
+        .group_by(r.request_id, r.name, r.v)
+        .subquery("per_trace")
+    )
+
+
+def _values_per_trace(own: Select[Any], sessions: Select[Any]) -> Select[Any]:
+    """The tracking databases: every row grouped by (trace, name, value), then counted."""
+    both = union_all(own, sessions).subquery("per_row")
+    return _counted(_once_per_trace(both))
+
+
+def _values_per_trace_kept(own: Subquery, sessions: Subquery) -> Select[Any]:
+    """The store: the same counts, grouping only the rows that can repeat a trace's value.
+
+    A trace's own row is alone in its (trace, name) unless the pair is in the store's
+    ``repeated_feedback`` or a session feedback gives the trace the same name: those rows and
+    the session rows are grouped by (trace, name, value); the others are counted as they are
+    (30 days of a million traces: 165 → 97 ms).
+    """
+    o, pairs = own.c, repeated_feedback.c
+    repeats = or_(
+        exists().where(pairs.trace_id == o.request_id, pairs.name == o.name),
+        exists().where(sessions.c.request_id == o.request_id, sessions.c.name == o.name),
+    )
+    alone = select(own).where(o.v.is_not(None), ~repeats).subquery("alone")
+    grouped = union_all(select(own).where(repeats), select(sessions)).subquery("repeated_rows")
+    per_trace = _once_per_trace(grouped)
+    both = union_all(_counted(alone), _counted(per_trace)).subquery("counted_parts")
+    b = both.c
+    return select(
+        b.name, b.v, _sum(b.traces).label("traces"), _sum(b.joint).label("joint")
+    ).group_by(b.name, b.v)
 
 
 def _boolean_label(typing: FeedbackTyping | None, truth: str) -> str:

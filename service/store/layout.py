@@ -33,6 +33,7 @@ from sqlalchemy import ARRAY, BigInteger, Column, Integer, MetaData, String, Tab
 
 from service.dialects.expressions import (
     FEEDBACK_KINDS_SUMMARY,
+    REPEATED_FEEDBACK,
     SPAN_COMBINATIONS,
     SPAN_SET_LISTS,
     TRACE_EXPERIMENT_COPY,
@@ -40,7 +41,7 @@ from service.dialects.expressions import (
     TRACE_TIMESTAMP_COPY,
 )
 
-LAYOUT_VERSION = 6
+LAYOUT_VERSION = 7
 
 STORE_METADATA = MetaData()
 
@@ -239,4 +240,15 @@ SPAN_COMBINATIONS_TABLE = Table(
     STORE_METADATA,
     Column("combination_id", Integer),
     *(Column(name, ARRAY(String)) for name in SPAN_SET_LISTS),
+)
+
+# The (trace, name) pairs with two or more valid feedback rows, names compared exactly: what
+# ``repeated_feedback`` reads (a handful where judges run once per trace and overrides leave one
+# row valid). The sync recomputes a trace's pairs whenever it deleted or copied assessments of
+# it, in the same transaction (``StoreFile.refresh_repeated_feedback``).
+REPEATED_FEEDBACK_TABLE = Table(
+    REPEATED_FEEDBACK,
+    STORE_METADATA,
+    Column("trace_id", SqlAssessments.__table__.c.trace_id.type),
+    Column("name", SqlAssessments.__table__.c.name.type),
 )

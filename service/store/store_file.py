@@ -35,6 +35,7 @@ from service.store.layout import (
     EXPERIMENTS,
     FEEDBACK_KINDS,
     LAYOUT_VERSION,
+    REPEATED_FEEDBACK_TABLE,
     SPAN_COMBINATIONS_TABLE,
     SPANS,
     STORE_META,
@@ -454,6 +455,30 @@ class StoreFile:
         finally:
             self.db.unregister("span_set_traces")
 
+    def refresh_repeated_feedback(self, trace_ids: Iterable[str] | None) -> None:
+        """Recompute ``REPEATED_FEEDBACK_TABLE``'s pairs of these traces (``None``: all) from the
+        copied assessments: each (trace, name) with two or more valid feedback rows."""
+        table, copied = REPEATED_FEEDBACK_TABLE.name, ASSESSMENTS.name
+        pairs = (
+            f"SELECT trace_id, name FROM {copied} "
+            "WHERE assessment_type = 'feedback' AND valid {traces}"
+            "GROUP BY trace_id, name HAVING count(*) > 1"
+        )
+        if trace_ids is None:
+            self.db.execute(f"DELETE FROM {table}")
+            self.db.execute(f"INSERT INTO {table} {pairs.format(traces='')}")
+            return
+        ids = _arrow_table({"id": pa.string()}, [(i,) for i in set(trace_ids)])
+        if not ids.num_rows:
+            return  # most cycles: no assessments copied
+        self.db.register("feedback_traces", ids)
+        try:
+            these = "trace_id IN (SELECT id FROM feedback_traces)"
+            self.db.execute(f"DELETE FROM {table} WHERE {these}")
+            self.db.execute(f"INSERT INTO {table} {pairs.format(traces=f'AND {these} ')}")
+        finally:
+            self.db.unregister("feedback_traces")
+
     def _insert_span_sets(self, where: str) -> None:
         self.db.execute(f"CREATE TEMP TABLE new_span_sets AS {_span_sets_select(where)}")
         try:
@@ -469,6 +494,7 @@ class StoreFile:
         self.db.execute(f"DELETE FROM {FEEDBACK_KINDS.name}")
         self.db.execute(f"DELETE FROM {TRACE_SPAN_SETS_TABLE.name}")
         self.db.execute(f"DELETE FROM {SPAN_COMBINATIONS_TABLE.name}")
+        self.db.execute(f"DELETE FROM {REPEATED_FEEDBACK_TABLE.name}")
         self.db.execute(f'DELETE FROM "{STORE_PARTITIONS.name}"')
 
 

@@ -137,6 +137,8 @@ class SyncCycle:
         self.new_meta: dict[str, str] = {}
         # Traces whose spans the cycle deleted or copied: their span sets are recomputed.
         self.span_traces: set[str] = set()
+        # Traces whose assessments it deleted or copied: their repeated feedback is recomputed.
+        self.feedback_traces: set[str] = set()
 
     async def run(self) -> SyncStats:
         """One cycle. Every DuckDB call runs in a worker thread: the event loop that serves
@@ -168,6 +170,9 @@ class SyncCycle:
                 )
                 await self.file.call(
                     self.file.refresh_span_sets, None if empty else self.span_traces
+                )
+                await self.file.call(
+                    self.file.refresh_repeated_feedback, None if empty else self.feedback_traces
                 )
                 await self.file.call(self.file.record_fingerprints, source)
                 await self.file.call(self.file.set_meta, self.new_meta)
@@ -347,6 +352,8 @@ class SyncCycle:
             doomed = set().union(*(ids.get(p, set()) for p in partitions))
             if table is SPANS:
                 self.span_traces |= doomed
+            elif table is ASSESSMENTS:
+                self.feedback_traces |= doomed
             if doomed:
                 await self.file.call(self.file.delete_traces, table, doomed)
 
@@ -373,6 +380,8 @@ class SyncCycle:
                     await self.file.call(self.file.insert, table, chunk)
                     if table is SPANS:
                         self.span_traces.update(chunk.column(table.trace_key).to_pylist())
+                    elif table is ASSESSMENTS:
+                        self.feedback_traces.update(chunk.column(table.trace_key).to_pylist())
                     done += chunk.num_rows
                     self.progress.done += chunk.num_rows
                     progress.report(done)
