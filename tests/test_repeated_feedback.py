@@ -81,7 +81,7 @@ def _valid_feedback(uri: str) -> list[tuple[str, str, str, str | None]]:
                     "WHERE assessment_type = 'feedback' AND valid"
                 )
             )
-            return [tuple(row) for row in rows]  # type: ignore[misc]
+            return [tuple(row) for row in rows]
     finally:
         engine.dispose()
 
