@@ -1,8 +1,8 @@
 """The analytics store's exact percentiles (``ListPercentiles``) against the textbook rule.
 
 The store reads the two ranks PostgreSQL's ``percentile_cont`` interpolates between from each
-group's sorted list of values, or, for one group of every value, from a ``row_number()`` over one
-sort of them. Expected numbers
+group's sorted list of values, or, for one group of every value or for few large groups of
+integer keys (``large_groups``), from a ``row_number()`` over one sort of them. Expected numbers
 here come from the raw values in Python: sort, take ranks ``floor(q*(n-1))`` and the next one,
 interpolate as PostgreSQL does (checked against numpy's linear percentile too). Every group size
 up to a few hundred, with ties and NULLs, and the odd fractions MLflow's ``P33.3`` style asks for.
@@ -46,9 +46,9 @@ def textbook(values: Sequence[float], q: Quantile) -> float | None:
     return low + (high - low) * (position - math.floor(position))
 
 
-def groups_of_every_size() -> dict[int, list[float | None]]:
+def groups_of_every_size() -> dict[int | None, list[float | None]]:
     rng = random.Random(11)
-    groups: dict[int, list[float | None]] = {}
+    groups: dict[int | None, list[float | None]] = {}
     for size in range(0, 320):
         spread = rng.choice([3, 50, 10**6])  # few distinct values: many ties
         values: list[float | None] = [float(rng.randrange(spread)) for _ in range(size)]
@@ -56,6 +56,7 @@ def groups_of_every_size() -> dict[int, list[float | None]]:
         groups[size] = values
     groups[1000] = [float(v) for v in rng.choices(range(7), k=5000)]
     groups[1001] = [rng.lognormvariate(7, 1) for _ in range(4999)]
+    groups[None] = [float(v) for v in rng.choices(range(40), k=77)]  # a NULL key is a group too
     return groups
 
 
@@ -72,11 +73,15 @@ def store_engine() -> sa.Engine:
     return engine
 
 
-def summarize(engine: sa.Engine, keys: Sequence[str]) -> list[dict[str, object]]:
-    samples = sa.table("samples", sa.column("k"), sa.column("v"))
+def summarize(
+    engine: sa.Engine, keys: Sequence[str], *, large_groups: bool = False
+) -> list[dict[str, object]]:
+    samples = sa.table("samples", sa.column("k", sa.Integer), sa.column("v", sa.Float))
     source = sa.select(samples.c.k, samples.c.v).subquery("source")
     strategy = ListPercentiles()
-    statement = strategy.summarize(source, value="v", keys=keys, quantiles=QUANTILES)
+    statement = strategy.summarize(
+        source, value="v", keys=keys, quantiles=QUANTILES, large_groups=large_groups
+    )
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(statement)]
     return [
@@ -86,9 +91,14 @@ def summarize(engine: sa.Engine, keys: Sequence[str]) -> list[dict[str, object]]
     ]
 
 
-def test_every_group_size_gives_postgres_percentiles(store_engine: sa.Engine) -> None:
+@pytest.mark.parametrize("large_groups", [False, True], ids=["lists", "one sort"])
+def test_every_group_size_gives_postgres_percentiles(
+    store_engine: sa.Engine, large_groups: bool
+) -> None:
     groups = groups_of_every_size()
-    answered = {row["k"]: row for row in summarize(store_engine, ["k"])}
+    rows = summarize(store_engine, ["k"], large_groups=large_groups)
+    answered = {row["k"]: row for row in rows}
+    assert len(rows) == len(answered)  # one row per group, the NULL group once
     assert set(answered) == set(groups)
     for k, values in groups.items():
         present = [v for v in values if v is not None]

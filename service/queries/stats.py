@@ -87,17 +87,19 @@ async def distributions_by_level(
     levels: Sequence[Sequence[str]],
     value: str = "v",
     quantiles: Sequence[Quantile] = DEFAULT_QUANTILES,
+    large_groups: bool = False,
 ) -> list[dict[tuple[Any, ...], Distribution]]:
     """``distributions`` of ``source`` at each grouping level (each a list of key names, e.g.
     ``["tool", "bucket"]`` and ``["tool"]``), reading the rows once where the database can
     (PostgreSQL: GROUPING SETS), one query per level elsewhere. Same numbers either way.
 
-    A level with no keys has exactly one entry, under ``()``.
+    A level with no keys has exactly one entry, under ``()``. ``large_groups``: see
+    ``PercentileStrategy.summarize``.
     """
     strategy = policy_for(session.get_bind().dialect).percentiles
     results: list[dict[tuple[Any, ...], Distribution]] = [{} for _ in levels]
     for leveled in strategy.summarize_levels(
-        source, value=value, levels=levels, quantiles=quantiles
+        source, value=value, levels=levels, quantiles=quantiles, large_groups=large_groups
     ):
         for row in (await session.execute(leveled.statement)).mappings():
             at = leveled.level_of(row)

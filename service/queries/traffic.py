@@ -116,8 +116,10 @@ async def latency(session: AsyncSession, frame: SeriesFrame) -> LatencyResponse:
         # database can group at both levels at once.
         bucket = frame.bucket_key(SqlTraceInfo.timestamp_ms).label("bucket")
         source = scope.traces(bucket, latency_ms.label("v")).where(latency_ms.is_not(None))
+        # A day or a week holds many traces: few large groups.
+        large = frame.buckets is not None and frame.buckets.size != "hour"
         grouped, overall = await distributions_by_level(
-            session, source.subquery(), levels=[["bucket"], []]
+            session, source.subquery(), levels=[["bucket"], []], large_groups=large
         )
         by_bucket = {key[0]: dist for key, dist in grouped.items()}
     else:
