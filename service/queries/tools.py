@@ -156,8 +156,15 @@ class _ToolCalls:
             .where(calls.c.v.is_not(None))
             .subquery("timed")
         )
+        # All tools together in day or week buckets: tens of thousands of calls per bucket.
+        buckets = self.frame.buckets
+        large = not self.per_tool and buckets is not None and buckets.size != "hour"
         by_bucket = strategy.summarize(
-            timed, value="v", keys=[*keys, "bucket"], quantiles=LATENCY_QUANTILES
+            timed,
+            value="v",
+            keys=[*keys, "bucket"],
+            quantiles=LATENCY_QUANTILES,
+            large_groups=large,
         )
         overall = strategy.summarize(timed, value="v", keys=keys, quantiles=LATENCY_QUANTILES)
         stat_names = [c.name for c in by_bucket.selected_columns if c.name not in keys]
