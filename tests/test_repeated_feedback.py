@@ -172,37 +172,21 @@ async def test_repeated_feedback_is_counted_once_per_trace_on_the_store(tmp_path
     try:
         await store.sync_once()
         async with serve(live_app) as live, serve(store_app) as stored:
-            rows = _valid_feedback(uri)
-            assert (
-                _stored_pairs(store)
-                == _repeated_pairs(rows)
-                == {
-                    (ids[0], "resolved"),
-                    (ids[3], "resolved"),
-                    (ids[3], "tone"),
-                }
-            )
-            await _assert_store_answers(live, stored, experiment_id, _expected(rows, ids))
 
+            async def check(pairs: set[tuple[str, str]]) -> None:
+                rows = _valid_feedback(uri)
+                assert _stored_pairs(store) == _repeated_pairs(rows) == pairs
+                await _assert_store_answers(live, stored, experiment_id, _expected(rows, ids))
+
+            await check({(ids[0], "resolved"), (ids[3], "resolved"), (ids[3], "tone")})
             # One of t3's two rows deleted (its pair no longer repeated), t4's tone repeated.
             with mlflow_tracking(uri):
-                doomed = [
-                    a for a in mlflow.get_trace(ids[3]).info.assessments if a.name == "resolved"
-                ]
-                mlflow.delete_assessment(trace_id=ids[3], assessment_id=doomed[0].assessment_id)
+                trace = mlflow.get_trace(ids[3])
+                doomed = next(a for a in trace.info.assessments if a.name == "resolved")
+                mlflow.delete_assessment(trace_id=ids[3], assessment_id=doomed.assessment_id)
                 _log(ids[4], "tone", "curt")
             await store.sync_once(full=True)
-            rows = _valid_feedback(uri)
-            assert (
-                _stored_pairs(store)
-                == _repeated_pairs(rows)
-                == {
-                    (ids[0], "resolved"),
-                    (ids[3], "tone"),
-                    (ids[4], "tone"),
-                }
-            )
-            await _assert_store_answers(live, stored, experiment_id, _expected(rows, ids))
+            await check({(ids[0], "resolved"), (ids[3], "tone"), (ids[4], "tone")})
     finally:
         store.close()
         await database.dispose()
