@@ -164,12 +164,14 @@ class SeriesFrame:
     """Where a time series starts and ends, and how timestamps map to its buckets.
 
     ``buckets`` is None when the range is empty (an open window with no traces in scope):
-    the series is then ``[]``.
+    the series is then ``[]``. ``summary_only``: the caller reads the answer's summary alone
+    (the previous window's, API.md §9), so work for the series alone may be skipped.
     """
 
     scope: TraceScope
     buckets: TimeBuckets | None
     keys: tuple[int, ...]
+    summary_only: bool = False
 
     def bucket_key(self, ts: ColumnElement[Any]) -> ColumnElement[Any]:
         if self.buckets is None:

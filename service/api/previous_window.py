@@ -5,6 +5,7 @@ request's starts, so it equals a second request made with that window."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,5 +27,5 @@ async def answer(
     if not body.compare_previous:
         return result
     frame = await resolve_series(session, body.previous(), max_buckets=max_buckets)
-    previous = await query(session, frame)
+    previous = await query(session, replace(frame, summary_only=True))
     return result.model_copy(update={"previous_summary": getattr(previous, "summary")})  # noqa: B009

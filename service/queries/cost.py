@@ -116,7 +116,8 @@ async def cost(session: AsyncSession, frame: SeriesFrame) -> CostResponse:
     by_model: list[ModelCost] = []
     if frame.keys:
         by_bucket = await _trace_costs_by_bucket(session, frame)
-        by_model = await _costs_by_model(session, frame)
+        if not frame.summary_only:  # the spans per model are no part of the summary
+            by_model = await _costs_by_model(session, frame)
     # Every trace in scope falls in exactly one bucket; exact sums add up exactly.
     total = sum(by_bucket.values(), CostSums())
 

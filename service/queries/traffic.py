@@ -111,7 +111,7 @@ async def latency(session: AsyncSession, frame: SeriesFrame) -> LatencyResponse:
     scope = frame.scope
     latency_ms: ColumnElement[Any] = SqlTraceInfo.execution_time_ms
     by_bucket: dict[int, Distribution] = {}
-    if frame.keys:
+    if frame.keys and not frame.summary_only:
         # The summary and each bucket's distribution from one read of the traces, where the
         # database can group at both levels at once.
         bucket = frame.bucket_key(SqlTraceInfo.timestamp_ms).label("bucket")
