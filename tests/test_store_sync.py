@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,7 +29,7 @@ from service.store import store_file as store_file_module
 from service.store.layout import CopiedTable
 from service.store.plan import Checks
 from service.store.source_sql import Fingerprint, Partition, SlotRange
-from service.store.store_file import StoreFile
+from service.store.store_file import StoreFile, StoreInUseError
 from tests.conftest import TEST_DB_NAME, enabled_backends
 from tests.store_writes import (
     SEED,
@@ -222,6 +224,38 @@ async def test_deleted_or_corrupt_file_is_rebuilt(
     assert (await store.sync_once()).full
     assert_exact_copy(store, source)
     store.close()
+
+
+def test_a_store_another_process_holds_is_left_alone(tmp_path: Path) -> None:
+    """A second service on the same --store-path must not take the first one's file for a
+    broken one: it was deleted and rebuilt from scratch under the first service."""
+    path = tmp_path / "insights-store.duckdb"
+    StoreFile.open(path).close()  # a store, with its tables and layout
+    size = path.stat().st_size
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_FILE, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        with pytest.raises(StoreInUseError, match="in use by another process"):
+            StoreFile.open(path)
+        assert path.exists() and path.stat().st_size == size
+    finally:
+        holder.kill()
+        holder.wait()
+    store = StoreFile.open(path)  # free again: the same store, not a new one
+    assert store.layout_version() == str(store_file_module.LAYOUT_VERSION)
+    assert store.meta().get("layout_version") == str(store_file_module.LAYOUT_VERSION)
+    store.close()
+
+
+# Opens the file in another process (DuckDB locks it there) and waits to be killed.
+_HOLD_FILE = """
+import sys, time, duckdb
+connection = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(600)
+"""
 
 
 async def test_a_store_of_another_layout_is_rebuilt(

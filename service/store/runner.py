@@ -28,6 +28,7 @@ from service.db import Database
 from service.errors import InsightsError
 from service.settings import Settings
 from service.store.store import Store
+from service.store.store_file import StoreInUseError
 from service.store.sync import SyncSettings, SyncStats
 
 logger = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ class SyncRunner:
                 self._store = await asyncio.to_thread(
                     Store.open, self.path, self._database, self._sync_settings
                 )
-            except (OSError, duckdb.Error) as exc:
+            except (OSError, duckdb.Error, StoreInUseError) as exc:
                 raise StoreOpenError(f"cannot open {self.path}: {exc}") from exc
             self._inode = self._current_inode()
         return self._store

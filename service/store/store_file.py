@@ -95,6 +95,19 @@ class BrokenStoreError(RuntimeError):
     """A store file that DuckDB opens but that lacks some of the store's tables."""
 
 
+class StoreInUseError(RuntimeError):
+    """Another process holds the store file open (DuckDB locks it): the file is that process's
+    working copy, not a broken one, and is left alone."""
+
+
+# DuckDB's message when another process holds the file's lock.
+_LOCK_HELD = "Could not set lock on file"
+
+
+def _held_elsewhere(exc: BaseException) -> bool:
+    return _LOCK_HELD in str(getattr(exc, "orig", None) or exc)
+
+
 def _remove(path: Path) -> None:
     for leftover in (path, path.with_name(path.name + ".wal")):
         leftover.unlink(missing_ok=True)
@@ -140,13 +153,21 @@ class StoreFile:
 
     @classmethod
     def open(cls, path: Path, resources: StoreResources | None = None) -> StoreFile:
-        """Open ``path``; a file of another layout, or one DuckDB cannot read, is rebuilt."""
+        """Open ``path``; a file of another layout, or one DuckDB cannot read, is rebuilt. A file
+        another process holds open raises ``StoreInUseError`` and is left as it is."""
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             _remove(path)  # a write-ahead log left by a deleted file must not replay into a new one
         try:
             store, version = cls._open_existing(path, resources)
         except (duckdb.Error, DBAPIError, BrokenStoreError) as exc:
+            if _held_elsewhere(exc):
+                # Deleting it would destroy the other process's store (a second service
+                # started on the same --store-path): refuse, and let the caller retry.
+                raise StoreInUseError(
+                    f"{path} is in use by another process (DuckDB: {exc}); give this service "
+                    "its own --store-path (INSIGHTS_STORE_PATH), or stop the other one"
+                ) from exc
             logger.warning("analytics store %s is unreadable (%s): rebuilding it", path, exc)
             _remove(path)
             store, version = cls(path, resources), None
