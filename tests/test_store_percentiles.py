@@ -118,3 +118,23 @@ def test_without_keys_the_whole_table_is_one_group(store_engine: sa.Engine) -> N
     assert row["n"] == len(everything)
     for q in QUANTILES:
         assert row[q.name] == textbook(everything, q)
+
+
+def test_counted_picks_give_postgres_percentiles_for_every_count(store_engine: sa.Engine) -> None:
+    """``summarize_counted``: ``quantile_disc`` with fractions that land on the two ranks, for
+    one group of every value whose count is known; every count from 0 to 320 and two large
+    ones, with ties, NULLs and the odd fractions."""
+    samples = sa.table("samples", sa.column("k", sa.Integer), sa.column("v", sa.Float))
+    strategy = ListPercentiles()
+    with store_engine.connect() as conn:
+        for k, values in groups_of_every_size().items():
+            present = [v for v in values if v is not None]
+            of_k = samples.c.k.is_(None) if k is None else samples.c.k == k
+            source = sa.select(samples.c.v).where(of_k).subquery("source")
+            statement = strategy.summarize_counted(
+                source, value="v", count=len(present), quantiles=QUANTILES
+            )
+            row = dict(conn.execute(statement).mappings().one())
+            assert row["n"] == len(present)
+            for q in QUANTILES:
+                assert strategy.read(row, q) == textbook(present, q), (k, q)

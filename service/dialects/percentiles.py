@@ -79,6 +79,17 @@ class PercentileStrategy(Protocol):
         """The quantile's value from one result row of ``summarize`` (None without values)."""
         ...
 
+    # Whether one group of every value is cheaper once its count is known: the caller then asks
+    # ``summarize_counted`` with the count (from a finer grouping of the same rows, or counted).
+    counts_first: bool
+
+    def summarize_counted(
+        self, source: Subquery, *, value: str, count: int, quantiles: Sequence[Quantile]
+    ) -> Select[Any]:
+        """``summarize`` with no keys, for a ``source`` of exactly ``count`` non-null values
+        (only called where ``counts_first``)."""
+        ...
+
     def summarize_levels(
         self,
         source: Subquery,
@@ -116,6 +127,13 @@ def _stat_columns(value: ColumnElement[Any]) -> list[ColumnElement[Any]]:
 
 class NativePercentiles:
     """PostgreSQL: ``percentile_cont``, linear interpolation between closest ranks."""
+
+    counts_first = False
+
+    def summarize_counted(
+        self, source: Subquery, *, value: str, count: int, quantiles: Sequence[Quantile]
+    ) -> Select[Any]:
+        return self.summarize(source, value=value, keys=(), quantiles=quantiles)
 
     def summarize(
         self,
@@ -193,6 +211,13 @@ class WindowPercentiles:
     integer arithmetic); Python interpolates exactly as PostgreSQL's ``percentile_cont`` does, so
     every database gives the same number.
     """
+
+    counts_first = False
+
+    def summarize_counted(
+        self, source: Subquery, *, value: str, count: int, quantiles: Sequence[Quantile]
+    ) -> Select[Any]:
+        return self.summarize(source, value=value, keys=(), quantiles=quantiles)
 
     def summarize(
         self,
@@ -348,6 +373,37 @@ class ListPercentiles(WindowPercentiles):
             .group_by(*group_cols, g.offset)
         )
 
+    counts_first = True
+
+    def summarize_counted(
+        self, source: Subquery, *, value: str, count: int, quantiles: Sequence[Quantile]
+    ) -> Select[Any]:
+        """One group of every value, ``count`` of them: each of the two ranks picked by
+        ``quantile_disc`` with a fraction that lands on it exactly, a selection instead of a
+        sort (a million latencies: 52 -> 22 ms).
+
+        DuckDB picks index ``ceil(n * f) - 1`` for a ``DECIMAL`` fraction ``f``, in integer
+        arithmetic; ``f = floor(r * 10^30 / n) / 10^30`` has ``n * f`` in ``(r - 1, r]`` for
+        ``n < 10^30``, so the pick is rank ``r``. The count must be that of the rows the
+        statement reads (one snapshot); ``n`` is returned so the caller can check it.
+        """
+        v = source.c[value]
+        names = [f"{q.name}_{side}" for q in quantiles for side in ("lo", "hi")]
+        if count <= 0 or not quantiles:
+            return self._summarize_all(source, value=value, quantiles=quantiles)
+        ranks: list[int] = []
+        for q in quantiles:
+            low = q.num * (count - 1) // q.den + 1
+            ranks += [low, min(low + 1, count)]  # past the end: the last (read() then uses low)
+        fractions = ", ".join(_exact_fraction(rank, count) for rank in ranks)
+        picked = func.quantile_disc(v, literal_column(f"[{fractions}]"))
+        counted = select(*_stat_columns(v), picked.label("picked")).subquery("counted_values")
+        c = counted.c
+        return select(
+            *(c[name] for name in STAT_COLUMNS),
+            *(func.list_extract(c.picked, i).label(name) for i, name in enumerate(names, 1)),
+        )
+
     def _summarize_all(
         self, source: Subquery, *, value: str, quantiles: Sequence[Quantile]
     ) -> Select[Any]:
@@ -375,3 +431,16 @@ class ListPercentiles(WindowPercentiles):
         # Only the picked ranks join the one row of counts.
         joined = stats.outerjoin(ranked, or_(*wanted))
         return select(*stat_cols, *picks).select_from(joined).group_by(*stat_cols)
+
+
+_FRACTION_DIGITS = 30
+
+
+def _exact_fraction(rank: int, count: int) -> str:
+    """``floor(rank * 10^30 / count) / 10^30`` as a DuckDB ``DECIMAL`` literal (see
+    ``ListPercentiles.summarize_counted``)."""
+    scaled = rank * 10**_FRACTION_DIGITS // count
+    whole, part = divmod(scaled, 10**_FRACTION_DIGITS)
+    return (
+        f"{whole}.{part:0{_FRACTION_DIGITS}d}::DECIMAL({_FRACTION_DIGITS + 1}, {_FRACTION_DIGITS})"
+    )

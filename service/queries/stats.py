@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import Subquery
 
@@ -71,6 +72,8 @@ async def distributions(
     With no keys the result has exactly one entry, under ``()``.
     """
     strategy = policy_for(session.get_bind().dialect).percentiles
+    if not keys and strategy.counts_first:
+        return {(): await _all_values(session, strategy, source, value, quantiles)}
     stmt = strategy.summarize(source, value=value, keys=keys, quantiles=quantiles)
     result: dict[tuple[Any, ...], Distribution] = {}
     for row in (await session.execute(stmt)).mappings():
@@ -98,17 +101,53 @@ async def distributions_by_level(
     """
     strategy = policy_for(session.get_bind().dialect).percentiles
     results: list[dict[tuple[Any, ...], Distribution]] = [{} for _ in levels]
+    overall = [i for i, level in enumerate(levels) if not level]
+    # Where the strategy counts first, the overall level comes last: a keyed level's groups
+    # hold every value once, so their counts add up to its count.
+    counted = strategy.counts_first and 0 < len(overall) < len(levels)
+    asked = [i for i, level in enumerate(levels) if level or not counted]
     for leveled in strategy.summarize_levels(
-        source, value=value, levels=levels, quantiles=quantiles, large_groups=large_groups
+        source,
+        value=value,
+        levels=[levels[i] for i in asked],
+        quantiles=quantiles,
+        large_groups=large_groups,
     ):
         for row in (await session.execute(leveled.statement)).mappings():
-            at = leveled.level_of(row)
+            at = asked[leveled.level_of(row)]
             key = tuple(row[k] for k in levels[at])
             results[at][key] = distribution_of_row(strategy, row, quantiles)
+    if counted:
+        count = sum(d.count for d in results[asked[0]].values())
+        dist = await _all_values(session, strategy, source, value, quantiles, count)
+        for at in overall:
+            results[at][()] = dist
     for keys, result in zip(levels, results, strict=True):
         if not keys and () not in result:
             result[()] = empty_distribution(quantiles)
     return results
+
+
+async def _all_values(
+    session: AsyncSession,
+    strategy: PercentileStrategy,
+    source: Subquery,
+    value: str,
+    quantiles: Sequence[Quantile],
+    count: int | None = None,
+) -> Distribution:
+    """The distribution of every non-null value of ``source`` by ``summarize_counted``, counted
+    first unless ``count`` is known."""
+    if count is None:
+        count = int((await session.execute(select(func.count(source.c[value])))).scalar_one())
+    stmt = strategy.summarize_counted(source, value=value, count=count, quantiles=quantiles)
+    row = (await session.execute(stmt)).mappings().one()
+    if int(row["n"] or 0) != count:
+        # Picks for another count are other ranks. One snapshot never changes between the
+        # statements; should it, the plain form answers.
+        stmt = strategy.summarize(source, value=value, keys=(), quantiles=quantiles)
+        row = (await session.execute(stmt)).mappings().one()
+    return distribution_of_row(strategy, row, quantiles)
 
 
 def rate(part: int, whole: int) -> float | None:
