@@ -125,15 +125,31 @@ def _stat_columns(value: ColumnElement[Any]) -> list[ColumnElement[Any]]:
     ]
 
 
-class NativePercentiles:
-    """PostgreSQL: ``percentile_cont``, linear interpolation between closest ranks."""
+class _SummarizesWithoutCount:
+    """A strategy for which knowing the count first changes nothing: ``summarize_counted`` is
+    ``summarize`` with no keys."""
 
     counts_first = False
+
+    def summarize(
+        self,
+        source: Subquery,
+        *,
+        value: str,
+        keys: Sequence[str],
+        quantiles: Sequence[Quantile],
+        large_groups: bool = False,
+    ) -> Select[Any]:
+        raise NotImplementedError
 
     def summarize_counted(
         self, source: Subquery, *, value: str, count: int, quantiles: Sequence[Quantile]
     ) -> Select[Any]:
         return self.summarize(source, value=value, keys=(), quantiles=quantiles)
+
+
+class NativePercentiles(_SummarizesWithoutCount):
+    """PostgreSQL: ``percentile_cont``, linear interpolation between closest ranks."""
 
     def summarize(
         self,
@@ -204,20 +220,13 @@ class NativePercentiles:
         return [LeveledSelect(statement, lambda row: index[int(row["grouping_level"])])]
 
 
-class WindowPercentiles:
+class WindowPercentiles(_SummarizesWithoutCount):
     """SQLite and MySQL/MariaDB: rank rows with window functions, pick the two closest ranks.
 
     SQL returns the values at ranks ``floor(q*(n-1))+1`` and the next one (computed with exact
     integer arithmetic); Python interpolates exactly as PostgreSQL's ``percentile_cont`` does, so
     every database gives the same number.
     """
-
-    counts_first = False
-
-    def summarize_counted(
-        self, source: Subquery, *, value: str, count: int, quantiles: Sequence[Quantile]
-    ) -> Select[Any]:
-        return self.summarize(source, value=value, keys=(), quantiles=quantiles)
 
     def summarize(
         self,
@@ -306,8 +315,7 @@ class ListPercentiles(WindowPercentiles):
     ) -> Select[Any]:
         if not keys:
             return self._summarize_all(source, value=value, quantiles=quantiles)
-        integer_keys = all(isinstance(source.c[k].type, Integer) for k in keys)
-        if large_groups and quantiles and integer_keys:
+        if large_groups and quantiles and all(isinstance(source.c[k].type, Integer) for k in keys):
             return self._summarize_ranked(source, value=value, keys=keys, quantiles=quantiles)
         v = source.c[value]
         key_cols = [source.c[k] for k in keys]

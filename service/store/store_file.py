@@ -459,46 +459,45 @@ class StoreFile:
         """Recompute ``TRACE_SPAN_SETS_TABLE``'s rows of these traces (``None``: all) from the
         copied spans: what the tracking databases compute by grouping spans by trace. A
         combination of lists no trace had before gets the next number."""
-        if trace_ids is None:
-            self.db.execute(f"DELETE FROM {TRACE_SPAN_SETS_TABLE.name}")
-            self._insert_span_sets("")
-            return
-        ids = _arrow_table({"id": pa.string()}, [(i,) for i in set(trace_ids)])
-        if not ids.num_rows:
-            return  # most cycles: no spans copied
-        self.db.register("span_set_traces", ids)
-        try:
-            self.db.execute(
-                f"DELETE FROM {TRACE_SPAN_SETS_TABLE.name} "
-                "WHERE trace_id IN (SELECT id FROM span_set_traces)"
-            )
-            self._insert_span_sets("WHERE trace_id IN (SELECT id FROM span_set_traces)")
-        finally:
-            self.db.unregister("span_set_traces")
+        self._refresh_per_trace(
+            TRACE_SPAN_SETS_TABLE.name,
+            trace_ids,
+            lambda these: self._insert_span_sets(f"WHERE {these}"),
+        )
 
     def refresh_repeated_feedback(self, trace_ids: Iterable[str] | None) -> None:
         """Recompute ``REPEATED_FEEDBACK_TABLE``'s pairs of these traces (``None``: all) from the
         copied assessments: each (trace, name) with two or more valid feedback rows."""
-        table, copied = REPEATED_FEEDBACK_TABLE.name, ASSESSMENTS.name
-        pairs = (
-            f"SELECT trace_id, name FROM {copied} "
-            "WHERE assessment_type = 'feedback' AND valid {traces}"
-            "GROUP BY trace_id, name HAVING count(*) > 1"
+        table = REPEATED_FEEDBACK_TABLE.name
+        self._refresh_per_trace(
+            table,
+            trace_ids,
+            lambda these: self.db.execute(
+                f"INSERT INTO {table} SELECT trace_id, name FROM {ASSESSMENTS.name} "
+                f"WHERE assessment_type = 'feedback' AND valid AND {these} "
+                "GROUP BY trace_id, name HAVING count(*) > 1"
+            ),
         )
+
+    def _refresh_per_trace(
+        self, table: str, trace_ids: Iterable[str] | None, fill: Callable[[str], object]
+    ) -> None:
+        """Delete ``table``'s rows of these traces (``None``: all) and ``fill`` them again from
+        the copied rows: ``fill`` gets the predicate on ``trace_id`` that picks those traces."""
         if trace_ids is None:
             self.db.execute(f"DELETE FROM {table}")
-            self.db.execute(f"INSERT INTO {table} {pairs.format(traces='')}")
+            fill("TRUE")
             return
         ids = _arrow_table({"id": pa.string()}, [(i,) for i in set(trace_ids)])
         if not ids.num_rows:
-            return  # most cycles: no assessments copied
-        self.db.register("feedback_traces", ids)
+            return  # most cycles: none of those rows copied
+        self.db.register("refreshed_traces", ids)
         try:
-            these = "trace_id IN (SELECT id FROM feedback_traces)"
+            these = "trace_id IN (SELECT id FROM refreshed_traces)"
             self.db.execute(f"DELETE FROM {table} WHERE {these}")
-            self.db.execute(f"INSERT INTO {table} {pairs.format(traces=f'AND {these} ')}")
+            fill(these)
         finally:
-            self.db.unregister("feedback_traces")
+            self.db.unregister("refreshed_traces")
 
     def _insert_span_sets(self, where: str) -> None:
         self.db.execute(f"CREATE TEMP TABLE new_span_sets AS {_span_sets_select(where)}")
