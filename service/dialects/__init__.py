@@ -34,6 +34,7 @@ from service.dialects.expressions import (
     trace_time_within,
 )
 from service.dialects.percentiles import (
+    MANY_VALUES,
     P50,
     P90,
     P95,
@@ -48,6 +49,7 @@ from service.dialects.percentiles import (
 from service.dialects.urls import to_async_url
 
 __all__ = [
+    "MANY_VALUES",
     "OPEN_WINDOW",
     "P50",
     "P90",

@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 from sqlalchemy import (
     Double,
-    Integer,
     and_,
     case,
     func,
@@ -58,6 +57,12 @@ P50, P90, P95, P99 = (
 # Columns every percentile summary select carries besides the grouping keys and percentiles.
 STAT_COLUMNS = ("n", "total", "minimum", "maximum")
 
+# More values in all than a strategy should hold in memory group by group: a caller that knows
+# its count asks for ``large_groups`` from here on. The analytics store's per-group lists cannot
+# spill to disk: the MLflow UI's latency per hour over 30 days of 10M traces ran out of its
+# 512 MB. Above every request at 1M traces (at most 1.5M tool calls over 30 days).
+MANY_VALUES = 2_000_000
+
 
 class PercentileStrategy(Protocol):
     def summarize(
@@ -71,8 +76,8 @@ class PercentileStrategy(Protocol):
     ) -> Select[Any]:
         """Group ``source`` by ``keys``; select the keys, ``STAT_COLUMNS`` over the non-null
         ``value``s and whatever ``read`` needs for each quantile. ``large_groups``: the caller
-        expects few groups of many values each (traces per day), which a strategy may rank
-        differently; the numbers are the same."""
+        expects few groups of many values each (traces per day), or ``MANY_VALUES`` or more in
+        all, which a strategy may rank differently; the numbers are the same."""
         ...
 
     def read(self, row: Mapping[str, Any], quantile: Quantile) -> float | None:
@@ -315,7 +320,7 @@ class ListPercentiles(WindowPercentiles):
     ) -> Select[Any]:
         if not keys:
             return self._summarize_all(source, value=value, quantiles=quantiles)
-        if large_groups and quantiles and all(isinstance(source.c[k].type, Integer) for k in keys):
+        if large_groups and quantiles:
             return self._summarize_ranked(source, value=value, keys=keys, quantiles=quantiles)
         v = source.c[value]
         key_cols = [source.c[k] for k in keys]
@@ -346,7 +351,8 @@ class ListPercentiles(WindowPercentiles):
         list is sorted on one core and held in memory. A million latencies in 30 day buckets:
         118 -> 85 ms. Many small groups are faster as lists (720 hour buckets: 74 -> 90 ms this
         way; numeric feedback in day buckets 24 -> 36 ms), and string keys sort slowly (tools'
-        (tool, bucket) groups took 4 times as long): those keep the lists.
+        (tool, bucket) groups took 4 times as long): those keep the lists, unless the values
+        are too many for lists in memory (``MANY_VALUES``), which only this form can spill.
 
         A group's ranks follow the values of the groups before it in the same order
         (``offset``); only the picked ranks are joined back to their group.

@@ -48,7 +48,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import Subquery
 
-from service.dialects import Quantile, child_of_traces, exact_text, int_div, policy_for
+from service.dialects import (
+    MANY_VALUES,
+    Quantile,
+    child_of_traces,
+    exact_text,
+    int_div,
+    policy_for,
+)
 from service.errors import invalid_parameter
 from service.filters.metrics_filters import (
     TraceMetricsFilter,
@@ -373,8 +380,15 @@ async def query_trace_metrics(
     percentiles: dict[tuple[Any, ...], dict[str, float | None]] = {}
     if quantiles and groups:
         strategy = policy_for(session.get_bind().dialect).percentiles
+        # The groups' counts are known: values too many to hold group by group are ranked in a
+        # way that can spill (the UI's latency per hour over 30 days of 10M traces).
+        many = sum(int(g["n"] or 0) for g in groups) >= MANY_VALUES
         summary = strategy.summarize(
-            rows, value=_VALUE, keys=keys, quantiles=list(quantiles.values())
+            rows,
+            value=_VALUE,
+            keys=keys,
+            quantiles=list(quantiles.values()),
+            large_groups=many,
         )
         for row in (await session.execute(summary)).mappings():
             percentiles[_group_key(row, keys)] = {
