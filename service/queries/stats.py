@@ -73,7 +73,7 @@ async def distributions(
     """
     strategy = policy_for(session.get_bind().dialect).percentiles
     if not keys and strategy.counts_first:
-        return {(): await _all_values(session, strategy, source, value, quantiles)}
+        return {(): await all_values(session, strategy, source, value, quantiles)}
     stmt = strategy.summarize(source, value=value, keys=keys, quantiles=quantiles)
     result: dict[tuple[Any, ...], Distribution] = {}
     for row in (await session.execute(stmt)).mappings():
@@ -119,7 +119,7 @@ async def distributions_by_level(
             results[at][key] = distribution_of_row(strategy, row, quantiles)
     if counted:
         count = sum(d.count for d in results[asked[0]].values())
-        dist = await _all_values(session, strategy, source, value, quantiles, count)
+        dist = await all_values(session, strategy, source, value, quantiles, count)
         for at in overall:
             results[at][()] = dist
     for keys, result in zip(levels, results, strict=True):
@@ -128,7 +128,7 @@ async def distributions_by_level(
     return results
 
 
-async def _all_values(
+async def all_values(
     session: AsyncSession,
     strategy: PercentileStrategy,
     source: Subquery,

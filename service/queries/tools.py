@@ -9,7 +9,8 @@ Every ToolInfo of a request (all tools at once for discovery) comes from one sta
 whatever the number of tools: it reads the calls in scope once (a CTE) and returns call counts
 per (tool, bucket), calling traces per (tool, bucket), latency distributions per (tool, bucket)
 and latency distributions per tool. The analytics store counts the calling traces from each
-trace's span sets (``_calling_traces``) instead of the distinct trace ids of the calls.
+trace's span sets (``_calling_traces``) instead of the distinct trace ids of the calls, and picks
+the percentiles of all tools' calls together in a second statement once their count is known.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import and_, case, exists, func, literal, null, select, union_al
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql.selectable import Subquery
 from typing_extensions import TypedDict
 
 from service.dialects import (
@@ -51,7 +53,13 @@ from service.models.tools import (
     ToolSeries,
     ToolVolumePoint,
 )
-from service.queries.stats import Distribution, distribution_of_row, empty_distribution, rate
+from service.queries.stats import (
+    Distribution,
+    all_values,
+    distribution_of_row,
+    empty_distribution,
+    rate,
+)
 from service.scope import SeriesFrame
 from service.traces import SPAN_ERROR, TOOL_SPAN_TYPE
 
@@ -128,8 +136,22 @@ class _ToolCalls:
             stmt = stmt.where(text_equals(_span.name, self.tool_name))
         return stmt
 
+    def timed(self, calls: Any) -> Subquery:
+        """Durations only: calls still running have none (the strategies skip NULL values too)."""
+        keys = [calls.c.tool] if self.per_tool else []
+        return (
+            select(*keys, calls.c.bucket, calls.c.v).where(calls.c.v.is_not(None)).subquery("timed")
+        )
+
+    def counts_overall_first(self, strategy: PercentileStrategy) -> bool:
+        """Whether the distribution of all calls together is asked for after the statement,
+        once the per-bucket counts give its count (``PercentileStrategy.counts_first``)."""
+        return not self.per_tool and strategy.counts_first
+
     def statement(self, strategy: PercentileStrategy) -> Select[Any]:
-        """Counts and both kinds of distributions in one statement over the calls, read once.
+        """Counts and both kinds of distributions in one statement over the calls, read once
+        (the overall distribution of all tools together after it where the strategy counts
+        first: ``counts_overall_first``).
 
         The calls are a CTE referenced three times: PostgreSQL materialises it (one pass over
         the spans), and every database computes each part exactly as a separate query would.
@@ -151,12 +173,7 @@ class _ToolCalls:
             self._counts_with_calling_traces(calls, keys),
             name="call_counts",
         )
-        # Durations only: calls still running have none (the strategies skip NULL values too).
-        timed = (
-            select(*key_cols, calls.c.bucket, calls.c.v)
-            .where(calls.c.v.is_not(None))
-            .subquery("timed")
-        )
+        timed = self.timed(calls)
         # All tools together in day or week buckets: tens of thousands of calls per bucket.
         buckets = self.frame.buckets
         large = not self.per_tool and buckets is not None and buckets.size != "hour"
@@ -167,7 +184,6 @@ class _ToolCalls:
             quantiles=LATENCY_QUANTILES,
             large_groups=large,
         )
-        overall = strategy.summarize(timed, value="v", keys=keys, quantiles=LATENCY_QUANTILES)
         stat_names = [c.name for c in by_bucket.selected_columns if c.name not in keys]
         stat_names.remove("bucket")
         columns = ["tool", "bucket", *_COUNT_COLUMNS, *stat_names]
@@ -179,10 +195,11 @@ class _ToolCalls:
                 *(sub.c[name] if name in sub.c else null().label(name) for name in columns),
             )
 
-        union = union_all(
-            padded(_COUNTS, counts), padded(_BY_BUCKET, by_bucket), padded(_OVERALL, overall)
-        )
-        return select(union.subquery("tool_summary"))
+        parts = [padded(_COUNTS, counts), padded(_BY_BUCKET, by_bucket)]
+        if not self.counts_overall_first(strategy):
+            overall = strategy.summarize(timed, value="v", keys=keys, quantiles=LATENCY_QUANTILES)
+            parts.append(padded(_OVERALL, overall))
+        return select(union_all(*parts).subquery("tool_summary"))
 
     def _counts_with_calling_traces(self, calls: Any, keys: list[str]) -> Select[Any]:
         """The store's counts per (tool, bucket): the calls grouped, joined to the calling traces
@@ -250,6 +267,14 @@ class _ToolCalls:
                 result.overall[tool] = dist
             else:
                 result.by_bucket.setdefault(tool, {})[row["bucket"]] = dist
+        if self.counts_overall_first(strategy) and None in result.counts:
+            # One selection over every duration instead of one sort (30 days of 1M traces,
+            # 1.5M calls: 75 -> 49 ms, the calls read again).
+            count = sum(d.count for d in result.by_bucket.get(None, {}).values())
+            timed = self.timed(self.calls().cte("tool_calls"))
+            result.overall[None] = await all_values(
+                session, strategy, timed, "v", LATENCY_QUANTILES, count
+            )
         return result
 
 
@@ -354,8 +379,9 @@ async def metrics(
 ) -> ToolMetricsResponse:
     """One tool's ToolInfo, or all tools together when ``tool_name`` is None.
 
-    Round trips: 1 (counts and latency distributions per bucket and overall), plus 1 for a
-    named tool never called in scope, to tell an unknown tool (404) from a quiet one; none
+    Round trips: 1 (counts and latency distributions per bucket and overall; on the store 2,
+    the overall distribution picked once its count is known), plus 1 for a named tool never
+    called in scope, to tell an unknown tool (404) from a quiet one; none
     before that when the frame is empty.
     """
     infos = await _infos(session, frame, per_tool=False, tool_name=tool_name)
