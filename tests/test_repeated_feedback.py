@@ -61,6 +61,7 @@ def _write_feedback(ids: list[str]) -> None:
     _log(ids[0], "resolved", True, metadata=SESSION)
     _log(ids[0], "resolved", True)
     _log(ids[1], "resolved", False)  # t1: false of its own, true from its session
+    _log(ids[2], "resolved", True)  # t2: true of its own (its one row) and from its session
     _log(ids[3], "resolved", True)  # t3: the same value twice
     _log(ids[3], "resolved", True)
     _log(ids[3], "tone", "curt")  # t3: two values of one name
