@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.dialects import P50, P90, P95, P99, Quantile
-from service.dialects.percentiles import ListPercentiles
+from service.dialects.percentiles import MAX_PICKED_GROUPS, ListPercentiles
 
 QUANTILES = (
     P50,
@@ -166,3 +166,37 @@ def test_counted_picks_give_postgres_percentiles_for_every_count(store_engine: s
             assert row["n"] == len(present)
             for q in QUANTILES:
                 assert strategy.read(row, q) == textbook(present, q), (k, q)
+
+
+@pytest.mark.parametrize(
+    "keys", [["name"], ["name", "k"]], ids=["few groups: picks", "323 groups: lists"]
+)
+def test_counted_groups_give_postgres_percentiles(store_engine: sa.Engine, keys: list[str]) -> None:
+    """``summarize_counted_groups``: every group's ranks picked by one ``quantile_disc`` over
+    all groups' fractions when the groups are few (eight names, the NULL one included), the
+    sorted lists beyond ``MAX_PICKED_GROUPS``; the counts given are those of the raw values."""
+    expected: dict[tuple[object, ...], list[float]] = {}
+    for k, values in groups_of_every_size().items():
+        key = (name_of(k),) if keys == ["name"] else (name_of(k), k)
+        expected.setdefault(key, []).extend(v for v in values if v is not None)
+    assert (len(expected) <= MAX_PICKED_GROUPS) == (keys == ["name"])
+    samples = sa.table(
+        "samples",
+        sa.column("k", sa.Integer),
+        sa.column("name", sa.String),
+        sa.column("v", sa.Float),
+    )
+    source = sa.select(samples.c.k, samples.c.name, samples.c.v).subquery("source")
+    strategy = ListPercentiles()
+    counts = {key: len(values) for key, values in expected.items()}
+    statement = strategy.summarize_counted_groups(
+        source, value="v", keys=keys, counts=counts, quantiles=QUANTILES
+    )
+    with store_engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(statement)]
+    assert {tuple(row[k] for k in keys) for row in rows} == set(expected)
+    for row in rows:
+        present = expected[tuple(row[k] for k in keys)]
+        assert row["n"] == len(present)
+        for q in QUANTILES:
+            assert strategy.read(row, q) == textbook(present, q), (row["name"], q)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    null,
     or_,
     tuple_,
     type_coerce,
@@ -95,6 +96,20 @@ class PercentileStrategy(Protocol):
         (only called where ``counts_first``)."""
         ...
 
+    def summarize_counted_groups(
+        self,
+        source: Subquery,
+        *,
+        value: str,
+        keys: Sequence[str],
+        counts: Mapping[tuple[Any, ...], int],
+        quantiles: Sequence[Quantile],
+    ) -> Select[Any]:
+        """``summarize`` for groups whose counts of non-null values are known (``counts``, by
+        key tuple; only called where ``counts_first``). A group whose ``n`` differs from its
+        count was counted in another snapshot: the caller then asks ``summarize``."""
+        ...
+
     def summarize_levels(
         self,
         source: Subquery,
@@ -151,6 +166,17 @@ class _SummarizesWithoutCount:
         self, source: Subquery, *, value: str, count: int, quantiles: Sequence[Quantile]
     ) -> Select[Any]:
         return self.summarize(source, value=value, keys=(), quantiles=quantiles)
+
+    def summarize_counted_groups(
+        self,
+        source: Subquery,
+        *,
+        value: str,
+        keys: Sequence[str],
+        counts: Mapping[tuple[Any, ...], int],
+        quantiles: Sequence[Quantile],
+    ) -> Select[Any]:
+        return self.summarize(source, value=value, keys=keys, quantiles=quantiles)
 
 
 class NativePercentiles(_SummarizesWithoutCount):
@@ -405,17 +431,60 @@ class ListPercentiles(WindowPercentiles):
         names = [f"{q.name}_{side}" for q in quantiles for side in ("lo", "hi")]
         if count <= 0 or not quantiles:
             return self._summarize_all(source, value=value, quantiles=quantiles)
-        ranks: list[int] = []
-        for q in quantiles:
-            low = q.num * (count - 1) // q.den + 1
-            ranks += [low, min(low + 1, count)]  # past the end: the last (read() then uses low)
-        fractions = ", ".join(_exact_fraction(rank, count) for rank in ranks)
+        fractions = ", ".join(_exact_fraction(r, count) for r in _pick_ranks(quantiles, count))
         picked = func.quantile_disc(v, literal_column(f"[{fractions}]"))
         counted = select(*_stat_columns(v), picked.label("picked")).subquery("counted_values")
         c = counted.c
         return select(
             *(c[name] for name in STAT_COLUMNS),
             *(func.list_extract(c.picked, i).label(name) for i, name in enumerate(names, 1)),
+        )
+
+    def summarize_counted_groups(
+        self,
+        source: Subquery,
+        *,
+        value: str,
+        keys: Sequence[str],
+        counts: Mapping[tuple[Any, ...], int],
+        quantiles: Sequence[Quantile],
+    ) -> Select[Any]:
+        """A few groups of known counts: one ``quantile_disc`` per group over the fractions of
+        every group (those of ``summarize_counted``, six per group for three quantiles), each
+        group reading its own six from the list. Selections instead of sorts: tools' latency
+        per tool over 30 days of 1M traces, 10 tools, 125 -> 62 ms. Each group selects every
+        group's ranks, so beyond ``MAX_PICKED_GROUPS`` the sorted lists are cheaper (300 groups:
+        404 against 236 ms) and answer instead.
+        """
+        wanted = [(key, n) for key, n in counts.items() if n > 0]
+        if not keys or not quantiles or not wanted or len(wanted) > MAX_PICKED_GROUPS:
+            return self.summarize(source, value=value, keys=keys, quantiles=quantiles)
+        v = source.c[value]
+        key_cols = [source.c[k] for k in keys]
+        fractions: list[str] = []
+        for _key, count in wanted:
+            fractions += [_exact_fraction(rank, count) for rank in _pick_ranks(quantiles, count)]
+        picked = func.quantile_disc(v, literal_column(f"[{', '.join(fractions)}]"))
+        grouped = (
+            select(*key_cols, *_stat_columns(v), picked.label("picked"))
+            .group_by(*key_cols)
+            .subquery("counted_groups")
+        )
+        g = grouped.c
+        width = 2 * len(quantiles)
+        # Where this group's picks start in the list (from 1); NULL for a group not counted.
+        start = case(
+            *(
+                (_is_key([g[k] for k in keys], key), literal(i * width + 1))
+                for i, (key, _count) in enumerate(wanted)
+            ),
+            else_=null(),
+        )
+        names = [f"{q.name}_{side}" for q in quantiles for side in ("lo", "hi")]
+        return select(
+            *(g[k] for k in keys),
+            *(g[c] for c in STAT_COLUMNS),
+            *(func.list_extract(g.picked, start + j).label(name) for j, name in enumerate(names)),
         )
 
     def _summarize_all(
@@ -448,6 +517,26 @@ class ListPercentiles(WindowPercentiles):
 
 
 _FRACTION_DIGITS = 30
+
+# Most groups ``summarize_counted_groups`` picks from; more are ranked in sorted lists.
+MAX_PICKED_GROUPS = 32
+
+
+def _is_key(columns: Sequence[ColumnElement[Any]], key: tuple[Any, ...]) -> ColumnElement[bool]:
+    """The row's key columns hold ``key`` (NULL parts match NULL), values bound as parameters."""
+    return and_(
+        *(c.is_not_distinct_from(literal(part)) for c, part in zip(columns, key, strict=True))
+    )
+
+
+def _pick_ranks(quantiles: Sequence[Quantile], count: int) -> list[int]:
+    """The two ranks (from 1) of each quantile among ``count`` values, low then high; past
+    the end the high one is the last (``read`` then uses the low one)."""
+    ranks: list[int] = []
+    for q in quantiles:
+        low = q.num * (count - 1) // q.den + 1
+        ranks += [low, min(low + 1, count)]
+    return ranks
 
 
 def _exact_fraction(rank: int, count: int) -> str:

@@ -150,6 +150,32 @@ async def all_values(
     return distribution_of_row(strategy, row, quantiles)
 
 
+async def counted_distributions(
+    session: AsyncSession,
+    strategy: PercentileStrategy,
+    source: Subquery,
+    *,
+    value: str,
+    keys: Sequence[str],
+    counts: Mapping[tuple[Any, ...], int],
+    quantiles: Sequence[Quantile],
+) -> dict[tuple[Any, ...], Distribution]:
+    """``distributions`` of groups whose counts are known (from a finer grouping of the same
+    rows) by ``summarize_counted_groups``; the plain form if a count turns out another."""
+    stmt = strategy.summarize_counted_groups(
+        source, value=value, keys=keys, counts=counts, quantiles=quantiles
+    )
+    rows = list((await session.execute(stmt)).mappings())
+    if any(int(row["n"] or 0) != counts.get(tuple(row[k] for k in keys), 0) for row in rows):
+        # Picks for another count are other ranks. One snapshot never changes between the
+        # statements; should it, the plain form answers.
+        stmt = strategy.summarize(source, value=value, keys=keys, quantiles=quantiles)
+        rows = list((await session.execute(stmt)).mappings())
+    return {
+        tuple(row[k] for k in keys): distribution_of_row(strategy, row, quantiles) for row in rows
+    }
+
+
 def rate(part: int, whole: int) -> float | None:
     """A percentage from 0 to 100, unrounded; None when the denominator is 0."""
     return None if whole == 0 else part * 100.0 / whole

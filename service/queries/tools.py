@@ -56,6 +56,7 @@ from service.models.tools import (
 from service.queries.stats import (
     Distribution,
     all_values,
+    counted_distributions,
     distribution_of_row,
     empty_distribution,
     rate,
@@ -144,9 +145,10 @@ class _ToolCalls:
         )
 
     def counts_overall_first(self, strategy: PercentileStrategy) -> bool:
-        """Whether the distribution of all calls together is asked for after the statement,
-        once the per-bucket counts give its count (``PercentileStrategy.counts_first``)."""
-        return not self.per_tool and strategy.counts_first
+        """Whether the overall distributions (per tool, or of all calls together) are asked for
+        after the statement, once the per-bucket counts give their counts
+        (``PercentileStrategy.counts_first``)."""
+        return strategy.counts_first
 
     def statement(self, strategy: PercentileStrategy) -> Select[Any]:
         """Counts and both kinds of distributions in one statement over the calls, read once
@@ -267,14 +269,29 @@ class _ToolCalls:
                 result.overall[tool] = dist
             else:
                 result.by_bucket.setdefault(tool, {})[row["bucket"]] = dist
-        if self.counts_overall_first(strategy) and None in result.counts:
-            # One selection over every duration instead of one sort (30 days of 1M traces,
-            # 1.5M calls: 75 -> 49 ms, the calls read again).
-            count = sum(d.count for d in result.by_bucket.get(None, {}).values())
+        if self.counts_overall_first(strategy) and result.counts:
+            # Selections instead of sorts, the calls read again (30 days of 1M traces, 1.5M
+            # calls: all together 75 -> 49 ms, per tool 125 -> 62 ms).
+            timed_counts = {
+                tool: sum(d.count for d in buckets.values())
+                for tool, buckets in result.by_bucket.items()
+            }
             timed = self.timed(self.calls().cte("tool_calls"))
-            result.overall[None] = await all_values(
-                session, strategy, timed, "v", LATENCY_QUANTILES, count
-            )
+            if self.per_tool:
+                overall = await counted_distributions(
+                    session,
+                    strategy,
+                    timed,
+                    value="v",
+                    keys=["tool"],
+                    counts={(tool,): n for tool, n in timed_counts.items()},
+                    quantiles=LATENCY_QUANTILES,
+                )
+                result.overall = {key[0]: dist for key, dist in overall.items()}
+            else:
+                result.overall[None] = await all_values(
+                    session, strategy, timed, "v", LATENCY_QUANTILES, timed_counts.get(None, 0)
+                )
         return result
 
 
