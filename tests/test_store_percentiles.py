@@ -78,16 +78,21 @@ def store_engine() -> sa.Engine:
     return engine
 
 
-def summarize(
-    engine: sa.Engine, keys: Sequence[str], *, large_groups: bool = False
-) -> list[dict[str, object]]:
+def samples_source() -> sa.Subquery:
+    """The samples table as the strategies read it: a subquery of its three columns."""
     samples = sa.table(
         "samples",
         sa.column("k", sa.Integer),
         sa.column("name", sa.String),
         sa.column("v", sa.Float),
     )
-    source = sa.select(samples.c.k, samples.c.name, samples.c.v).subquery("source")
+    return sa.select(samples.c.k, samples.c.name, samples.c.v).subquery("source")
+
+
+def summarize(
+    engine: sa.Engine, keys: Sequence[str], *, large_groups: bool = False
+) -> list[dict[str, object]]:
+    source = samples_source()
     strategy = ListPercentiles()
     statement = strategy.summarize(
         source, value="v", keys=keys, quantiles=QUANTILES, large_groups=large_groups
@@ -180,13 +185,7 @@ def test_counted_groups_give_postgres_percentiles(store_engine: sa.Engine, keys:
         key = (name_of(k),) if keys == ["name"] else (name_of(k), k)
         expected.setdefault(key, []).extend(v for v in values if v is not None)
     assert (len(expected) <= MAX_PICKED_GROUPS) == (keys == ["name"])
-    samples = sa.table(
-        "samples",
-        sa.column("k", sa.Integer),
-        sa.column("name", sa.String),
-        sa.column("v", sa.Float),
-    )
-    source = sa.select(samples.c.k, samples.c.name, samples.c.v).subquery("source")
+    source = samples_source()
     strategy = ListPercentiles()
     counts = {key: len(values) for key, values in expected.items()}
     statement = strategy.summarize_counted_groups(
