@@ -104,10 +104,12 @@ class PercentileStrategy(Protocol):
         keys: Sequence[str],
         counts: Mapping[tuple[Any, ...], int],
         quantiles: Sequence[Quantile],
+        large_groups: bool = False,
     ) -> Select[Any]:
         """``summarize`` for groups whose counts of non-null values are known (``counts``, by
         key tuple; only called where ``counts_first``). A group whose ``n`` differs from its
-        count was counted in another snapshot: the caller then asks ``summarize``."""
+        count was counted in another snapshot: the caller then asks ``summarize``.
+        ``large_groups`` as for ``summarize``, where the groups are summarized that way."""
         ...
 
     def summarize_levels(
@@ -175,8 +177,11 @@ class _SummarizesWithoutCount:
         keys: Sequence[str],
         counts: Mapping[tuple[Any, ...], int],
         quantiles: Sequence[Quantile],
+        large_groups: bool = False,
     ) -> Select[Any]:
-        return self.summarize(source, value=value, keys=keys, quantiles=quantiles)
+        return self.summarize(
+            source, value=value, keys=keys, quantiles=quantiles, large_groups=large_groups
+        )
 
 
 class NativePercentiles(_SummarizesWithoutCount):
@@ -448,17 +453,21 @@ class ListPercentiles(WindowPercentiles):
         keys: Sequence[str],
         counts: Mapping[tuple[Any, ...], int],
         quantiles: Sequence[Quantile],
+        large_groups: bool = False,
     ) -> Select[Any]:
         """A few groups of known counts: one ``quantile_disc`` per group over the fractions of
         every group (those of ``summarize_counted``, six per group for three quantiles), each
         group reading its own six from the list. Selections instead of sorts: tools' latency
-        per tool over 30 days of 1M traces, 10 tools, 125 -> 62 ms. Each group selects every
+        per tool over 30 days of 1M traces, 10 tools, 125 -> 62 ms; all tools' calls per day,
+        30 days, 156 -> 109 ms. Each group selects every
         group's ranks, so beyond ``MAX_PICKED_GROUPS`` the sorted lists are cheaper (300 groups:
         404 against 236 ms) and answer instead.
         """
         wanted = [(key, n) for key, n in counts.items() if n > 0]
         if not keys or not quantiles or not wanted or len(wanted) > MAX_PICKED_GROUPS:
-            return self.summarize(source, value=value, keys=keys, quantiles=quantiles)
+            return self.summarize(
+                source, value=value, keys=keys, quantiles=quantiles, large_groups=large_groups
+            )
         v = source.c[value]
         key_cols = [source.c[k] for k in keys]
         fractions: list[str] = []

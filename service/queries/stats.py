@@ -159,17 +159,26 @@ async def counted_distributions(
     keys: Sequence[str],
     counts: Mapping[tuple[Any, ...], int],
     quantiles: Sequence[Quantile],
+    large_groups: bool = False,
 ) -> dict[tuple[Any, ...], Distribution]:
     """``distributions`` of groups whose counts are known (from a finer grouping of the same
-    rows) by ``summarize_counted_groups``; the plain form if a count turns out another."""
+    rows, or counted) by ``summarize_counted_groups``; the plain form if a count turns out
+    another."""
     stmt = strategy.summarize_counted_groups(
-        source, value=value, keys=keys, counts=counts, quantiles=quantiles
+        source,
+        value=value,
+        keys=keys,
+        counts=counts,
+        quantiles=quantiles,
+        large_groups=large_groups,
     )
     rows = list((await session.execute(stmt)).mappings())
     if any(int(row["n"] or 0) != counts.get(tuple(row[k] for k in keys), 0) for row in rows):
         # Picks for another count are other ranks. One snapshot never changes between the
         # statements; should it, the plain form answers.
-        stmt = strategy.summarize(source, value=value, keys=keys, quantiles=quantiles)
+        stmt = strategy.summarize(
+            source, value=value, keys=keys, quantiles=quantiles, large_groups=large_groups
+        )
         rows = list((await session.execute(stmt)).mappings())
     return {
         tuple(row[k] for k in keys): distribution_of_row(strategy, row, quantiles) for row in rows
