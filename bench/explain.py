@@ -29,7 +29,8 @@ from typing import Any
 import httpx
 from sqlalchemy import event
 
-from bench.cases import build_cases, discover_endpoints
+from bench.baseline import Window
+from bench.cases import Case, build_cases, discover_endpoints
 from bench.machine import database
 from bench.run import make_windows
 
@@ -76,6 +77,25 @@ async def _store_engine(app: Any) -> Any:
     raise TimeoutError("the analytics store did not become ready within an hour")
 
 
+async def find_case(
+    c: httpx.AsyncClient, experiment: str, window: Window, label: str
+) -> tuple[Case, dict[str, Any]]:
+    """The first case whose label contains ``label``, and its request body for ``window``, with
+    the bodies filled from the discovery endpoints answered through ``c``."""
+    endpoints = discover_endpoints((await c.get("/openapi.json")).json())
+    loop = asyncio.get_running_loop()
+
+    def post(path: str, body: dict[str, Any]) -> httpx.Response:
+        # build_cases is synchronous: run it in a thread, its requests on this loop.
+        return asyncio.run_coroutine_threadsafe(c.post(path, json=body), loop).result()
+
+    cases = await asyncio.to_thread(
+        build_cases, post, endpoints, [experiment], window.start_ms, window.end_ms
+    )
+    case = next(x for x in cases if label in x.label)
+    return case, case.body([experiment], window.start_ms, window.end_ms, window.bucket)
+
+
 async def explain(args: argparse.Namespace) -> None:
     from service.app import create_app
     from service.settings import Settings
@@ -101,18 +121,7 @@ async def explain(args: argparse.Namespace) -> None:
         async with httpx.AsyncClient(
             transport=transport, base_url="http://bench", timeout=600
         ) as c:
-            endpoints = discover_endpoints((await c.get("/openapi.json")).json())
-            loop = asyncio.get_running_loop()
-
-            def post(path: str, body: dict[str, Any]) -> httpx.Response:
-                # build_cases is synchronous: run it in a thread, its requests on this loop.
-                return asyncio.run_coroutine_threadsafe(c.post(path, json=body), loop).result()
-
-            cases = await asyncio.to_thread(
-                build_cases, post, endpoints, [experiment], window.start_ms, window.end_ms
-            )
-            case = next(x for x in cases if args.case in x.label)
-            body = case.body([experiment], window.start_ms, window.end_ms, window.bucket)
+            case, body = await find_case(c, experiment, window, args.case)
             await c.post(case.endpoint.path, json=body)  # warm-up
             recorder.statements.clear()
             profiler = cProfile.Profile() if args.profile else None

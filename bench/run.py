@@ -344,6 +344,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown windows {sorted(unknown)}; use {', '.join(WINDOW_MS)}")
     if set(args.buckets) - set(BUCKET_SECONDS):
         parser.error(f"buckets are {', '.join(BUCKET_SECONDS)}")
+    if args.out is not None and args.out.suffix != ".md":
+        # The JSON goes beside the report (the same name, .json): a .json --out was overwritten.
+        parser.error(
+            "--out is the Markdown report (e.g. bench/results/x.md); its .json goes beside it"
+        )
     args.store_path = args.store_path or store_path_for(args.db_url)
     return args
 

@@ -1,0 +1,76 @@
+"""One case's request replayed in-process: the median of N answers, and a hash of the body.
+
+    python -m bench.replay --db-url postgresql://postgres@127.0.0.1:5432/insights_bench \\
+        --case "tools/discovery" --window 30d --bucket hour --repeat 10 [--store FILE]
+
+Runs the service in-process (``httpx.ASGITransport``, no server, no network), answers the case
+once untimed, then ``--repeat`` times timed, and prints the median, the minimum, the body's size
+and the first characters of its SHA-256. For an A/B of a change: run it on each revision in
+turn, twice each, on one copy of the store (``--store``; no other process may hold it open),
+and compare medians; equal hashes say both revisions answer the same bytes. On a noisy machine
+this was the only comparison that held (bench/FINDINGS.md §18-19).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.explain import _store_engine, find_case
+from bench.machine import database
+from bench.run import make_windows
+
+
+async def replay(args: argparse.Namespace) -> None:
+    from service.app import create_app
+    from service.settings import Settings
+
+    db = database(args.db_url)
+    experiment = db["experiment_id"]
+    [window] = make_windows(db["last_ms"], [args.window], [args.bucket])
+    store: dict[str, Any] = (
+        {"store": "on", "store_path": str(args.store)} if args.store else {"store": "off"}
+    )
+    app = create_app(Settings(database_url=args.db_url, statement_timeout_seconds=600, **store))
+    async with app.router.lifespan_context(app):
+        if args.store:
+            await _store_engine(app)  # the store answers once its first cycle is done
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", timeout=600
+        ) as c:
+            case, body = await find_case(c, experiment, window, args.case)
+            await c.post(case.endpoint.path, json=body)  # warm-up
+            times = []
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                response = await c.post(case.endpoint.path, json=body)
+                times.append((time.perf_counter() - started) * 1000)
+    digest = hashlib.sha256(response.content).hexdigest()[:12]
+    print(
+        f"{case.label} over {window.label}: median {statistics.median(times):.1f} ms, "
+        f"min {min(times):.1f} ms, HTTP {response.status_code}, {len(response.content)} bytes, "
+        f"sha256 {digest}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db-url", required=True)
+    parser.add_argument("--case", required=True, help="a case label, or part of it")
+    parser.add_argument("--window", default="30d", choices=["24h", "7d", "30d"])
+    parser.add_argument("--bucket", default="hour", choices=["hour", "day", "week"])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--store", type=Path, help="answer from the analytics store in this file")
+    asyncio.run(replay(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
