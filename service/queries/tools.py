@@ -10,7 +10,9 @@ whatever the number of tools: it reads the calls in scope once (a CTE) and retur
 per (tool, bucket), calling traces per (tool, bucket), latency distributions per (tool, bucket)
 and latency distributions per tool. The analytics store counts the calling traces from each
 trace's span sets (``_calling_traces``) instead of the distinct trace ids of the calls, and picks
-the percentiles of all tools' calls together in a second statement once their count is known.
+the overall percentiles (per tool, or of all calls together) in a second statement once the
+per-bucket counts give their counts; for all calls together in day or week buckets, the
+per-bucket percentiles too, from the counts' own count of durations (``summarize_counted_groups``).
 """
 
 from __future__ import annotations
@@ -413,8 +415,9 @@ async def _infos(
 async def discovery(session: AsyncSession, frame: SeriesFrame) -> ToolsDiscoveryResponse:
     """Every tool called in scope, with all its statistics and series.
 
-    Round trips: 1 (counts and latency distributions per tool and bucket, and per tool),
-    whatever the number of tools, also when no tool was called; none when the frame is empty.
+    Round trips: 1 (counts and latency distributions per tool and bucket, and per tool; on the
+    store 2, the per-tool distributions picked once counted), whatever the number of tools, also
+    when no tool was called; none when the frame is empty.
     """
     infos = await _infos(session, frame, per_tool=True, tool_name=None)
     data = list(infos.values())
@@ -428,9 +431,10 @@ async def metrics(
     """One tool's ToolInfo, or all tools together when ``tool_name`` is None.
 
     Round trips: 1 (counts and latency distributions per bucket and overall; on the store 2,
-    the overall distribution picked once its count is known), plus 1 for a named tool never
-    called in scope, to tell an unknown tool (404) from a quiet one; none
-    before that when the frame is empty.
+    the overall distribution picked once its count is known, and 3 with day or week buckets,
+    whose distributions are picked once counted too), plus 1 for a named tool never called in
+    scope, to tell an unknown tool (404) from a quiet one; none before that when the frame is
+    empty.
     """
     infos = await _infos(session, frame, per_tool=False, tool_name=tool_name)
     if None in infos:
