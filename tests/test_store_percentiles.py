@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from service.dialects import P50, P90, P95, P99, Quantile
+from service.dialects import P50, P90, P95, P99, Quantile, percentiles
 from service.dialects.percentiles import MAX_PICKED_GROUPS, ListPercentiles
 
 QUANTILES = (
@@ -153,10 +153,15 @@ def test_without_keys_the_whole_table_is_one_group(store_engine: sa.Engine) -> N
         assert row[q.name] == textbook(everything, q)
 
 
-def test_counted_picks_give_postgres_percentiles_for_every_count(store_engine: sa.Engine) -> None:
+@pytest.mark.parametrize("many_values", [False, True], ids=["", "past MANY_VALUES"])
+def test_counted_picks_give_postgres_percentiles_for_every_count(
+    store_engine: sa.Engine, many_values: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``summarize_counted``: ``quantile_disc`` with fractions that land on the two ranks, for
     one group of every value whose count is known; every count from 0 to 320 and two large
     ones, with ties, NULLs and the odd fractions."""
+    if many_values:  # too many values to pick: one sort answers
+        monkeypatch.setattr(percentiles, "MANY_VALUES", 1)
     samples = sa.table("samples", sa.column("k", sa.Integer), sa.column("v", sa.Float))
     strategy = ListPercentiles()
     with store_engine.connect() as conn:
@@ -167,16 +172,21 @@ def test_counted_picks_give_postgres_percentiles_for_every_count(store_engine: s
             statement = strategy.summarize_counted(
                 source, value="v", count=len(present), quantiles=QUANTILES
             )
+            picked = "quantile_disc" in str(statement)
+            assert picked == (bool(present) and not many_values)
             row = dict(conn.execute(statement).mappings().one())
             assert row["n"] == len(present)
             for q in QUANTILES:
                 assert strategy.read(row, q) == textbook(present, q), (k, q)
 
 
+@pytest.mark.parametrize("many_values", [False, True], ids=["", "past MANY_VALUES"])
 @pytest.mark.parametrize(
     "keys", [["name"], ["name", "k"]], ids=["few groups: picks", "323 groups: lists"]
 )
-def test_counted_groups_give_postgres_percentiles(store_engine: sa.Engine, keys: list[str]) -> None:
+def test_counted_groups_give_postgres_percentiles(
+    store_engine: sa.Engine, keys: list[str], many_values: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``summarize_counted_groups``: every group's ranks picked by one ``quantile_disc`` over
     all groups' fractions when the groups are few (eight names, the NULL one included), the
     sorted lists beyond ``MAX_PICKED_GROUPS``; the counts given are those of the raw values."""
@@ -185,12 +195,16 @@ def test_counted_groups_give_postgres_percentiles(store_engine: sa.Engine, keys:
         key = (name_of(k),) if keys == ["name"] else (name_of(k), k)
         expected.setdefault(key, []).extend(v for v in values if v is not None)
     assert (len(expected) <= MAX_PICKED_GROUPS) == (keys == ["name"])
+    if many_values:  # too many values to pick: the plain forms answer
+        monkeypatch.setattr(percentiles, "MANY_VALUES", 1)
     source = samples_source()
     strategy = ListPercentiles()
     counts = {key: len(values) for key, values in expected.items()}
     statement = strategy.summarize_counted_groups(
         source, value="v", keys=keys, counts=counts, quantiles=QUANTILES
     )
+    picked = "quantile_disc" in str(statement)
+    assert picked == (keys == ["name"] and not many_values)
     with store_engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(statement)]
     assert {tuple(row[k] for k in keys) for row in rows} == set(expected)

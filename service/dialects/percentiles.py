@@ -59,9 +59,11 @@ P50, P90, P95, P99 = (
 STAT_COLUMNS = ("n", "total", "minimum", "maximum")
 
 # More values in all than a strategy should hold in memory group by group: a caller that knows
-# its count asks for ``large_groups`` from here on. The analytics store's per-group lists cannot
-# spill to disk: the MLflow UI's latency per hour over 30 days of 10M traces ran out of its
-# 512 MB. Above every request at 1M traces (at most 1.5M tool calls over 30 days).
+# its count asks for ``large_groups`` from here on, and the store's exact picks
+# (``summarize_counted``, ``summarize_counted_groups``) sort instead. Neither per-group lists nor
+# quantile_disc can spill to disk: the MLflow UI's latency per hour over 30 days of 10M traces
+# ran out of the store's 512 MB as lists. Above every request at 1M traces (at most 1.5M tool
+# calls over 30 days).
 MANY_VALUES = 2_000_000
 
 
@@ -434,7 +436,8 @@ class ListPercentiles(WindowPercentiles):
         """
         v = source.c[value]
         names = [f"{q.name}_{side}" for q in quantiles for side in ("lo", "hi")]
-        if count <= 0 or not quantiles:
+        if count <= 0 or not quantiles or count >= MANY_VALUES:
+            # quantile_disc holds every value and cannot spill: so many are sorted, which can.
             return self._summarize_all(source, value=value, quantiles=quantiles)
         fractions = ", ".join(_exact_fraction(r, count) for r in _pick_ranks(quantiles, count))
         picked = func.quantile_disc(v, literal_column(f"[{fractions}]"))
@@ -464,7 +467,10 @@ class ListPercentiles(WindowPercentiles):
         404 against 236 ms) and answer instead.
         """
         wanted = [(key, n) for key, n in counts.items() if n > 0]
-        if not keys or not quantiles or not wanted or len(wanted) > MAX_PICKED_GROUPS:
+        # quantile_disc holds every value and cannot spill (15M values needed 512 MB where one
+        # sort needed 128): MANY_VALUES or more go the way they went before the picks.
+        many = sum(n for _key, n in wanted) >= MANY_VALUES
+        if not keys or not quantiles or not wanted or len(wanted) > MAX_PICKED_GROUPS or many:
             return self.summarize(
                 source, value=value, keys=keys, quantiles=quantiles, large_groups=large_groups
             )
