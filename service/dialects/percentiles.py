@@ -109,7 +109,8 @@ class PercentileStrategy(Protocol):
         large_groups: bool = False,
     ) -> Select[Any]:
         """``summarize`` for groups whose counts of non-null values are known (``counts``, by
-        key tuple; only called where ``counts_first``). A group whose ``n`` differs from its
+        key tuple; with no keys ``summarize_counted`` of ``counts[()]``; only called where
+        ``counts_first``). A group whose ``n`` differs from its
         count was counted in another snapshot: the caller then asks ``summarize``.
         ``large_groups`` as for ``summarize``, where the groups are summarized that way."""
         ...
@@ -435,7 +436,6 @@ class ListPercentiles(WindowPercentiles):
         statement reads (one snapshot); ``n`` is returned so the caller can check it.
         """
         v = source.c[value]
-        names = [f"{q.name}_{side}" for q in quantiles for side in ("lo", "hi")]
         if count <= 0 or not quantiles or count >= MANY_VALUES:
             # quantile_disc holds every value and cannot spill: so many are sorted, which can.
             return self._summarize_all(source, value=value, quantiles=quantiles)
@@ -445,7 +445,10 @@ class ListPercentiles(WindowPercentiles):
         c = counted.c
         return select(
             *(c[name] for name in STAT_COLUMNS),
-            *(func.list_extract(c.picked, i).label(name) for i, name in enumerate(names, 1)),
+            *(
+                func.list_extract(c.picked, i).label(name)
+                for i, name in enumerate(_pick_names(quantiles), 1)
+            ),
         )
 
     def summarize_counted_groups(
@@ -466,11 +469,14 @@ class ListPercentiles(WindowPercentiles):
         group's ranks, so beyond ``MAX_PICKED_GROUPS`` the sorted lists are cheaper (300 groups:
         404 against 236 ms) and answer instead.
         """
+        if not keys:
+            count = counts.get((), 0)
+            return self.summarize_counted(source, value=value, count=count, quantiles=quantiles)
         wanted = [(key, n) for key, n in counts.items() if n > 0]
         # quantile_disc holds every value and cannot spill (15M values needed 512 MB where one
         # sort needed 128): MANY_VALUES or more go the way they went before the picks.
         many = sum(n for _key, n in wanted) >= MANY_VALUES
-        if not keys or not quantiles or not wanted or len(wanted) > MAX_PICKED_GROUPS or many:
+        if not quantiles or not wanted or len(wanted) > MAX_PICKED_GROUPS or many:
             return self.summarize(
                 source, value=value, keys=keys, quantiles=quantiles, large_groups=large_groups
             )
@@ -495,11 +501,13 @@ class ListPercentiles(WindowPercentiles):
             ),
             else_=null(),
         )
-        names = [f"{q.name}_{side}" for q in quantiles for side in ("lo", "hi")]
         return select(
             *(g[k] for k in keys),
             *(g[c] for c in STAT_COLUMNS),
-            *(func.list_extract(g.picked, start + j).label(name) for j, name in enumerate(names)),
+            *(
+                func.list_extract(g.picked, start + j).label(name)
+                for j, name in enumerate(_pick_names(quantiles))
+            ),
         )
 
     def _summarize_all(
@@ -542,6 +550,11 @@ def _is_key(columns: Sequence[ColumnElement[Any]], key: tuple[Any, ...]) -> Colu
     return and_(
         *(c.is_not_distinct_from(literal(part)) for c, part in zip(columns, key, strict=True))
     )
+
+
+def _pick_names(quantiles: Sequence[Quantile]) -> list[str]:
+    """The columns ``read`` takes the two ranks of each quantile from, in ``_pick_ranks`` order."""
+    return [f"{q.name}_{side}" for q in quantiles for side in ("lo", "hi")]
 
 
 def _pick_ranks(quantiles: Sequence[Quantile], count: int) -> list[int]:

@@ -140,14 +140,10 @@ async def all_values(
     first unless ``count`` is known."""
     if count is None:
         count = int((await session.execute(select(func.count(source.c[value])))).scalar_one())
-    stmt = strategy.summarize_counted(source, value=value, count=count, quantiles=quantiles)
-    row = (await session.execute(stmt)).mappings().one()
-    if int(row["n"] or 0) != count:
-        # Picks for another count are other ranks. One snapshot never changes between the
-        # statements; should it, the plain form answers.
-        stmt = strategy.summarize(source, value=value, keys=(), quantiles=quantiles)
-        row = (await session.execute(stmt)).mappings().one()
-    return distribution_of_row(strategy, row, quantiles)
+    counted = await counted_distributions(
+        session, strategy, source, value=value, keys=(), counts={(): count}, quantiles=quantiles
+    )
+    return counted[()]
 
 
 async def counted_distributions(
@@ -162,8 +158,8 @@ async def counted_distributions(
     large_groups: bool = False,
 ) -> dict[tuple[Any, ...], Distribution]:
     """``distributions`` of groups whose counts are known (from a finer grouping of the same
-    rows, or counted) by ``summarize_counted_groups``; the plain form if a count turns out
-    another."""
+    rows, or counted) by ``summarize_counted_groups`` (no keys: one group of every value); the
+    plain form if a count turns out another."""
     stmt = strategy.summarize_counted_groups(
         source,
         value=value,
