@@ -391,14 +391,15 @@ async def _tags(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
         .where(*tags)
         .group_by(key, value)
     )
-    if flagged.min_count > 0:
-        # Most tag values have no slice trace over short windows (24 hours of 1M traces: 683
-        # of 3,163); rows never scored are not fetched.
-        least = literal(flagged.min_count, BigInteger())  # PostgreSQL would infer int4
-        grouped = grouped.having(_sum(joint) >= least)
-        kept = kept.having(_sum(flag) >= least)
     counted = kept_span_sets.of(grouped, kept, name="tag_counts")
     stmt = select(counted.c.k, counted.c.v, counted.c.traces, counted.c.joint)
+    if flagged.min_count > 0:
+        # Most tag values have no slice trace over short windows (24 hours of 1M traces: 683
+        # of 3,163); rows never scored are not fetched. Filtered outside the grouping, not by
+        # HAVING: a HAVING repeats the store's IN (the slice's traces), which DuckDB then
+        # runs twice (30 days of 1M traces: 149 -> 109 ms).
+        least = literal(flagged.min_count, BigInteger())  # PostgreSQL would infer int4
+        stmt = stmt.where(counted.c.joint >= least)
     return [
         Candidate("tag", f"{k}={v}", int(count), int(joint), subject=k, parameter=v)
         for k, v, count, joint in await session.execute(stmt)
