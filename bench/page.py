@@ -22,7 +22,12 @@ READY = "document.body.dataset.state === 'ready'"
 WINDOW_MS = {"24h": 86_400_000, "7d": 7 * 86_400_000, "30d": 30 * 86_400_000}
 
 
-def measure(url: str, repeat: int, chromium: str) -> list[float]:
+TIMELINE = """performance.getEntriesByType('resource')
+  .filter((e) => e.name.includes('-api/') || e.name.includes('/api/'))
+  .map((e) => [e.name.split('/traces/').pop(), Math.round(e.startTime), Math.round(e.responseEnd)])"""
+
+
+def measure(url: str, repeat: int, chromium: str, timeline: bool = False) -> list[float]:
     times = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium)
@@ -33,6 +38,11 @@ def measure(url: str, repeat: int, chromium: str) -> list[float]:
                 page.goto(url)
                 page.wait_for_function(READY, timeout=120_000)
                 times.append(float(page.evaluate("performance.now()")))
+                if timeline:
+                    # Each API request's start and end in the page's clock: the critical path.
+                    for name, start, end in page.evaluate(TIMELINE):
+                        print(f"  {start:6d} {end:6d} {end - start:5d} ms  {name}")
+                    print(f"  ready at {times[-1]:.0f} ms")
                 context.close()
         finally:
             browser.close()
@@ -48,6 +58,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument(
+        "--timeline", action="store_true", help="print each load's API requests (start, end)"
+    )
+    parser.add_argument(
         "--end-ms",
         type=int,
         help="end the window here (epoch ms) instead of now: the bench dataset ends on "
@@ -60,7 +73,7 @@ def main() -> None:
         params |= {"window": "custom", "from": args.end_ms - length, "to": args.end_ms}
     query = urlencode(params)
     url = f"{args.service_url.rstrip('/')}/insights/?{query}"
-    times = measure(url, args.repeat, args.chromium)
+    times = measure(url, args.repeat, args.chromium, args.timeline)
     print(
         json.dumps(
             {

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import hashlib
+import pstats
 import statistics
 import time
 from pathlib import Path
@@ -49,9 +51,14 @@ async def replay(args: argparse.Namespace) -> None:
             case, body = await find_case(c, experiment, window, args.case)
             await c.post(case.endpoint.path, json=body)  # warm-up
             times = []
+            profiler = cProfile.Profile() if args.profile else None
             for _ in range(args.repeat):
                 started = time.perf_counter()
+                if profiler:
+                    profiler.enable()
                 response = await c.post(case.endpoint.path, json=body)
+                if profiler:
+                    profiler.disable()
                 times.append((time.perf_counter() - started) * 1000)
     digest = hashlib.sha256(response.content).hexdigest()[:12]
     print(
@@ -59,6 +66,9 @@ async def replay(args: argparse.Namespace) -> None:
         f"min {min(times):.1f} ms, HTTP {response.status_code}, {len(response.content)} bytes, "
         f"sha256 {digest}"
     )
+    if profiler:
+        # The event loop's thread only: SQL runs in worker threads (waiting shows as poll).
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
 
 
 def main() -> None:
@@ -69,6 +79,13 @@ def main() -> None:
     parser.add_argument("--bucket", default="hour", choices=["hour", "day", "week"])
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--store", type=Path, help="answer from the analytics store in this file")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cProfile the timed requests' Python side; print the N costliest functions",
+    )
     asyncio.run(replay(parser.parse_args()))
 
 
