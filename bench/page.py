@@ -24,7 +24,8 @@ WINDOW_MS = {"24h": 86_400_000, "7d": 7 * 86_400_000, "30d": 30 * 86_400_000}
 
 TIMELINE = """performance.getEntriesByType('resource')
   .filter((e) => e.name.includes('-api/') || e.name.includes('/api/'))
-  .map((e) => [e.name.split('/traces/').pop(), Math.round(e.startTime), Math.round(e.responseEnd)])"""
+  .map((e) => [e.name.split('/traces/').pop(),
+               Math.round(e.startTime), Math.round(e.responseEnd)])"""
 
 
 def measure(url: str, repeat: int, chromium: str, timeline: bool = False) -> list[float]:
