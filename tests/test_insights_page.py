@@ -227,7 +227,7 @@ def test_every_section_shows_the_apis_numbers(
     result = api(
         base_url,
         "correlations",
-        {**scope, "filter_string": "status = 'ERROR'", "limit": 10, "min_count": 1},
+        {**scope, "filter_string": "status = 'ERROR'", "limit": 10, "min_count": 5},
     )
     table_rows = page.eval_on_selector_all(
         "#correlation-table tbody tr", "r => r.map(x => [x.dataset.dimension, x.dataset.value])"
@@ -353,6 +353,7 @@ def test_a_correlation_link_opens_the_matching_traces(
             **{k: request[k] for k in ("experiment_ids", "start_time", "end_time")},
             "filter_string": "status = 'ERROR'",
             "limit": 10,
+            "min_count": 5,
         },
     )
     first = row["data"][0]

@@ -421,12 +421,16 @@ function npmiDetail(row, pair, link, scope, pending = false) {
   box.focus();
 }
 
+// Values seen in fewer slice traces are left out: NPMI of a value seen once or twice is noise
+// (docs/API.md, min_count), and they are most of the rows to score.
+const MIN_COUNT = 5;
+
 async function correlations(base, signal) {
   setState('correlations', 'loading');
   $('slice-error').hidden = true;
   $('npmi-detail').replaceChildren();
   const slice = [state.filter, state.slice].filter(Boolean).join(' AND ');
-  const body = { experiment_ids: base.experiment_ids, start_time: base.start_time, end_time: base.end_time, filter_string: slice, limit: 10, min_count: 1 };
+  const body = { experiment_ids: base.experiment_ids, start_time: base.start_time, end_time: base.end_time, filter_string: slice, limit: 10, min_count: MIN_COUNT };
   let result;
   try {
     result = await post('correlations', body, { signal });
@@ -440,7 +444,7 @@ async function correlations(base, signal) {
     throw err;
   }
   const table = el('table', { dataset: { sliceCount: result.slice_count, totalCount: result.total_count } },
-    el('caption', { class: 'muted' }, metric('slice_count', result.slice_count, `${count(result.slice_count)} traces in the slice`), ' of ', metric('total_count', result.total_count, `${count(result.total_count)}`), ' in the window'),
+    el('caption', { class: 'muted' }, metric('slice_count', result.slice_count, `${count(result.slice_count)} traces in the slice`), ' of ', metric('total_count', result.total_count, `${count(result.total_count)}`), ` in the window; values seen in ${MIN_COUNT} or more slice traces`),
     el('thead', {}, el('tr', {}, ['Dimension', 'Value', 'Traces', '% of slice', '% of all', 'NPMI', 'Smoothed', 'Strength', ''].map((h, i) => el('th', { scope: 'col', class: i < 2 ? 'text' : null, text: h })))),
     el('tbody'));
   const tbody = table.querySelector('tbody');
@@ -472,7 +476,7 @@ async function correlations(base, signal) {
   });
   $('correlation-table').replaceChildren(table);
   const empty = !result.data.length;
-  setState('correlations', empty ? 'empty' : 'ready', empty ? (result.slice_count ? 'Nothing goes with this slice more than with the rest.' : 'No traces in this slice.') : '');
+  setState('correlations', empty ? 'empty' : 'ready', empty ? (result.slice_count ? `Nothing seen in ${MIN_COUNT} or more of the slice's traces goes with it more than with the rest.` : 'No traces in this slice.') : '');
 }
 
 // ------------------------------------------------------------------ wiring
