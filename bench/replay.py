@@ -4,8 +4,10 @@
         --case "tools/discovery" --window 30d --bucket hour --repeat 10 [--store FILE]
 
 Runs the service in-process (``httpx.ASGITransport``, no server, no network), answers the case
-once untimed, then ``--repeat`` times timed, and prints the median, the minimum, the body's size
-and the first characters of its SHA-256. For an A/B of a change: run it on each revision in
+once untimed, then ``--repeat`` times timed, and prints the median, the minimum, the median CPU
+time of the event loop's thread (the request's Python side: SQL runs in worker threads; far
+steadier than wall time for a change to Python code), the body's size and the first characters
+of its SHA-256. For an A/B of a change: run it on each revision in
 turn, twice each, on one copy of the store (``--store``; no other process may hold it open),
 and compare medians; equal hashes say both revisions answer the same bytes. On a noisy machine
 this was the only comparison that held (bench/FINDINGS.md §18-19).
@@ -52,7 +54,9 @@ async def replay(args: argparse.Namespace) -> None:
             await c.post(case.endpoint.path, json=body)  # warm-up
             times = []
             profiler = cProfile.Profile() if args.profile else None
+            loop_cpu = []
             for _ in range(args.repeat):
+                cpu = time.thread_time()
                 started = time.perf_counter()
                 if profiler:
                     profiler.enable()
@@ -60,10 +64,11 @@ async def replay(args: argparse.Namespace) -> None:
                 if profiler:
                     profiler.disable()
                 times.append((time.perf_counter() - started) * 1000)
+                loop_cpu.append((time.thread_time() - cpu) * 1000)
     digest = hashlib.sha256(response.content).hexdigest()[:12]
     print(
         f"{case.label} over {window.label}: median {statistics.median(times):.1f} ms, "
-        f"min {min(times):.1f} ms, HTTP {response.status_code}, {len(response.content)} bytes, "
+        f"min {min(times):.1f} ms, event loop CPU {statistics.median(loop_cpu):.1f} ms, HTTP {response.status_code}, {len(response.content)} bytes, "
         f"sha256 {digest}"
     )
     if profiler:
