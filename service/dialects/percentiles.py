@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -42,10 +42,16 @@ class Quantile:
     name: str
     num: int
     den: int = 100
+    # Derived once: ``read`` runs for every quantile of every group (100K times for the tools'
+    # latency per hour over 30 days).
+    fraction: float = field(init=False, repr=False, compare=False)
+    low_column: str = field(init=False, repr=False, compare=False)
+    high_column: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def fraction(self) -> float:
-        return self.num / self.den
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fraction", self.num / self.den)
+        object.__setattr__(self, "low_column", f"{self.name}_lo")
+        object.__setattr__(self, "high_column", f"{self.name}_hi")
 
 
 P50, P90, P95, P99 = (
@@ -292,19 +298,17 @@ class WindowPercentiles(_SummarizesWithoutCount):
         picks: list[ColumnElement[Any]] = []
         for q in quantiles:
             low_rank = int_div(q.num * (ranked.c.cnt - 1), q.den) + 1
+            picks.append(func.max(case((ranked.c.rn == low_rank, ranked.c.v))).label(q.low_column))
             picks.append(
-                func.max(case((ranked.c.rn == low_rank, ranked.c.v))).label(f"{q.name}_lo")
-            )
-            picks.append(
-                func.max(case((ranked.c.rn == low_rank + 1, ranked.c.v))).label(f"{q.name}_hi")
+                func.max(case((ranked.c.rn == low_rank + 1, ranked.c.v))).label(q.high_column)
             )
         return select(*key_cols, *_stat_columns(ranked.c.v), *picks).group_by(*key_cols)
 
     def read(self, row: Mapping[str, Any], quantile: Quantile) -> float | None:
-        low = row[f"{quantile.name}_lo"]
+        low = row[quantile.low_column]
         if low is None:
             return None
-        high = row[f"{quantile.name}_hi"]
+        high = row[quantile.high_column]
         position = quantile.fraction * (row["n"] - 1)
         proportion = position - math.floor(position)
         low_f = float(low)
@@ -373,8 +377,8 @@ class ListPercentiles(WindowPercentiles):
         for q in quantiles:
             # DuckDB lists are indexed from 1; past the end is NULL (read() then uses low).
             low_index = int_div(q.num * (g.n - 1), q.den) + 1
-            picks.append(func.list_extract(g.sorted_values, low_index).label(f"{q.name}_lo"))
-            picks.append(func.list_extract(g.sorted_values, low_index + 1).label(f"{q.name}_hi"))
+            picks.append(func.list_extract(g.sorted_values, low_index).label(q.low_column))
+            picks.append(func.list_extract(g.sorted_values, low_index + 1).label(q.high_column))
         return select(*[g[k] for k in keys], *[g[c] for c in STAT_COLUMNS], *picks)
 
     def _summarize_ranked(
@@ -410,8 +414,8 @@ class ListPercentiles(WindowPercentiles):
         p = picked.c
         picks: list[ColumnElement[Any]] = []
         for q, low in zip(quantiles, lows, strict=True):
-            picks.append(func.max(case((p.rn == low, p.v))).label(f"{q.name}_lo"))
-            picks.append(func.max(case((p.rn == low + 1, p.v))).label(f"{q.name}_hi"))
+            picks.append(func.max(case((p.rn == low, p.v))).label(q.low_column))
+            picks.append(func.max(case((p.rn == low + 1, p.v))).label(q.high_column))
         # Keys may be NULL: one NULL group on each side.
         on = and_(*(p[k].is_not_distinct_from(g[k]) for k in keys))
         group_cols = [g[k] for k in keys] + [g[c] for c in STAT_COLUMNS]
@@ -531,8 +535,8 @@ class ListPercentiles(WindowPercentiles):
         wanted: list[ColumnElement[bool]] = []
         for q in quantiles:
             low_rank = int_div(q.num * (n - 1), q.den) + 1  # from 1; past the end: no row
-            picks.append(func.max(case((rn == low_rank, ranked.c.v))).label(f"{q.name}_lo"))
-            picks.append(func.max(case((rn == low_rank + 1, ranked.c.v))).label(f"{q.name}_hi"))
+            picks.append(func.max(case((rn == low_rank, ranked.c.v))).label(q.low_column))
+            picks.append(func.max(case((rn == low_rank + 1, ranked.c.v))).label(q.high_column))
             wanted += [rn == low_rank, rn == low_rank + 1]
         # Only the picked ranks join the one row of counts.
         joined = stats.outerjoin(ranked, or_(*wanted))
@@ -554,7 +558,7 @@ def _is_key(columns: Sequence[ColumnElement[Any]], key: tuple[Any, ...]) -> Colu
 
 def _pick_names(quantiles: Sequence[Quantile]) -> list[str]:
     """The columns ``read`` takes the two ranks of each quantile from, in ``_pick_ranks`` order."""
-    return [f"{q.name}_{side}" for q in quantiles for side in ("lo", "hi")]
+    return [name for q in quantiles for name in (q.low_column, q.high_column)]
 
 
 def _pick_ranks(quantiles: Sequence[Quantile], count: int) -> list[int]:

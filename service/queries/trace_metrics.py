@@ -311,9 +311,9 @@ class _MlflowQuantile(Quantile):
 
     mlflow_fraction: float = 0.0
 
-    @property
-    def fraction(self) -> float:
-        return self.mlflow_fraction
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "fraction", self.mlflow_fraction)
 
 
 def _quantiles(aggregations: Sequence[MetricAggregation]) -> dict[str, Quantile]:
