@@ -43,18 +43,29 @@ class NpmiScores:
 
 def npmi(joint: int, count1: int, count2: int, total: int) -> NpmiScores:
     """NPMI and smoothed NPMI of two properties from their counts (see the module docstring)."""
-    undefined = NpmiScores(None, None)
+    cells = _table(joint, count1, count2, total)
+    if cells is None:
+        return NpmiScores(None, None)
+    return NpmiScores(_score(cells), _npmi_of_table(*cells, JEFFREYS_PRIOR))
+
+
+def npmi_score(joint: int, count1: int, count2: int, total: int) -> float | None:
+    """``npmi(...).npmi_score`` alone: what ranks thousands of candidates, of which only the few
+    shown need their smoothed score too."""
+    cells = _table(joint, count1, count2, total)
+    return None if cells is None else _score(cells)
+
+
+def _table(joint: int, count1: int, count2: int, total: int) -> tuple[int, int, int, int] | None:
+    """The 2x2 table (n11, n10, n01, n00), or None where NPMI is undefined."""
     if total <= 0 or count1 == 0 or count2 == 0:
-        return undefined
-    n11 = joint
-    n10 = count1 - joint
-    n01 = count2 - joint
-    n00 = total - count1 - count2 + joint
-    if min(n11, n10, n01, n00) < 0:
-        return undefined
-    score = -1.0 if n11 == 0 else _npmi_of_table(n11, n10, n01, n00, 0.0)
-    smoothed = _npmi_of_table(n11, n10, n01, n00, JEFFREYS_PRIOR)
-    return NpmiScores(score, smoothed)
+        return None
+    cells = (joint, count1 - joint, count2 - joint, total - count1 - count2 + joint)
+    return None if min(cells) < 0 else cells
+
+
+def _score(cells: tuple[int, int, int, int]) -> float | None:
+    return -1.0 if cells[0] == 0 else _npmi_of_table(*cells, 0.0)
 
 
 def _npmi_of_table(n11: int, n10: int, n01: int, n00: int, prior: float) -> float | None:

@@ -25,6 +25,7 @@ dimensions/calculate-npmi with ``assessment.<name>`` and a threshold for them.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -72,7 +73,7 @@ from service.feedback_types import (
 from service.filters import Clause, predicates
 from service.filters.keys import STATUS, TRACE_NAME, Assessment, SpanColumn, TraceTag
 from service.models.correlations import CorrelationRow, CorrelationsResponse, RowDimension
-from service.npmi import NpmiScores, npmi
+from service.npmi import npmi, npmi_score
 from service.queries.stats import rate
 from service.scope import TraceScope
 from service.traces import (
@@ -343,11 +344,19 @@ async def _spans(
     ]
     # Traces (all, in the slice) per dimension and mask first: thousands of rows share a few
     # hundred masks per dimension, whose bits are then read once each.
+    # Rows read by position: thousands of them (4.5K over 30 days of 1M traces).
     per_mask: dict[tuple[RowDimension, tuple[int, ...]], list[int]] = {}
-    for row in (await session.execute(select(counted))).mappings():
-        traces, joint = int(row["traces"]), int(row["traces"]) * int(row["in_slice"])
-        for dimension, columns, _ in dimensions:
-            total = per_mask.setdefault((dimension, tuple(row[c] for c in columns)), [0, 0])
+    result = await session.execute(select(counted))
+    position = {name: i for i, name in enumerate(result.keys())}
+    traces_at, in_slice_at = position["traces"], position["in_slice"]
+    mask_positions = [
+        (dimension, [position[c] for c in columns]) for dimension, columns, _ in dimensions
+    ]
+    for row in result:
+        traces = int(row[traces_at])
+        joint = traces * int(row[in_slice_at])
+        for dimension, at in mask_positions:
+            total = per_mask.setdefault((dimension, tuple([row[i] for i in at])), [0, 0])
             total[0] += traces
             total[1] += joint
     vocabularies = {dimension: names for dimension, _, names in dimensions}
@@ -679,33 +688,37 @@ async def correlations(
         if kind in asked:
             candidates += await query(session, flagged)
     pins = pinned_values(slice_clauses, typings)
-    # Scored as plain tuples and sorted; models are built for the rows shown only (thousands of
-    # tool and tag combinations at 30 days, a few shown).
-    scored: list[tuple[tuple[Any, ...], Candidate, NpmiScores]] = []
-    for c in candidates:
-        if (c.dimension, c.value) in pins or c.joint < min_count:
-            continue
-        scores = npmi(c.joint, slice_count, c.count, total)
-        scored.append((_order(scores.npmi_score, c), c, scores))
-    scored.sort(key=_first)
+    # Ranked by their NPMI alone, as plain tuples; the smoothed score and the models are
+    # computed for the rows shown only (thousands of tool and tag values at 30 days, a few shown).
+    ranked = [
+        (_order(npmi_score(c.joint, slice_count, c.count, total), c), c)
+        for c in candidates
+        if (c.dimension, c.value) not in pins and c.joint >= min_count
+    ]
     shown = [
-        CorrelationRow(
-            dimension=c.dimension,
-            value=c.value,
-            npmi_score=scores.npmi_score,
-            npmi_smoothed=scores.npmi_smoothed,
-            trace_count=c.joint,
-            percentage_of_slice=rate(c.joint, slice_count),
-            percentage_of_total=rate(c.count, total),
-            strength=scores.strength,
-            filter_string=filter_string_of(c, typings),
-        )
-        for _, c, scores in scored[:limit]
+        _row(c, slice_count, total, typings) for _, c in heapq.nsmallest(limit, ranked, key=_first)
     ]
     return CorrelationsResponse(slice_count=slice_count, total_count=total, data=shown)
 
 
-def _first(item: tuple[tuple[Any, ...], Candidate, NpmiScores]) -> tuple[Any, ...]:
+def _row(
+    c: Candidate, slice_count: int, total: int, typings: Mapping[str, FeedbackTyping]
+) -> CorrelationRow:
+    scores = npmi(c.joint, slice_count, c.count, total)
+    return CorrelationRow(
+        dimension=c.dimension,
+        value=c.value,
+        npmi_score=scores.npmi_score,
+        npmi_smoothed=scores.npmi_smoothed,
+        trace_count=c.joint,
+        percentage_of_slice=rate(c.joint, slice_count),
+        percentage_of_total=rate(c.count, total),
+        strength=scores.strength,
+        filter_string=filter_string_of(c, typings),
+    )
+
+
+def _first(item: tuple[tuple[Any, ...], Candidate]) -> tuple[Any, ...]:
     return item[0]
 
 
