@@ -159,6 +159,46 @@ async def test_metrics_of_one_tool_and_of_all_tools(
         assert_close_json(await client.ok("tools/metrics", {**body, **absent}), everything)
 
 
+def without_latency_series(expected: dict[str, Any]) -> dict[str, Any]:
+    """``expected`` as ``include_latency_series: false`` answers it: no latency series."""
+
+    def strip(info: dict[str, Any]) -> dict[str, Any]:
+        return {**info, "time_series": {**info["time_series"], "latency": []}}
+
+    data = expected["data"]
+    return {"data": [strip(i) for i in data] if isinstance(data, list) else strip(data)}
+
+
+@pytest.mark.parametrize(("size", "tz"), [("day", "UTC"), ("hour", "Asia/Kolkata")])
+async def test_without_the_latency_series(
+    client: InsightsClient, backend: Backend, rows: Raw, size: str, tz: str
+) -> None:
+    """Everything but the per-bucket latencies, still from the raw rows: the overall latency
+    percentiles no longer follow from the per-bucket ones on the store."""
+    ids = [backend.experiment_id(), backend.experiment_id("sql-copilot")]
+    start = backend.dataset.start_time_ms + 2 * 86_400_000
+    body: dict[str, Any] = {
+        "experiment_ids": ids,
+        "time_bucket": size,
+        "timezone": tz,
+        "start_time": start,
+        "end_time": start + 4 * 86_400_000,
+        "include_latency_series": False,
+    }
+    traces = rows.in_scope(ids, body["start_time"], body["end_time"])
+    expected = expected_discovery(rows, traces, body, size, tz)
+    assert len(expected["data"]) > 3
+    assert_close_json(await client.ok("tools/discovery", body), without_latency_series(expected))
+    calls = tool_calls(rows, traces)
+    starts = expected_starts(traces.values(), body, size, tz)
+    for name in (None, "search_orders"):
+        mine = [c for c in calls if name is None or c[1].name == name]
+        assert mine
+        one = {"data": expected_info(name, mine, starts, size, tz)}
+        result = await client.ok("tools/metrics", {**body, "tool_name": name})
+        assert_close_json(result, without_latency_series(one))
+
+
 async def test_filter_string_slices_tools(
     client: InsightsClient, backend: Backend, rows: Raw
 ) -> None:
@@ -233,6 +273,16 @@ async def test_request_errors(client: InsightsClient, backend: Backend) -> None:
         ("tools/metrics", {"experiment_ids": [exp], "tool": "x"}, "tool"),
         ("tools/metrics", {"experiment_ids": [exp], "tool_name": 3}, "tool_name"),
         ("tools/metrics", {"tool_name": "run_sql"}, "experiment_ids"),
+        (
+            "tools/discovery",
+            {"experiment_ids": [exp], "include_latency_series": "false"},
+            "include_latency_series",
+        ),
+        (
+            "tools/metrics",
+            {"experiment_ids": [exp], "include_latency_series": 0},
+            "include_latency",
+        ),
     ]:
         message = await client.error(endpoint, body, 400, "INVALID_PARAMETER_VALUE")
         assert word in message, message

@@ -15,7 +15,16 @@ from service.models.common import SeriesRequest
 _TimeBucket = Annotated[int, Field(description="Bucket start, UTC epoch ms.")]
 
 
-class ToolMetricsRequest(SeriesRequest):
+class ToolsRequest(SeriesRequest):
+    include_latency_series: bool = Field(
+        default=True,
+        description="false: `time_series.latency` is `[]`. The per-bucket latency percentiles "
+        "are the costliest part over long windows; a client that shows only the overall "
+        "latencies need not wait for them.",
+    )
+
+
+class ToolMetricsRequest(ToolsRequest):
     tool_name: str | None = Field(
         default=None,
         description='The tool to analyse; absent, null or "" means all tools together.',

@@ -110,10 +110,19 @@ class _Summary:
 class _ToolCalls:
     """The TOOL spans in scope, per tool (``per_tool``) or all together, optionally one tool."""
 
-    def __init__(self, frame: SeriesFrame, *, per_tool: bool, tool_name: str | None) -> None:
+    def __init__(
+        self,
+        frame: SeriesFrame,
+        *,
+        per_tool: bool,
+        tool_name: str | None,
+        latency_series: bool = True,
+    ) -> None:
         self.frame = frame
         self.per_tool = per_tool
         self.tool_name = tool_name
+        # Without it no latency distribution per bucket is computed (only the counts' series).
+        self.latency_series = latency_series
 
     def calls(self) -> Select[Any]:
         """One row per call: its tool, its trace's bucket, trace, error flag and duration.
@@ -153,7 +162,7 @@ class _ToolCalls:
     def buckets_counted_first(self, strategy: PercentileStrategy) -> bool:
         """Whether the per-bucket distributions of all tools together are asked for after the
         statement, once its counts give each bucket's count (few large groups)."""
-        return strategy.counts_first and self.large_groups()
+        return self.latency_series and strategy.counts_first and self.large_groups()
 
     def statement(self, strategy: PercentileStrategy) -> Select[Any]:
         """Counts and both kinds of distributions in one statement over the calls, read once
@@ -200,7 +209,7 @@ class _ToolCalls:
             )
 
         parts = [padded(_COUNTS, counts)]
-        if not self.buckets_counted_first(strategy):
+        if self.latency_series and not self.buckets_counted_first(strategy):
             parts.append(padded(_BY_BUCKET, by_bucket))
         if not strategy.counts_first:
             overall = strategy.summarize(timed, value="v", keys=keys, quantiles=LATENCY_QUANTILES)
@@ -262,7 +271,10 @@ class _ToolCalls:
         strategy = policy_for(session.get_bind().dialect).percentiles
         stmt = self.statement(strategy)
         result = _Summary({}, {}, {})
+        # Durations (finished calls) per bucket of all tools together, for
+        # buckets_counted_first; and per tool, for the overall distributions.
         timed_per_bucket: dict[tuple[Any, ...], int] = {}
+        timed: dict[str | None, int] = {}
         for row in (await session.execute(stmt)).mappings():
             tool = row["tool"] if self.per_tool else None
             if row["part"] == _COUNTS:
@@ -270,8 +282,10 @@ class _ToolCalls:
                     int(row["trace_count"]), int(row["invocation_count"]), int(row["error_count"])
                 )
                 result.counts.setdefault(tool, {})[row["bucket"]] = counts
-                if not self.per_tool:  # durations per bucket, for buckets_counted_first
-                    timed_per_bucket[(row["bucket"],)] = int(row["n"])
+                durations = int(row["n"])
+                timed[tool] = timed.get(tool, 0) + durations
+                if not self.per_tool:
+                    timed_per_bucket[(row["bucket"],)] = durations
                 continue
             dist = distribution_of_row(strategy, row, LATENCY_QUANTILES)
             if row["part"] == _OVERALL:
@@ -280,14 +294,14 @@ class _ToolCalls:
                 result.by_bucket.setdefault(tool, {})[row["bucket"]] = dist
         if not result.counts or not strategy.counts_first:
             return result
-        timed = self.timed(self.calls().cte("tool_calls"))
+        timed_calls = self.timed(self.calls().cte("tool_calls"))
         if self.buckets_counted_first(strategy):
             # A selection per day or week instead of one sort of every call (30 days: 156 ->
             # 109 ms), the calls read again.
             per_bucket = await counted_distributions(
                 session,
                 strategy,
-                timed,
+                timed_calls,
                 value="v",
                 keys=["bucket"],
                 counts=timed_per_bucket,
@@ -304,13 +318,10 @@ class _ToolCalls:
         overall = await counted_distributions(
             session,
             strategy,
-            timed,
+            timed_calls,
             value="v",
             keys=["tool"] if self.per_tool else [],
-            counts={
-                key_of(tool): sum(d.count for d in buckets.values())
-                for tool, buckets in result.by_bucket.items()
-            },
+            counts={key_of(tool): n for tool, n in timed.items() if n},
             quantiles=LATENCY_QUANTILES,
         )
         result.overall = {key[0] if key else None: dist for key, dist in overall.items()}
@@ -343,8 +354,9 @@ def _tool_info(
     name: str | None,
     counts: dict[int, CallCounts],
     overall: Distribution,
-    by_bucket: dict[int, Distribution],
+    by_bucket: dict[int, Distribution] | None,
 ) -> ToolInfo:
+    """``by_bucket`` None: no latency series (``include_latency_series: false``)."""
     # Each call falls in the one bucket of its trace, and so does each calling trace:
     # bucket sums are exact, distinct traces included.
     total = sum(counts.values(), CallCounts())
@@ -378,44 +390,57 @@ def _tool_info(
         **_latency_fields(overall),
         time_series=ToolSeries(
             volume=frame.fill(counts, volume),
-            latency=frame.fill(by_bucket, latency),
+            latency=[] if by_bucket is None else frame.fill(by_bucket, latency),
             errors=frame.fill(counts, errors),
         ),
     )
 
 
 async def _infos(
-    session: AsyncSession, frame: SeriesFrame, *, per_tool: bool, tool_name: str | None
+    session: AsyncSession,
+    frame: SeriesFrame,
+    *,
+    per_tool: bool,
+    tool_name: str | None,
+    latency_series: bool,
 ) -> dict[str | None, ToolInfo]:
     if not frame.keys:
         return {}
-    summary = await _ToolCalls(frame, per_tool=per_tool, tool_name=tool_name).summary(session)
+    calls = _ToolCalls(frame, per_tool=per_tool, tool_name=tool_name, latency_series=latency_series)
+    summary = await calls.summary(session)
     empty = empty_distribution(LATENCY_QUANTILES)
     infos: dict[str | None, ToolInfo] = {}
     for name, tool_counts in summary.counts.items():
         label = name if per_tool else tool_name
         overall = summary.overall.get(name, empty)
-        infos[name] = _tool_info(
-            frame, label, tool_counts, overall, summary.by_bucket.get(name, {})
-        )
+        by_bucket = summary.by_bucket.get(name, {}) if latency_series else None
+        infos[name] = _tool_info(frame, label, tool_counts, overall, by_bucket)
     return infos
 
 
-async def discovery(session: AsyncSession, frame: SeriesFrame) -> ToolsDiscoveryResponse:
+async def discovery(
+    session: AsyncSession, frame: SeriesFrame, *, latency_series: bool = True
+) -> ToolsDiscoveryResponse:
     """Every tool called in scope, with all its statistics and series.
 
     Round trips: 1 (counts and latency distributions per tool and bucket, and per tool; on the
     store 2, the per-tool distributions picked once counted), whatever the number of tools, also
     when no tool was called; none when the frame is empty.
     """
-    infos = await _infos(session, frame, per_tool=True, tool_name=None)
+    infos = await _infos(
+        session, frame, per_tool=True, tool_name=None, latency_series=latency_series
+    )
     data = list(infos.values())
     data.sort(key=lambda info: (-info.invocation_count, info.tool_name or ""))
     return ToolsDiscoveryResponse(data=data)
 
 
 async def metrics(
-    session: AsyncSession, frame: SeriesFrame, tool_name: str | None
+    session: AsyncSession,
+    frame: SeriesFrame,
+    tool_name: str | None,
+    *,
+    latency_series: bool = True,
 ) -> ToolMetricsResponse:
     """One tool's ToolInfo, or all tools together when ``tool_name`` is None.
 
@@ -425,7 +450,9 @@ async def metrics(
     scope, to tell an unknown tool (404) from a quiet one; none before that when the frame is
     empty.
     """
-    infos = await _infos(session, frame, per_tool=False, tool_name=tool_name)
+    infos = await _infos(
+        session, frame, per_tool=False, tool_name=tool_name, latency_series=latency_series
+    )
     if None in infos:
         return ToolMetricsResponse(data=infos[None])
     if tool_name is not None and not await _tool_exists(session, frame, tool_name):
@@ -436,7 +463,8 @@ async def metrics(
             tool_name=tool_name,
         )
     empty = empty_distribution(LATENCY_QUANTILES)
-    return ToolMetricsResponse(data=_tool_info(frame, tool_name, {}, empty, {}))
+    quiet = _tool_info(frame, tool_name, {}, empty, {} if latency_series else None)
+    return ToolMetricsResponse(data=quiet)
 
 
 async def _tool_exists(session: AsyncSession, frame: SeriesFrame, tool_name: str) -> bool:

@@ -327,7 +327,9 @@ function renderTools() {
 
 async function tools(series, signal) {
   setState('tools', 'loading');
-  const { data } = await post('tools/discovery', series, { signal });
+  // The table shows each tool's overall latencies and its calls per bucket: the latency per
+  // bucket, the costliest part over long windows, is not asked for.
+  const { data } = await post('tools/discovery', { ...series, include_latency_series: false }, { signal });
   toolRows = data;
   renderTools();
   setState('tools', data.length ? 'ready' : 'empty', data.length ? '' : 'No tool calls in this window.');
