@@ -13,6 +13,8 @@ trace's span sets (``_calling_traces``) instead of the distinct trace ids of the
 the overall percentiles (per tool, or of all calls together) in a second statement once the
 per-bucket counts give their counts; for all calls together in day or week buckets, the
 per-bucket percentiles too, from the counts' own count of durations (``summarize_counted_groups``).
+With ``include_latency_series: false`` no distribution per bucket is computed: the statement
+returns the counts (and, off the store, the per-tool distributions) alone.
 """
 
 from __future__ import annotations
