@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import json
@@ -126,11 +127,8 @@ async def explain(args: argparse.Namespace) -> None:
             recorder.statements.clear()
             profiler = cProfile.Profile() if args.profile else None
             started = time.perf_counter()
-            if profiler:
-                profiler.enable()
-            response = await c.post(case.endpoint.path, json=body)
-            if profiler:
-                profiler.disable()
+            with profiler or contextlib.nullcontext():
+                response = await c.post(case.endpoint.path, json=body)
             total = time.perf_counter() - started
         print(
             f"{case.label} over {window.label}: HTTP {response.status_code}, {total * 1000:.0f} ms"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import hashlib
 import pstats
@@ -58,18 +59,15 @@ async def replay(args: argparse.Namespace) -> None:
             for _ in range(args.repeat):
                 cpu = time.thread_time()
                 started = time.perf_counter()
-                if profiler:
-                    profiler.enable()
-                response = await c.post(case.endpoint.path, json=body)
-                if profiler:
-                    profiler.disable()
+                with profiler or contextlib.nullcontext():
+                    response = await c.post(case.endpoint.path, json=body)
                 times.append((time.perf_counter() - started) * 1000)
                 loop_cpu.append((time.thread_time() - cpu) * 1000)
     digest = hashlib.sha256(response.content).hexdigest()[:12]
     print(
         f"{case.label} over {window.label}: median {statistics.median(times):.1f} ms, "
-        f"min {min(times):.1f} ms, event loop CPU {statistics.median(loop_cpu):.1f} ms, HTTP {response.status_code}, {len(response.content)} bytes, "
-        f"sha256 {digest}"
+        f"min {min(times):.1f} ms, event loop CPU {statistics.median(loop_cpu):.1f} ms, "
+        f"HTTP {response.status_code}, {len(response.content)} bytes, sha256 {digest}"
     )
     if profiler:
         # The event loop's thread only: SQL runs in worker threads (waiting shows as poll).
