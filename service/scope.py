@@ -188,6 +188,23 @@ class SeriesFrame:
         ]
 
     @functools.cached_property
+    def whole_hours(self) -> bool:
+        """Whether each bucket is made of whole UTC hours of the window, each hour in one
+        bucket: the window's ends (where given) fall on UTC hours after the epoch, and the
+        time zone's offset is whole hours and changes only on a UTC hour. Rows kept per UTC
+        hour then add up to the buckets' (the analytics store's tool rollup)."""
+        buckets = self.buckets
+        if buckets is None:
+            return False
+        ends = [t for t in (self.scope.start_time, self.scope.end_time) if t is not None]
+        changes = [p.start_ms for p in buckets.periods[1:]]
+        return (
+            all(t > 0 and t % HOUR_MS == 0 for t in ends)
+            and all(p.offset_ms % HOUR_MS == 0 for p in buckets.periods)
+            and all(t % HOUR_MS == 0 for t in changes)
+        )
+
+    @functools.cached_property
     def starts(self) -> list[int]:
         """Each bucket's start (epoch ms), in the order of ``keys``: computed once per request,
         not once per series (the tools' 30 series of 720 hours each)."""

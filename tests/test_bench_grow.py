@@ -10,6 +10,7 @@ import duckdb
 
 from bench.grow import grow
 from service.dialects.expressions import (
+    TOOL_HOURS,
     TRACE_EXPERIMENT_COPY,
     TRACE_SPAN_SETS,
     TRACE_TIMESTAMP_COPY,
@@ -53,6 +54,12 @@ def test_grown_rows_carry_their_own_trace_timestamp(tmp_path: Path) -> None:
     # The grown span sets are the ones the sync would compute from the grown spans.
     sets = f"SELECT * FROM {TRACE_SPAN_SETS} ORDER BY trace_id"
     grown = db.execute(sets).fetchall()
+    # And the tool rollup: each copy's calls in its hour, under its tool.
+    rollup = db.execute(
+        f"SELECT tool, sum(invocation_count), sum(error_count), sum(trace_count) FROM {TOOL_HOURS} "
+        "GROUP BY tool ORDER BY tool"
+    ).fetchall()
+    assert rollup == [("tool-0", 3, 3, 3), ("tool-1", 3, 3, 3)]
     db.close()
     store = StoreFile.open(out)
     store.refresh_span_sets(None)

@@ -28,6 +28,7 @@ from service.demo.generate import mlflow_tracking
 from service.settings import Settings
 from service.store import Store, SyncSettings
 from service.store.reading import store_session
+from service.timebuckets import HOUR_MS
 from tests.conftest import API, TEST_DB_NAME, enabled_backends, serve
 from tests.golden.requests import collect, key_of
 from tests.store_writes import (
@@ -72,6 +73,15 @@ async def answers(
 
     # Windows of the golden set: all of it, three days around now, and an open window.
     await collect(post, [experiment_id], now - 6 * DAY_MS, now + DAY_MS, filters=FILTERS)
+    # Tools per hour over a window of whole hours: the store reads its rollup per (tool, hour)
+    # (service/queries/tool_hours.py), which the golden set's windows of any ms never use.
+    hour = now // HOUR_MS * HOUR_MS
+    whole_hours = {"start_time": hour - 6 * DAY_MS, "end_time": hour + DAY_MS}
+    for timezone in ("UTC", "America/New_York"):
+        series = {"experiment_ids": [experiment_id], "time_bucket": "hour", "timezone": timezone}
+        _, tools = await post("tools/discovery", {**series, **whole_hours})
+        for name in [info["tool_name"] for info in tools.get("data", [])][:2]:
+            await post("tools/metrics", {**series, **whole_hours, "tool_name": name})
     return raw
 
 

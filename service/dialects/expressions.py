@@ -481,6 +481,24 @@ span_combinations = table(
     *(column(name) for name in SPAN_SET_LISTS),
 )
 
+# The store's rollup of TOOL spans per (trace's experiment, UTC hour of the trace, tool): calls,
+# failed calls, calling traces, and the finished calls' durations as one sorted list.
+# ``service.store.layout`` defines it; the sync recomputes an (experiment, hour)'s rows whenever
+# it copies or deletes spans of that hour's traces. Read through ``kept_span_sets`` where a
+# request's buckets are made of whole UTC hours of its window (``SeriesFrame.whole_hours``).
+TOOL_HOURS = "insights_tool_hours"
+TOOL_HOUR_STATS = ("invocation_count", "error_count", "trace_count", "n", "total")
+tool_hours = table(
+    TOOL_HOURS,
+    column(TRACE_EXPERIMENT_COPY),
+    column("hour_ms"),
+    column("tool"),
+    *(column(name) for name in TOOL_HOUR_STATS),
+    column("minimum"),
+    column("maximum"),
+    column("sorted_values"),
+)
+
 
 class kept_span_sets(Subquery):
     """``(SELECT ... GROUP BY ...) AS name``, a grouping that counts each trace once, given with

@@ -373,12 +373,7 @@ class ListPercentiles(WindowPercentiles):
             .subquery("sorted_groups")
         )
         g = grouped.c
-        picks: list[ColumnElement[Any]] = []
-        for q in quantiles:
-            # DuckDB lists are indexed from 1; past the end is NULL (read() then uses low).
-            low_index = int_div(q.num * (g.n - 1), q.den) + 1
-            picks.append(func.list_extract(g.sorted_values, low_index).label(q.low_column))
-            picks.append(func.list_extract(g.sorted_values, low_index + 1).label(q.high_column))
+        picks = sorted_list_picks(g.sorted_values, g.n, quantiles)
         return select(*[g[k] for k in keys], *[g[c] for c in STAT_COLUMNS], *picks)
 
     def _summarize_ranked(
@@ -541,6 +536,20 @@ class ListPercentiles(WindowPercentiles):
         # Only the picked ranks join the one row of counts.
         joined = stats.outerjoin(ranked, or_(*wanted))
         return select(*stat_cols, *picks).select_from(joined).group_by(*stat_cols)
+
+
+def sorted_list_picks(
+    sorted_values: ColumnElement[Any], n: ColumnElement[Any], quantiles: Sequence[Quantile]
+) -> list[ColumnElement[Any]]:
+    """The two closest ranks of each quantile read from a DuckDB list of ``n`` sorted values,
+    labelled as ``WindowPercentiles.read`` expects them."""
+    picks: list[ColumnElement[Any]] = []
+    for q in quantiles:
+        # DuckDB lists are indexed from 1; past the end is NULL (read() then uses low).
+        low_index = int_div(q.num * (n - 1), q.den) + 1
+        picks.append(func.list_extract(sorted_values, low_index).label(q.low_column))
+        picks.append(func.list_extract(sorted_values, low_index + 1).label(q.high_column))
+    return picks
 
 
 _FRACTION_DIGITS = 30

@@ -57,6 +57,7 @@ from service.models.tools import (
     ToolSeries,
     ToolVolumePoint,
 )
+from service.queries import tool_hours
 from service.queries.stats import (
     Distribution,
     counted_distributions,
@@ -177,8 +178,15 @@ class _ToolCalls:
         calls = self.calls().cte("tool_calls")
         keys = ["tool"] if self.per_tool else []
         key_cols = [calls.c[k] for k in keys]
-        # The tracking databases count distinct trace ids; the store joins the calls per
-        # (tool, bucket) to its counts of calling traces (``calling_traces``).
+        rollup = tool_hours.usable(self.frame, per_tool=self.per_tool, tool_name=self.tool_name)
+        # The tracking databases count distinct trace ids; the store reads its rollup per
+        # (tool, hour), or joins the calls per (tool, bucket) to its counts of calling traces
+        # (``calling_traces``).
+        kept_counts = (
+            tool_hours.counts(self.frame, per_tool=self.per_tool, tool_name=self.tool_name)
+            if rollup
+            else self._counts_with_calling_traces(calls, keys)
+        )
         counts = kept_span_sets.of(
             select(
                 *key_cols,
@@ -188,7 +196,7 @@ class _ToolCalls:
                 func.sum(calls.c.is_error).label("error_count"),
                 func.count(calls.c.v).label("n"),
             ).group_by(*key_cols, calls.c.bucket),
-            self._counts_with_calling_traces(calls, keys),
+            kept_counts,
             name="call_counts",
         )
         timed = self.timed(calls)
@@ -202,6 +210,16 @@ class _ToolCalls:
         stat_names = [c.name for c in by_bucket.selected_columns if c.name not in keys]
         stat_names.remove("bucket")
         columns = ["tool", "bucket", *_COUNT_COLUMNS, *stat_names]
+        hourly: Select[Any] | kept_span_sets = by_bucket
+        if rollup and tool_hours.latency_usable(self.frame):
+            # The store reads each (tool, hour)'s sorted durations instead of sorting them.
+            kept_latency = tool_hours.latency_by_hour(
+                self.frame,
+                per_tool=self.per_tool,
+                tool_name=self.tool_name,
+                quantiles=list(LATENCY_QUANTILES),
+            )
+            hourly = kept_span_sets.of(by_bucket, kept_latency, name="latency_by_bucket")
 
         def padded(part: int, stmt: Select[Any] | kept_span_sets) -> Select[Any]:
             sub = stmt if isinstance(stmt, kept_span_sets) else stmt.subquery()
@@ -212,7 +230,7 @@ class _ToolCalls:
 
         parts = [padded(_COUNTS, counts)]
         if self.latency_series and not self.buckets_counted_first(strategy):
-            parts.append(padded(_BY_BUCKET, by_bucket))
+            parts.append(padded(_BY_BUCKET, hourly))
         if not strategy.counts_first:
             overall = strategy.summarize(timed, value="v", keys=keys, quantiles=LATENCY_QUANTILES)
             parts.append(padded(_OVERALL, overall))

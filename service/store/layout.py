@@ -36,12 +36,13 @@ from service.dialects.expressions import (
     REPEATED_FEEDBACK,
     SPAN_COMBINATIONS,
     SPAN_SET_LISTS,
+    TOOL_HOURS,
     TRACE_EXPERIMENT_COPY,
     TRACE_SPAN_SETS,
     TRACE_TIMESTAMP_COPY,
 )
 
-LAYOUT_VERSION = 7
+LAYOUT_VERSION = 8
 
 STORE_METADATA = MetaData()
 
@@ -251,4 +252,29 @@ REPEATED_FEEDBACK_TABLE = Table(
     STORE_METADATA,
     Column("trace_id", SqlAssessments.__table__.c.trace_id.type),
     Column("name", SqlAssessments.__table__.c.name.type),
+)
+
+# TOOL spans per (trace's experiment, UTC hour of the trace's timestamp, tool name): what
+# ``tool_hours`` reads where tools' requests group calls by whole UTC hours. Counts of calls, of
+# calls with status exactly 'ERROR', of calling traces (each trace lies in one hour, so they add
+# up over hours), of finished calls (``n``), their total, least and greatest duration, and the
+# finished durations sorted: a percentile per (tool, hour) is two reads of a list instead of a
+# sort per request. The sync recomputes an (experiment, hour)'s rows whenever a cycle copied or
+# deleted spans of that hour's partitions, in the same transaction
+# (``StoreFile.refresh_tool_hours``).
+_DURATION = SqlSpan.__table__.c.duration_ns.type
+TOOL_HOURS_TABLE = Table(
+    TOOL_HOURS,
+    STORE_METADATA,
+    Column(TRACE_EXPERIMENT_COPY, BigInteger),
+    Column("hour_ms", BigInteger),
+    Column("tool", SqlSpan.__table__.c.name.type),
+    Column("invocation_count", BigInteger),
+    Column("error_count", BigInteger),
+    Column("trace_count", BigInteger),
+    Column("n", BigInteger),
+    Column("total", BigInteger),
+    Column("minimum", _DURATION),
+    Column("maximum", _DURATION),
+    Column("sorted_values", ARRAY(_DURATION)),
 )

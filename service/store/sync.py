@@ -174,6 +174,9 @@ class SyncCycle:
                 await self.file.call(
                     self.file.refresh_repeated_feedback, None if empty else self.feedback_traces
                 )
+                await self.file.call(
+                    self.file.refresh_tool_hours, None if empty else _spans_changed(changed)
+                )
                 await self.file.call(self.file.record_fingerprints, source)
                 await self.file.call(self.file.set_meta, self.new_meta)
             if empty:
@@ -450,6 +453,12 @@ def _feedback_changed(changed: dict[Key, Fingerprint], everything: bool) -> set[
     if everything:
         return None
     return {p.experiment_id for p, name in changed if name == ASSESSMENTS.name}
+
+
+def _spans_changed(changed: dict[Key, Fingerprint]) -> set[Partition]:
+    """The partitions whose spans a cycle deleted or copied: their hours' tool rollup is
+    recomputed."""
+    return {p for p, name in changed if name == SPANS.name}
 
 
 # Sizes the first sync's batches of child tables from trace counts (about 11 metadata rows, 5

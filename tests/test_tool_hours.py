@@ -1,0 +1,174 @@
+"""The analytics store's tool rollup per (experiment, UTC hour, tool) (service/store/tool_hours.py,
+service/queries/tool_hours.py): where the store reads it, and that what it reads is what the
+calls give.
+
+That the sync keeps the rollup equal to one recomputed from scratch after every kind of write is
+asserted with every exact copy (tests/store_writes.py, ``assert_rollup_recomputed``); that the
+store answers from it as the live path does after those writes, by tests/test_store_writes.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.api.deps import get_session
+from service.app import create_app
+from service.db import Database
+from service.scope import SeriesFrame, TraceScope
+from service.settings import Settings
+from service.store import Store
+from service.store.reading import store_session
+from service.timebuckets import DAY_MS, HOUR_MS, TimeBuckets, load_timezone
+from tests.conftest import API, Backend, serve
+
+# 2026-03-08 07:00 UTC: New York moves from UTC-5 to UTC-4 at 02:00 local.
+_NY_SPRING = 1772953200000
+
+
+def _frame(start: int | None, end: int | None, tz: str, size: str = "hour") -> SeriesFrame:
+    first = 1772000000000 if start is None else start
+    last = 1774000000000 if end is None else end - 1
+    buckets = TimeBuckets.covering(size, load_timezone(tz), first, last)  # type: ignore[arg-type]
+    return SeriesFrame(TraceScope((1,), start, end), buckets, ())
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "tz", "whole"),
+    [
+        (_NY_SPRING - 3 * DAY_MS, _NY_SPRING + 3 * DAY_MS, "UTC", True),
+        # A change of offset on a UTC hour, whole hours on both sides.
+        (_NY_SPRING - 3 * DAY_MS, _NY_SPRING + 3 * DAY_MS, "America/New_York", True),
+        (None, None, "Europe/Berlin", True),
+        (_NY_SPRING - 3 * DAY_MS + 1, _NY_SPRING + 3 * DAY_MS, "UTC", False),
+        (_NY_SPRING - 3 * DAY_MS, _NY_SPRING + 3 * DAY_MS - 1, "UTC", False),
+        # Half-hour and 45-minute offsets: a local hour is not a UTC hour.
+        (_NY_SPRING - 3 * DAY_MS, _NY_SPRING + 3 * DAY_MS, "Asia/Kolkata", False),
+        (_NY_SPRING - 3 * DAY_MS, _NY_SPRING + 3 * DAY_MS, "Pacific/Chatham", False),
+        # Lord Howe moves by 30 minutes (2026-04-05): whole hours before, not after.
+        (1775000000000 // HOUR_MS * HOUR_MS, 1776000000000 // HOUR_MS * HOUR_MS, "UTC", True),
+        (
+            1775000000000 // HOUR_MS * HOUR_MS,
+            1776000000000 // HOUR_MS * HOUR_MS,
+            "Australia/Lord_Howe",
+            False,
+        ),
+    ],
+)
+def test_whole_hours_only_where_every_bucket_is_whole_utc_hours(
+    start: int | None, end: int | None, tz: str, whole: bool
+) -> None:
+    assert _frame(start, end, tz).whole_hours is whole
+    assert _frame(start, end, tz, "day").whole_hours is whole
+
+
+@pytest.fixture(scope="module")
+async def rollup_store(
+    backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Store]:
+    database = Database(Settings(database_url=backend.service_url))
+    store = Store.open(tmp_path_factory.mktemp("rollup") / "insights-store.duckdb", database)
+    try:
+        await store.sync_once()
+        assert store.ready, "the first sync did not complete"
+        yield store
+    finally:
+        store.close()
+        await database.dispose()
+
+
+async def _both(
+    backend: Backend, store: Store, bodies: list[tuple[str, dict[str, Any]]]
+) -> tuple[list[bytes], list[bytes]]:
+    """Each request's body from the live path and from the store."""
+
+    async def from_store() -> AsyncIterator[Any]:
+        async with store_session(store) as session:
+            yield session
+
+    live_app = create_app(Settings(database_url=backend.service_url))
+    store_app = create_app(Settings(database_url=backend.service_url))
+    store_app.dependency_overrides[get_session] = from_store
+
+    async def ask(http: httpx.AsyncClient) -> list[bytes]:
+        answers = []
+        for endpoint, body in bodies:
+            response = await http.post(f"{API}/{endpoint}", json=body)
+            assert response.status_code == 200, response.text
+            answers.append(response.content)
+        return answers
+
+    async with serve(live_app) as live, serve(store_app) as stored:
+        return await ask(live), await ask(stored)
+
+
+def _requests(backend: Backend, *, shift_ms: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """Tools' requests over the dataset's days (whole hours unless ``shift_ms``)."""
+    window = backend.window(widen_days=1)
+    window["start_time"] += shift_ms
+    one = [backend.experiment_id()]
+    both = sorted(backend.dataset.experiment_ids.values())
+    hourly = {"time_bucket": "hour", "timezone": "UTC", **window}
+    return [
+        ("tools/discovery", {"experiment_ids": one, **hourly}),
+        ("tools/discovery", {"experiment_ids": both, **hourly}),
+        ("tools/discovery", {"experiment_ids": one, **hourly, "timezone": "America/New_York"}),
+        ("tools/discovery", {"experiment_ids": one, **hourly, "timezone": "Asia/Kolkata"}),
+        ("tools/discovery", {"experiment_ids": one, **hourly, "include_latency_series": False}),
+        ("tools/discovery", {"experiment_ids": one, **hourly, "time_bucket": "day"}),
+        ("tools/discovery", {"experiment_ids": one, "time_bucket": "day"}),
+        ("tools/metrics", {"experiment_ids": one, **hourly, "tool_name": _a_tool(backend)}),
+    ]
+
+
+def _a_tool(backend: Backend) -> str:
+    with backend.sync_engine().connect() as conn:
+        return str(
+            conn.exec_driver_sql(
+                "SELECT name FROM spans WHERE type = 'TOOL' GROUP BY name ORDER BY count(*) DESC"
+            )
+            .scalars()
+            .first()
+        )
+
+
+async def test_the_store_answers_from_the_rollup_as_the_live_path_does(
+    backend: Backend, rollup_store: Store
+) -> None:
+    bodies = _requests(backend)
+    live, stored = await _both(backend, rollup_store, bodies)
+    # Hours with calls and latencies: the rollup's lists were read, not only its counts.
+    assert re.search(rb'"invocation_count":[1-9]', live[0])
+    assert re.search(rb'"p99_latency":[0-9]', live[0])
+    differ = [body for (body, a, b) in zip(bodies, live, stored, strict=True) if a != b]
+    assert not differ, f"the store answered differently: {differ}"
+
+
+async def test_the_rollup_answers_whole_hours_without_a_filter_only(
+    backend: Backend, rollup_store: Store, tmp_path: Path
+) -> None:
+    """Rows of the rollup changed behind the sync's back show where it is read: in whole-hour
+    requests without a filter, and nowhere else."""
+    rollup_store._file.db.execute(  # the store's own writer connection
+        "UPDATE insights_tool_hours SET invocation_count = invocation_count + 1000"
+    )
+    try:
+        whole = _requests(backend)
+        shifted = _requests(backend, shift_ms=1)
+        filtered = [(e, {**b, "filter_string": "status = 'OK'"}) for e, b in whole]
+        live, stored = await _both(backend, rollup_store, whole + shifted + filtered)
+    finally:
+        rollup_store._file.db.execute(
+            "UPDATE insights_tool_hours SET invocation_count = invocation_count - 1000"
+        )
+    read_rollup = [a != b for a, b in zip(live, stored, strict=True)]
+    # Every whole-hour request but Kolkata's, and the open window's however shifted.
+    expected = [b.get("timezone") != "Asia/Kolkata" for _e, b in whole]
+    expected += ["start_time" not in b for _e, b in shifted]
+    expected += [False] * len(filtered)
+    assert read_rollup == expected
