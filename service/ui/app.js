@@ -44,10 +44,11 @@ function writeState(state, push) {
 
 let state = readState();
 
-// The window in epoch ms: the last N hours/days up to now (to the next whole minute), or custom.
+// The window in epoch ms: the last N hours/days up to now (to the next whole hour: every hour
+// bucket is whole, and the service's rollups per hour answer it), or custom.
 function windowOf(st) {
   if (st.window === 'custom' && st.from && st.to && st.from < st.to) return { start: st.from, end: st.to };
-  const end = Math.ceil(Date.now() / 60e3) * 60e3;
+  const end = Math.ceil(Date.now() / 3600e3) * 3600e3;
   return { start: end - (WINDOWS[st.window] || WINDOWS['7d']), end };
 }
 
