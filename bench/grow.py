@@ -28,11 +28,10 @@ import duckdb
 
 from service.dialects.expressions import (
     REPEATED_FEEDBACK,
-    TOOL_HOURS,
     TRACE_SPAN_SETS,
     TRACE_TIMESTAMP_COPY,
 )
-from service.store import tool_hours
+from service.store import hourly
 from service.store.layout import (
     ASSESSMENTS,
     ENTITY_ASSOCIATIONS,
@@ -42,6 +41,7 @@ from service.store.layout import (
     TRACE_TAGS,
     CopiedTable,
 )
+from service.store.rollups import ROLLUPS
 
 # For each table: the columns rewritten in copy ``k`` (SQL over the original row, ``{k}`` the
 # copy's number); every other column is copied as is. Ids keep MLflow's prefix and length; the
@@ -136,11 +136,12 @@ def grow(
                 f"INSERT INTO {REPEATED_FEEDBACK} (trace_id, name) SELECT {new_id}, name "
                 f"FROM {REPEATED_FEEDBACK} WHERE trace_id NOT LIKE 'tr-x%'"
             )
-        # The tool rollup recomputed from every span: a copy's traces are k ms later, and a
-        # few of them fall in the next hour.
+        # The rollups recomputed from every row: a copy's traces are k ms later, and a few of
+        # them fall in the next hour.
         clock = time.perf_counter()
-        tool_hours.refresh(db, None)
-        seconds[TOOL_HOURS] = time.perf_counter() - clock
+        for rollup in ROLLUPS:
+            hourly.refresh(db, rollup, None)
+        seconds["rollups"] = time.perf_counter() - clock
         db.execute("CHECKPOINT")
         counts = {
             t.name: db.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0]  # type: ignore[index]

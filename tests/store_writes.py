@@ -22,8 +22,9 @@ from mlflow.store.tracking.dbmodels.models import SqlTraceTag
 from mlflow.tracing.client import TracingClient
 
 from service.demo.generate import build_tracking_db
-from service.store import Store, SyncSettings, SyncStats, tool_hours
-from service.store.layout import ALL_TABLES, ENTITY_ASSOCIATIONS, TOOL_HOURS_TABLE, CopiedTable
+from service.store import Store, SyncSettings, SyncStats
+from service.store.layout import ALL_TABLES, ENTITY_ASSOCIATIONS, CopiedTable
+from service.store.rollups import ROLLUPS
 from tests.conftest import create_reader, recreate_server_database
 
 SEED = 12
@@ -107,14 +108,15 @@ def assert_exact_copy(store: Store, source: Source) -> None:
 
 
 def assert_rollup_recomputed(store: Store) -> None:
-    """The tool rollup the cycles kept equals one computed from scratch over the copied spans:
-    each cycle recomputed every hour whose spans it changed, and no other."""
+    """Each rollup the cycles kept equals one computed from scratch over the copied rows: each
+    cycle recomputed every hour whose rows it changed, and no other."""
     with store.engine().connect() as dst:
-        kept = sorted(map(tuple, dst.execute(sa.select(TOOL_HOURS_TABLE)).all()), key=repr)
-        fresh = sorted(
-            map(tuple, dst.execute(sa.text(tool_hours.rows_select("TRUE"))).all()), key=repr
-        )
-    assert kept == fresh, f"tool rollup: {len(kept)} rows kept, {len(fresh)} recomputed"
+        for rollup in ROLLUPS:
+            kept = dst.execute(sa.select(rollup.table)).all()
+            fresh = dst.execute(sa.text(rollup.rows("TRUE"))).all()
+            assert sorted(map(tuple, kept), key=repr) == sorted(map(tuple, fresh), key=repr), (
+                f"{rollup.name}: {len(kept)} rows kept, {len(fresh)} recomputed"
+            )
 
 
 def store_counts(store: Store) -> dict[str, int]:

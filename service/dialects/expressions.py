@@ -499,6 +499,11 @@ tool_hours = table(
     column("sorted_values"),
 )
 
+# The store's rollups of cost per (trace's experiment, UTC hour): of traces, and of spans per
+# model and provider. ``service.store.layout`` defines them; ``service.queries.cost`` reads them.
+TRACE_COST_HOURS = "insights_trace_cost_hours"
+MODEL_COST_HOURS = "insights_model_cost_hours"
+
 
 class kept_span_sets(Subquery):
     """``(SELECT ... GROUP BY ...) AS name``, a grouping that counts each trace once, given with

@@ -9,30 +9,42 @@ digits, the correctly rounded true sum. An empty sum is 0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow.store.tracking.dbmodels.models import SqlSpan, SqlTraceInfo
-from sqlalchemy import func, or_, select
+from sqlalchemy import column, func, or_, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql.expression import TableClause
 
 from service.dialects import exact_text
+from service.dialects.expressions import (
+    MODEL_COST_HOURS,
+    TRACE_COST_HOURS,
+    TRACE_EXPERIMENT_COPY,
+    kept_span_sets,
+)
 from service.models.cost import CostPoint, CostResponse, CostSummary, ModelCost
-from service.queries.exact_sums import ExactSum, read_sum, sum_columns
+from service.queries import hourly
+from service.queries.exact_sums import ExactSum, read_sum, sum_column_names, sum_columns
 from service.scope import SeriesFrame
 
-_KINDS = ("total_cost", "input_cost", "output_cost")
+# The cost columns of trace_info and spans, in the order of every cost row.
+COST_KINDS = ("total_cost", "input_cost", "output_cost")
 
 
-def _carries_cost(entity: Any) -> ColumnElement[bool]:
-    return or_(*(getattr(entity, kind).is_not(None) for kind in _KINDS))
+def carries_cost(entity: Any) -> ColumnElement[bool]:
+    """A trace (``SqlTraceInfo``) or span (``SqlSpan``) with any cost column set."""
+    return or_(*(getattr(entity, kind).is_not(None) for kind in COST_KINDS))
 
 
-def _cost_columns(entity: Any) -> list[ColumnElement[Any]]:
-    return [column for kind in _KINDS for column in sum_columns(getattr(entity, kind), kind)]
+def cost_columns(entity: Any) -> list[ColumnElement[Any]]:
+    """The exact sums' columns of the three cost columns (``sum_columns``), in ``COST_KINDS``
+    order."""
+    return [column for kind in COST_KINDS for column in sum_columns(getattr(entity, kind), kind)]
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,7 @@ class CostSums:
 
     @classmethod
     def read(cls, row: Mapping[Any, Any], count: int) -> CostSums:
-        return cls(count, *(read_sum(row, kind) for kind in _KINDS))
+        return cls(count, *(read_sum(row, kind) for kind in COST_KINDS))
 
     def __add__(self, other: CostSums) -> CostSums:
         return CostSums(
@@ -55,16 +67,59 @@ class CostSums:
         )
 
     def usd(self) -> dict[str, float]:
-        return {kind: getattr(self, kind).value for kind in _KINDS}
+        return {kind: getattr(self, kind).value for kind in COST_KINDS}
+
+
+# The store's rollups (service/store/rollups.py): per (experiment, hour), and per model.
+_LIMBS = [name for kind in COST_KINDS for name in sum_column_names(kind)]
+_trace_cost_hours = table(
+    TRACE_COST_HOURS,
+    *(column(name) for name in (TRACE_EXPERIMENT_COPY, "hour_ms", "n", *_LIMBS)),
+)
+_model_cost_hours = table(
+    MODEL_COST_HOURS,
+    *(
+        column(name)
+        for name in (TRACE_EXPERIMENT_COPY, "hour_ms", "model_name", "model_provider", "n")
+    ),
+    *(column(name) for name in _LIMBS),
+)
+
+
+def _summed(
+    rollup: TableClause, keys: Sequence[ColumnElement[Any]], frame: SeriesFrame
+) -> Select[Any]:
+    """The rollup's rows of the frame summed per ``keys``: the same columns as the grouping
+    they stand for (exact sums' limbs add up)."""
+    return (
+        select(
+            *keys,
+            func.sum(rollup.c.n).label("n"),
+            *(func.sum(rollup.c[name]).label(name) for name in _LIMBS),
+        )
+        .where(hourly.in_scope(rollup, frame))
+        .group_by(*keys)
+    )
+
+
+def _kept(grouped: Select[Any], rollup: Select[Any] | None, name: str) -> Select[Any]:
+    """``grouped``, or where the store can, the rollup's rows in its place."""
+    if rollup is None:
+        return grouped
+    rows = kept_span_sets.of(grouped, rollup, name=name)
+    return select(rows)
 
 
 async def _trace_costs_by_bucket(session: AsyncSession, frame: SeriesFrame) -> dict[int, CostSums]:
     bucket = frame.bucket_key(SqlTraceInfo.timestamp_ms).label("bucket")
     stmt = (
-        frame.scope.traces(bucket, func.count().label("n"), *_cost_columns(SqlTraceInfo))
-        .where(_carries_cost(SqlTraceInfo))
+        frame.scope.traces(bucket, func.count().label("n"), *cost_columns(SqlTraceInfo))
+        .where(carries_cost(SqlTraceInfo))
         .group_by(bucket)
     )
+    if hourly.usable(frame):
+        rollup = _summed(_trace_cost_hours, [hourly.bucket(_trace_cost_hours, frame)], frame)
+        stmt = _kept(stmt, rollup, "trace_costs")
     return {
         row["bucket"]: CostSums.read(row, int(row["n"]))
         for row in (await session.execute(stmt)).mappings()
@@ -80,10 +135,14 @@ async def _costs_by_model(session: AsyncSession, frame: SeriesFrame) -> list[Mod
     # leaving spans.experiment_id out lets PostgreSQL use MLflow's covering index
     # idx_spans_cost_trace_time_cover instead of reading the spans heap.
     stmt = (
-        select(model_name, model_provider, func.count().label("n"), *_cost_columns(span))
-        .where(_carries_cost(span), frame.scope.owns(span.trace_id))
+        select(model_name, model_provider, func.count().label("n"), *cost_columns(span))
+        .where(carries_cost(span), frame.scope.owns(span.trace_id))
         .group_by(model_name, model_provider)
     )
+    if hourly.usable(frame):
+        m = _model_cost_hours.c
+        keys = [m.model_name.label("model_name"), m.model_provider.label("model_provider")]
+        stmt = _kept(stmt, _summed(_model_cost_hours, keys, frame), "model_costs")
     models = [
         ModelCost(
             model_name=row["model_name"],

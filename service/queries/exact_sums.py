@@ -45,10 +45,18 @@ def _parts(value: ColumnElement[Any]) -> list[ColumnElement[Any]]:
     ]
 
 
+def sum_column_names(name: str) -> list[str]:
+    """The labels of ``sum_columns(value, name)``, in its order."""
+    return [f"{name}__{k}" for k in range(_DIGITS + 1)]
+
+
 def sum_columns(value: ColumnElement[Any], name: str) -> list[ColumnElement[Any]]:
     """Aggregate columns (labelled ``{name}__0`` ...) whose integer sums ``read_sum`` combines
     into the exact sum of the non-null ``value``s of a group."""
-    return [func.sum(part).label(f"{name}__{k}") for k, part in enumerate(_parts(value))]
+    return [
+        func.sum(part).label(label)
+        for label, part in zip(sum_column_names(name), _parts(value), strict=True)
+    ]
 
 
 @dataclass(frozen=True)

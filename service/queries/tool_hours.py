@@ -19,15 +19,16 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.sql import ColumnElement, Select
 
-from service.dialects.expressions import TRACE_EXPERIMENT_COPY, tool_hours
+from service.dialects.expressions import tool_hours
 from service.dialects.percentiles import Quantile, sorted_list_picks
+from service.queries import hourly
 from service.scope import SeriesFrame
 
 _h = tool_hours.c
 
 
 def usable(frame: SeriesFrame, *, per_tool: bool, tool_name: str | None) -> bool:
-    return (per_tool or tool_name is not None) and not frame.scope.filters and frame.whole_hours
+    return (per_tool or tool_name is not None) and hourly.usable(frame)
 
 
 def latency_usable(frame: SeriesFrame) -> bool:
@@ -37,15 +38,8 @@ def latency_usable(frame: SeriesFrame) -> bool:
 
 
 def _in_scope(frame: SeriesFrame, tool_name: str | None) -> ColumnElement[bool]:
-    scope = frame.scope
-    conditions: list[ColumnElement[bool]] = [_h[TRACE_EXPERIMENT_COPY].in_(scope.experiment_ids)]
-    if scope.start_time is not None:
-        conditions.append(_h.hour_ms >= scope.start_time)
-    if scope.end_time is not None:
-        conditions.append(_h.hour_ms < scope.end_time)
-    if tool_name is not None:
-        conditions.append(_h.tool == tool_name)
-    return and_(*conditions)
+    in_scope = hourly.in_scope(tool_hours, frame)
+    return in_scope if tool_name is None else and_(in_scope, _h.tool == tool_name)
 
 
 def _tool(per_tool: bool) -> list[ColumnElement[Any]]:
@@ -55,7 +49,7 @@ def _tool(per_tool: bool) -> list[ColumnElement[Any]]:
 def counts(frame: SeriesFrame, *, per_tool: bool, tool_name: str | None) -> Select[Any]:
     """Calls, failed calls, calling traces and finished calls per (tool, bucket): the rows of
     ``_ToolCalls._counts_with_calling_traces``."""
-    bucket = frame.bucket_key(_h.hour_ms).label("bucket")
+    bucket = hourly.bucket(tool_hours, frame)
     keys = [*_tool(per_tool), bucket]
     return (
         select(
@@ -76,7 +70,7 @@ def latency_by_hour(
     """Each (tool, hour)'s latency statistics and picks, as ``ListPercentiles.summarize`` of the
     finished calls gives them (no row for an hour without finished calls). Only where
     ``latency_usable``."""
-    bucket = frame.bucket_key(_h.hour_ms).label("bucket")
+    bucket = hourly.bucket(tool_hours, frame)
     return select(
         *_tool(per_tool),
         bucket,

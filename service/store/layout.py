@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from duckdb_engine.datatypes import HugeInteger
 from mlflow.store.tracking.dbmodels.models import (
     SqlAssessments,
     SqlEntityAssociation,
@@ -33,14 +34,18 @@ from sqlalchemy import ARRAY, BigInteger, Column, Integer, MetaData, String, Tab
 
 from service.dialects.expressions import (
     FEEDBACK_KINDS_SUMMARY,
+    MODEL_COST_HOURS,
     REPEATED_FEEDBACK,
     SPAN_COMBINATIONS,
     SPAN_SET_LISTS,
     TOOL_HOURS,
+    TRACE_COST_HOURS,
     TRACE_EXPERIMENT_COPY,
     TRACE_SPAN_SETS,
     TRACE_TIMESTAMP_COPY,
 )
+from service.queries.cost import COST_KINDS
+from service.queries.exact_sums import sum_column_names
 
 LAYOUT_VERSION = 8
 
@@ -260,8 +265,8 @@ REPEATED_FEEDBACK_TABLE = Table(
 # up over hours), of finished calls (``n``), their total, least and greatest duration, and the
 # finished durations sorted: a percentile per (tool, hour) is two reads of a list instead of a
 # sort per request. The sync recomputes an (experiment, hour)'s rows whenever a cycle copied or
-# deleted spans of that hour's partitions, in the same transaction
-# (``StoreFile.refresh_tool_hours``).
+# deleted spans of that hour's partitions, in the same transaction (``StoreFile.refresh_rollups``,
+# ``service.store.rollups``).
 _DURATION = SqlSpan.__table__.c.duration_ns.type
 TOOL_HOURS_TABLE = Table(
     TOOL_HOURS,
@@ -273,8 +278,35 @@ TOOL_HOURS_TABLE = Table(
     Column("error_count", BigInteger),
     Column("trace_count", BigInteger),
     Column("n", BigInteger),
-    Column("total", BigInteger),
+    Column("total", HugeInteger),
     Column("minimum", _DURATION),
     Column("maximum", _DURATION),
     Column("sorted_values", ARRAY(_DURATION)),
+)
+
+# Cost per (trace's experiment, UTC hour of the trace): traces that report cost, and the exact
+# sums of their three cost columns as integer limbs (``service.queries.exact_sums``: the limbs of
+# each value, summed; sums of limbs add up over hours). What ``traffic-cost/cost``'s series reads
+# where its buckets are whole UTC hours. ``MODEL_COST_HOURS_TABLE``: the same per model and
+# provider, of the spans that carry cost (its ``by_model``). Kept as ``TOOL_HOURS_TABLE`` is,
+# following trace_info's and spans' partitions (``service.store.rollups``).
+# HUGEINT: a sum of limbs as the queries' own sum() gives it (a limb may be up to 2^63).
+_COST_LIMBS = [name for kind in COST_KINDS for name in sum_column_names(kind)]
+TRACE_COST_HOURS_TABLE = Table(
+    TRACE_COST_HOURS,
+    STORE_METADATA,
+    Column(TRACE_EXPERIMENT_COPY, BigInteger),
+    Column("hour_ms", BigInteger),
+    Column("n", BigInteger),
+    *(Column(name, HugeInteger) for name in _COST_LIMBS),
+)
+MODEL_COST_HOURS_TABLE = Table(
+    MODEL_COST_HOURS,
+    STORE_METADATA,
+    Column(TRACE_EXPERIMENT_COPY, BigInteger),
+    Column("hour_ms", BigInteger),
+    Column("model_name", SqlSpan.__table__.c.model_name.type),
+    Column("model_provider", SqlSpan.__table__.c.model_provider.type),
+    Column("n", BigInteger),
+    *(Column(name, HugeInteger) for name in _COST_LIMBS),
 )

@@ -29,7 +29,7 @@ from sqlalchemy.types import TypeEngine
 from service.dialects.duckdb_policy import STORE_DRIVER
 from service.dialects.expressions import SPAN_SET_LISTS, TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
 from service.feedback_types import kind_rows
-from service.store import tool_hours
+from service.store import hourly
 from service.store.layout import (
     ALL_TABLES,
     ASSESSMENTS,
@@ -42,11 +42,11 @@ from service.store.layout import (
     STORE_META,
     STORE_METADATA,
     STORE_PARTITIONS,
-    TOOL_HOURS_TABLE,
     TRACE_INFO,
     TRACE_SPAN_SETS_TABLE,
     CopiedTable,
 )
+from service.store.rollups import ROLLUPS
 from service.store.source_sql import PARTITION_MS, Fingerprint, Partition, SlotRange
 from service.traces import SPAN_ERROR, TOOL_SPAN_TYPE
 
@@ -467,10 +467,13 @@ class StoreFile:
             lambda these: self._insert_span_sets(f"WHERE {these}"),
         )
 
-    def refresh_tool_hours(self, partitions: Iterable[Partition] | None) -> None:
-        """Recompute ``TOOL_HOURS_TABLE``'s rows of the hours holding these partitions
-        (``None``: all) from the copied spans (``service.store.tool_hours``)."""
-        tool_hours.refresh(self.db, partitions)
+    def refresh_rollups(self, partitions: dict[str, set[Partition]] | None) -> None:
+        """Recompute every rollup's rows of the hours holding the partitions its source table
+        changed in (``partitions`` by table name; ``None``: all rows of all rollups), from the
+        copied rows (``service.store.hourly``)."""
+        for rollup in ROLLUPS:
+            changed = None if partitions is None else partitions.get(rollup.source.name, set())
+            hourly.refresh(self.db, rollup, changed)
 
     def refresh_repeated_feedback(self, trace_ids: Iterable[str] | None) -> None:
         """Recompute ``REPEATED_FEEDBACK_TABLE``'s pairs of these traces (``None``: all) from the
@@ -522,7 +525,8 @@ class StoreFile:
         self.db.execute(f"DELETE FROM {TRACE_SPAN_SETS_TABLE.name}")
         self.db.execute(f"DELETE FROM {SPAN_COMBINATIONS_TABLE.name}")
         self.db.execute(f"DELETE FROM {REPEATED_FEEDBACK_TABLE.name}")
-        self.db.execute(f"DELETE FROM {TOOL_HOURS_TABLE.name}")
+        for rollup in ROLLUPS:
+            self.db.execute(f"DELETE FROM {rollup.name}")
         self.db.execute(f'DELETE FROM "{STORE_PARTITIONS.name}"')
 
 

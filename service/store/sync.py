@@ -175,7 +175,7 @@ class SyncCycle:
                     self.file.refresh_repeated_feedback, None if empty else self.feedback_traces
                 )
                 await self.file.call(
-                    self.file.refresh_tool_hours, None if empty else _spans_changed(changed)
+                    self.file.refresh_rollups, None if empty else _partitions_changed(changed)
                 )
                 await self.file.call(self.file.record_fingerprints, source)
                 await self.file.call(self.file.set_meta, self.new_meta)
@@ -455,10 +455,13 @@ def _feedback_changed(changed: dict[Key, Fingerprint], everything: bool) -> set[
     return {p.experiment_id for p, name in changed if name == ASSESSMENTS.name}
 
 
-def _spans_changed(changed: dict[Key, Fingerprint]) -> set[Partition]:
-    """The partitions whose spans a cycle deleted or copied: their hours' tool rollup is
-    recomputed."""
-    return {p for p, name in changed if name == SPANS.name}
+def _partitions_changed(changed: dict[Key, Fingerprint]) -> dict[str, set[Partition]]:
+    """The partitions a cycle deleted or copied rows of, by table: the rollups' rows of their
+    hours are recomputed."""
+    partitions: dict[str, set[Partition]] = {}
+    for p, name in changed:
+        partitions.setdefault(name, set()).add(p)
+    return partitions
 
 
 # Sizes the first sync's batches of child tables from trace counts (about 11 metadata rows, 5

@@ -1,10 +1,11 @@
-"""The analytics store's tool rollup per (experiment, UTC hour, tool) (service/store/tool_hours.py,
-service/queries/tool_hours.py): where the store reads it, and that what it reads is what the
-calls give.
+"""The analytics store's rollups per (experiment, UTC hour) (service/store/rollups.py,
+service/queries/hourly.py): where the store reads them, and that what it reads is what the rows
+give: tools per tool, cost per trace and per model.
 
-That the sync keeps the rollup equal to one recomputed from scratch after every kind of write is
-asserted with every exact copy (tests/store_writes.py, ``assert_rollup_recomputed``); that the
-store answers from it as the live path does after those writes, by tests/test_store_writes.py.
+That the sync keeps each rollup equal to one recomputed from scratch after every kind of write
+is asserted with every exact copy (tests/store_writes.py, ``assert_rollup_recomputed``); that
+the store answers from them as the live path does after those writes, by
+tests/test_store_writes.py.
 """
 
 from __future__ import annotations
@@ -108,21 +109,27 @@ async def _both(
 
 
 def _requests(backend: Backend, *, shift_ms: int = 0) -> list[tuple[str, dict[str, Any]]]:
-    """Tools' requests over the dataset's days (whole hours unless ``shift_ms``)."""
+    """Tools' and cost requests over the dataset's days (whole hours unless ``shift_ms``)."""
     window = backend.window(widen_days=1)
     window["start_time"] += shift_ms
     one = [backend.experiment_id()]
     both = sorted(backend.dataset.experiment_ids.values())
     hourly = {"time_bucket": "hour", "timezone": "UTC", **window}
+    requests: list[tuple[str, dict[str, Any]]] = []
+    for endpoint in ("tools/discovery", "traffic-cost/cost"):
+        requests += [
+            (endpoint, {"experiment_ids": one, **hourly}),
+            (endpoint, {"experiment_ids": both, **hourly}),
+            (endpoint, {"experiment_ids": one, **hourly, "timezone": "America/New_York"}),
+            (endpoint, {"experiment_ids": one, **hourly, "timezone": "Asia/Kolkata"}),
+            (endpoint, {"experiment_ids": one, **hourly, "time_bucket": "day"}),
+            (endpoint, {"experiment_ids": one, "time_bucket": "day"}),
+        ]
     return [
-        ("tools/discovery", {"experiment_ids": one, **hourly}),
-        ("tools/discovery", {"experiment_ids": both, **hourly}),
-        ("tools/discovery", {"experiment_ids": one, **hourly, "timezone": "America/New_York"}),
-        ("tools/discovery", {"experiment_ids": one, **hourly, "timezone": "Asia/Kolkata"}),
+        *requests,
         ("tools/discovery", {"experiment_ids": one, **hourly, "include_latency_series": False}),
-        ("tools/discovery", {"experiment_ids": one, **hourly, "time_bucket": "day"}),
-        ("tools/discovery", {"experiment_ids": one, "time_bucket": "day"}),
         ("tools/metrics", {"experiment_ids": one, **hourly, "tool_name": _a_tool(backend)}),
+        ("traffic-cost/cost", {"experiment_ids": one, **hourly, "compare_previous": True}),
     ]
 
 
@@ -137,35 +144,41 @@ def _a_tool(backend: Backend) -> str:
         )
 
 
-async def test_the_store_answers_from_the_rollup_as_the_live_path_does(
+async def test_the_store_answers_from_its_rollups_as_the_live_path_does(
     backend: Backend, rollup_store: Store
 ) -> None:
     bodies = _requests(backend)
     live, stored = await _both(backend, rollup_store, bodies)
-    # Hours with calls and latencies: the rollup's lists were read, not only its counts.
+    # Hours with calls and latencies, and with costs: the rollups hold rows that count.
     assert re.search(rb'"invocation_count":[1-9]', live[0])
     assert re.search(rb'"p99_latency":[0-9]', live[0])
+    cost = next(a for (e, _b), a in zip(bodies, live, strict=True) if e == "traffic-cost/cost")
+    assert re.search(rb'"total_cost":0\.0*[1-9]', cost) and b'"by_model":[{' in cost
     differ = [body for (body, a, b) in zip(bodies, live, stored, strict=True) if a != b]
     assert not differ, f"the store answered differently: {differ}"
 
 
-async def test_the_rollup_answers_whole_hours_without_a_filter_only(
+async def test_the_rollups_answer_whole_hours_without_a_filter_only(
     backend: Backend, rollup_store: Store, tmp_path: Path
 ) -> None:
-    """Rows of the rollup changed behind the sync's back show where it is read: in whole-hour
-    requests without a filter, and nowhere else."""
-    rollup_store._file.db.execute(  # the store's own writer connection
-        "UPDATE insights_tool_hours SET invocation_count = invocation_count + 1000"
-    )
+    """Rows of the rollups changed behind the sync's back show where they are read: in
+    whole-hour requests without a filter, and nowhere else."""
+    db = rollup_store._file.db  # the store's own writer connection
+    changes = [
+        ("insights_tool_hours", "invocation_count"),
+        ("insights_trace_cost_hours", "n"),
+        ("insights_model_cost_hours", "n"),
+    ]
+    for table, count in changes:
+        db.execute(f"UPDATE {table} SET {count} = {count} + 1000")
     try:
         whole = _requests(backend)
         shifted = _requests(backend, shift_ms=1)
         filtered = [(e, {**b, "filter_string": "status = 'OK'"}) for e, b in whole]
         live, stored = await _both(backend, rollup_store, whole + shifted + filtered)
     finally:
-        rollup_store._file.db.execute(
-            "UPDATE insights_tool_hours SET invocation_count = invocation_count - 1000"
-        )
+        for table, count in changes:
+            db.execute(f"UPDATE {table} SET {count} = {count} - 1000")
     read_rollup = [a != b for a, b in zip(live, stored, strict=True)]
     # Every whole-hour request but Kolkata's, and the open window's however shifted.
     expected = [b.get("timezone") != "Asia/Kolkata" for _e, b in whole]
