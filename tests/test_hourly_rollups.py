@@ -129,6 +129,8 @@ def _requests(backend: Backend, *, shift_ms: int = 0) -> list[tuple[str, dict[st
         *requests,
         ("tools/discovery", {"experiment_ids": one, **hourly, "include_latency_series": False}),
         ("tools/metrics", {"experiment_ids": one, **hourly, "tool_name": _a_tool(backend)}),
+        ("tools/metrics", {"experiment_ids": one, **hourly}),
+        ("tools/metrics", {"experiment_ids": one, **hourly, "time_bucket": "day"}),
         ("traffic-cost/cost", {"experiment_ids": one, **hourly, "compare_previous": True}),
     ]
 

@@ -6,10 +6,11 @@ databases run the groupings over the calls; the store reads a row per (tool, hou
 every call. Over 30 days of 1M traces that is 7,200 rows instead of 1.5M calls, and the
 per-(tool, hour) sorted durations are read, not sorted per request.
 
-Usable without a filter (the rollup knows a call's trace by its experiment and hour alone), for
-each tool or one named tool (all tools together count calling traces across tools), with
-buckets made of whole UTC hours (``SeriesFrame.whole_hours``). The counts then add up over a
-bucket's hours; the hourly latencies need hour buckets, each one hour of one experiment.
+Usable without a filter (the rollup knows a call's trace by its experiment and hour alone), with
+buckets made of whole UTC hours (``SeriesFrame.whole_hours``): for each tool, one tool, or all
+tools together (their own rows: a trace calling two tools is one calling trace). The counts
+then add up over a bucket's hours; the hourly latencies need hour buckets, each one hour of one
+experiment.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from service.scope import SeriesFrame
 _h = tool_hours.c
 
 
-def usable(frame: SeriesFrame, *, per_tool: bool, tool_name: str | None) -> bool:
-    return (per_tool or tool_name is not None) and hourly.usable(frame)
+def usable(frame: SeriesFrame) -> bool:
+    return hourly.usable(frame)
 
 
 def latency_usable(frame: SeriesFrame) -> bool:
@@ -37,9 +38,16 @@ def latency_usable(frame: SeriesFrame) -> bool:
     return buckets is not None and buckets.size == "hour" and len(frame.scope.experiment_ids) == 1
 
 
-def _in_scope(frame: SeriesFrame, tool_name: str | None) -> ColumnElement[bool]:
-    in_scope = hourly.in_scope(tool_hours, frame)
-    return in_scope if tool_name is None else and_(in_scope, _h.tool == tool_name)
+def _in_scope(frame: SeriesFrame, per_tool: bool, tool_name: str | None) -> ColumnElement[bool]:
+    """Each tool's rows, one tool's, or those of all tools together (no tool)."""
+    which: ColumnElement[bool]
+    if per_tool:
+        which = _h.tool.is_not(None)
+    elif tool_name is not None:
+        which = _h.tool == tool_name
+    else:
+        which = _h.tool.is_(None)
+    return and_(hourly.in_scope(tool_hours, frame), which)
 
 
 def _tool(per_tool: bool) -> list[ColumnElement[Any]]:
@@ -59,7 +67,7 @@ def counts(frame: SeriesFrame, *, per_tool: bool, tool_name: str | None) -> Sele
             func.sum(_h.error_count).label("error_count"),
             func.sum(_h.n).label("n"),
         )
-        .where(_in_scope(frame, tool_name))
+        .where(_in_scope(frame, per_tool, tool_name))
         .group_by(*keys)
     )
 
@@ -79,4 +87,4 @@ def latency_by_hour(
         _h.minimum,
         _h.maximum,
         *sorted_list_picks(_h.sorted_values, _h.n, quantiles),
-    ).where(_in_scope(frame, tool_name), _h.n > 0)
+    ).where(_in_scope(frame, per_tool, tool_name), _h.n > 0)

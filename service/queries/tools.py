@@ -178,7 +178,7 @@ class _ToolCalls:
         calls = self.calls().cte("tool_calls")
         keys = ["tool"] if self.per_tool else []
         key_cols = [calls.c[k] for k in keys]
-        rollup = tool_hours.usable(self.frame, per_tool=self.per_tool, tool_name=self.tool_name)
+        rollup = tool_hours.usable(self.frame)
         # The tracking databases count distinct trace ids; the store reads its rollup per
         # (tool, hour), or joins the calls per (tool, bucket) to its counts of calling traces
         # (``calling_traces``).

@@ -259,7 +259,8 @@ REPEATED_FEEDBACK_TABLE = Table(
     Column("name", SqlAssessments.__table__.c.name.type),
 )
 
-# TOOL spans per (trace's experiment, UTC hour of the trace's timestamp, tool name): what
+# TOOL spans per (trace's experiment, UTC hour of the trace's timestamp, tool name), and of all
+# tools together (``tool`` NULL: a call has a name): what
 # ``tool_hours`` reads where tools' requests group calls by whole UTC hours. Counts of calls, of
 # calls with status exactly 'ERROR', of calling traces (each trace lies in one hour, so they add
 # up over hours), of finished calls (``n``), their total, least and greatest duration, and the

@@ -1,8 +1,9 @@
 """The store's rollups per (experiment, UTC hour) (``service.store.hourly``): each one's rows.
 
-- ``TOOL_HOURS``: TOOL spans per tool (a span whose type is exactly 'TOOL', with a name; a
-  failed call one whose status is exactly 'ERROR', as ``service.queries.tools`` counts them):
-  calls, failed calls, calling traces, finished calls and their sorted durations.
+- ``TOOL_HOURS``: TOOL spans per tool and of all tools together (a span whose type is exactly
+  'TOOL', with a name; a failed call one whose status is exactly 'ERROR', as
+  ``service.queries.tools`` counts them): calls, failed calls, calling traces, finished calls
+  and their sorted durations.
 - ``TRACE_COST_HOURS``: traces that report cost, and the limbs of their costs' exact sums.
 - ``MODEL_COST_HOURS``: spans that carry cost, per model and provider, likewise.
 
@@ -40,16 +41,22 @@ def _compiled(stmt: Select[Any]) -> str:
 
 
 def _tool_rows(where: str) -> str:
+    """A row per tool, and one of all tools together (``tool`` NULL: a call has a name)."""
     hour = hour_of(TRACE_TIMESTAMP_COPY)
-    return (
-        f"SELECT {TRACE_EXPERIMENT_COPY}, {hour}, name, count(*), "
-        f"count(*) FILTER (WHERE status = '{SPAN_ERROR}'), count(DISTINCT trace_id), "
-        "count(duration_ns), sum(duration_ns), min(duration_ns), max(duration_ns), "
-        "list_sort(list(duration_ns) FILTER (WHERE duration_ns IS NOT NULL)) "
-        f"FROM {SPANS.name} "
-        f"WHERE type = '{TOOL_SPAN_TYPE}' AND name IS NOT NULL AND ({where}) "
-        f"GROUP BY {TRACE_EXPERIMENT_COPY}, {hour}, name"
-    )
+
+    def per(tool: str) -> str:
+        keys = f"{TRACE_EXPERIMENT_COPY}, {hour}" + (", name" if tool == "name" else "")
+        return (
+            f"SELECT {TRACE_EXPERIMENT_COPY}, {hour}, {tool}, count(*), "
+            f"count(*) FILTER (WHERE status = '{SPAN_ERROR}'), count(DISTINCT trace_id), "
+            "count(duration_ns), sum(duration_ns), min(duration_ns), max(duration_ns), "
+            "list_sort(list(duration_ns) FILTER (WHERE duration_ns IS NOT NULL)) "
+            f"FROM {SPANS.name} "
+            f"WHERE type = '{TOOL_SPAN_TYPE}' AND name IS NOT NULL AND ({where}) "
+            f"GROUP BY {keys}"
+        )
+
+    return f"{per('name')} UNION ALL {per('NULL')}"
 
 
 def _trace_cost_rows(where: str) -> str:
