@@ -59,7 +59,8 @@ def test_grown_rows_carry_their_own_trace_timestamp(tmp_path: Path) -> None:
         f"SELECT tool, sum(invocation_count), sum(error_count), sum(trace_count) FROM {TOOL_HOURS} "
         "GROUP BY tool ORDER BY tool"
     ).fetchall()
-    assert rollup == [("tool-0", 3, 3, 3), ("tool-1", 3, 3, 3)]
+    # And all tools together (no tool).
+    assert rollup == [("tool-0", 3, 3, 3), ("tool-1", 3, 3, 3), (None, 6, 6, 6)]
     db.close()
     store = StoreFile.open(out)
     store.refresh_span_sets(None)
