@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import BigInteger, and_, cast, func, select
 from sqlalchemy.sql import ColumnElement, Select
 
 from service.dialects.expressions import tool_hours
@@ -32,7 +32,7 @@ def usable(frame: SeriesFrame) -> bool:
     return hourly.usable(frame)
 
 
-def latency_usable(frame: SeriesFrame) -> bool:
+def latency_per_row(frame: SeriesFrame) -> bool:
     """Hour buckets of one experiment: each (tool, bucket) is one row of the rollup."""
     buckets = frame.buckets
     return buckets is not None and buckets.size == "hour" and len(frame.scope.experiment_ids) == 1
@@ -72,19 +72,50 @@ def counts(frame: SeriesFrame, *, per_tool: bool, tool_name: str | None) -> Sele
     )
 
 
-def latency_by_hour(
+def latency_by_bucket(
     frame: SeriesFrame, *, per_tool: bool, tool_name: str | None, quantiles: list[Quantile]
 ) -> Select[Any]:
-    """Each (tool, hour)'s latency statistics and picks, as ``ListPercentiles.summarize`` of the
-    finished calls gives them (no row for an hour without finished calls). Only where
-    ``latency_usable``."""
+    """Each (tool, bucket)'s latency statistics and picks, as ``ListPercentiles.summarize`` of
+    the finished calls gives them (no row for a bucket without finished calls).
+
+    Hour buckets of one experiment read each row's sorted list as it is. Larger buckets, or
+    several experiments, concatenate their hours' sorted lists and sort them: the same values
+    as the calls', without grouping every call by (tool, bucket) (30 days per day, 300 groups:
+    110 -> 84 ms for the statement at 1M traces).
+    """
     bucket = hourly.bucket(tool_hours, frame)
+    in_scope = and_(_in_scope(frame, per_tool, tool_name), _h.n > 0)
+    if latency_per_row(frame):
+        return select(
+            *_tool(per_tool),
+            bucket,
+            _h.n,
+            _h.total,
+            _h.minimum,
+            _h.maximum,
+            *sorted_list_picks(_h.sorted_values, _h.n, quantiles),
+        ).where(in_scope)
+    keys = [*_tool(per_tool), bucket]
+    merged = (
+        select(
+            *keys,
+            # BIGINT, as count() is, for the list index.
+            cast(func.sum(_h.n), BigInteger).label("n"),
+            func.sum(_h.total).label("total"),
+            func.min(_h.minimum).label("minimum"),
+            func.max(_h.maximum).label("maximum"),
+            func.list_sort(func.flatten(func.list(_h.sorted_values))).label("sorted_values"),
+        )
+        .where(in_scope)
+        .group_by(*keys)
+        .subquery("merged_hours")
+    )
+    m = merged.c
     return select(
-        *_tool(per_tool),
-        bucket,
-        _h.n,
-        _h.total,
-        _h.minimum,
-        _h.maximum,
-        *sorted_list_picks(_h.sorted_values, _h.n, quantiles),
-    ).where(_in_scope(frame, per_tool, tool_name), _h.n > 0)
+        *[m[k.name] for k in keys],
+        m.n,
+        m.total,
+        m.minimum,
+        m.maximum,
+        *sorted_list_picks(m.sorted_values, m.n, quantiles),
+    )

@@ -210,16 +210,16 @@ class _ToolCalls:
         stat_names = [c.name for c in by_bucket.selected_columns if c.name not in keys]
         stat_names.remove("bucket")
         columns = ["tool", "bucket", *_COUNT_COLUMNS, *stat_names]
-        hourly: Select[Any] | kept_span_sets = by_bucket
-        if rollup and tool_hours.latency_usable(self.frame):
-            # The store reads each (tool, hour)'s sorted durations instead of sorting them.
-            kept_latency = tool_hours.latency_by_hour(
+        latency_rows: Select[Any] | kept_span_sets = by_bucket
+        if rollup and not self.buckets_counted_first(strategy):
+            # The store reads its (tool, hour)'s sorted durations instead of sorting every call.
+            kept_latency = tool_hours.latency_by_bucket(
                 self.frame,
                 per_tool=self.per_tool,
                 tool_name=self.tool_name,
                 quantiles=list(LATENCY_QUANTILES),
             )
-            hourly = kept_span_sets.of(by_bucket, kept_latency, name="latency_by_bucket")
+            latency_rows = kept_span_sets.of(by_bucket, kept_latency, name="latency_by_bucket")
 
         def padded(part: int, stmt: Select[Any] | kept_span_sets) -> Select[Any]:
             sub = stmt if isinstance(stmt, kept_span_sets) else stmt.subquery()
@@ -230,7 +230,7 @@ class _ToolCalls:
 
         parts = [padded(_COUNTS, counts)]
         if self.latency_series and not self.buckets_counted_first(strategy):
-            parts.append(padded(_BY_BUCKET, hourly))
+            parts.append(padded(_BY_BUCKET, latency_rows))
         if not strategy.counts_first:
             overall = strategy.summarize(timed, value="v", keys=keys, quantiles=LATENCY_QUANTILES)
             parts.append(padded(_OVERALL, overall))
