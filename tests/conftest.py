@@ -33,6 +33,7 @@ from fastapi import FastAPI
 
 from migrations_readonly import render_readonly_role_sql
 from service.app import create_app
+from service.db import Database
 from service.demo import generate as demo_generate
 from service.demo.generate import (
     GeneratedDataset,
@@ -40,6 +41,7 @@ from service.demo.generate import (
     refresh_planner_statistics,
 )
 from service.settings import Settings
+from service.store import Store
 from service.timebuckets import DAY_MS
 from tests.disposable_servers import DisposablePostgres
 from tests.oracle.edge_data import EdgeDB, build_edge_db
@@ -374,3 +376,19 @@ def disposable_postgres() -> Iterator[DisposablePostgres]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture(scope="module")
+async def synced_store(
+    backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Store]:
+    """A store of the backend's tracking DB after its first sync, one per test module."""
+    database = Database(Settings(database_url=backend.service_url))
+    store = Store.open(tmp_path_factory.mktemp("store") / "insights-store.duckdb", database)
+    try:
+        await store.sync_once()
+        assert store.ready, "the first sync did not complete"
+        yield store
+    finally:
+        store.close()
+        await database.dispose()

@@ -20,7 +20,6 @@ import pytest
 
 from service.api.deps import get_session
 from service.app import create_app
-from service.db import Database
 from service.scope import SeriesFrame, TraceScope
 from service.settings import Settings
 from service.store import Store
@@ -66,21 +65,6 @@ def test_whole_hours_only_where_every_bucket_is_whole_utc_hours(
 ) -> None:
     assert _frame(start, end, tz).whole_hours is whole
     assert _frame(start, end, tz, "day").whole_hours is whole
-
-
-@pytest.fixture(scope="module")
-async def rollup_store(
-    backend: Backend, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Store]:
-    database = Database(Settings(database_url=backend.service_url))
-    store = Store.open(tmp_path_factory.mktemp("rollup") / "insights-store.duckdb", database)
-    try:
-        await store.sync_once()
-        assert store.ready, "the first sync did not complete"
-        yield store
-    finally:
-        store.close()
-        await database.dispose()
 
 
 async def _both(
@@ -147,10 +131,10 @@ def _a_tool(backend: Backend) -> str:
 
 
 async def test_the_store_answers_from_its_rollups_as_the_live_path_does(
-    backend: Backend, rollup_store: Store
+    backend: Backend, synced_store: Store
 ) -> None:
     bodies = _requests(backend)
-    live, stored = await _both(backend, rollup_store, bodies)
+    live, stored = await _both(backend, synced_store, bodies)
     # Hours with calls and latencies, and with costs: the rollups hold rows that count.
     assert re.search(rb'"invocation_count":[1-9]', live[0])
     assert re.search(rb'"p99_latency":[0-9]', live[0])
@@ -161,11 +145,11 @@ async def test_the_store_answers_from_its_rollups_as_the_live_path_does(
 
 
 async def test_the_rollups_answer_whole_hours_without_a_filter_only(
-    backend: Backend, rollup_store: Store, tmp_path: Path
+    backend: Backend, synced_store: Store, tmp_path: Path
 ) -> None:
     """Rows of the rollups changed behind the sync's back show where they are read: in
     whole-hour requests without a filter, and nowhere else."""
-    db = rollup_store._file.db  # the store's own writer connection
+    db = synced_store._file.db  # the store's own writer connection
     changes = [
         ("insights_tool_hours", "invocation_count"),
         ("insights_trace_cost_hours", "n"),
@@ -177,7 +161,7 @@ async def test_the_rollups_answer_whole_hours_without_a_filter_only(
         whole = _requests(backend)
         shifted = _requests(backend, shift_ms=1)
         filtered = [(e, {**b, "filter_string": "status = 'OK'"}) for e, b in whole]
-        live, stored = await _both(backend, rollup_store, whole + shifted + filtered)
+        live, stored = await _both(backend, synced_store, whole + shifted + filtered)
     finally:
         for table, count in changes:
             db.execute(f"UPDATE {table} SET {count} = {count} - 1000")

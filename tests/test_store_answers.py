@@ -7,7 +7,6 @@ which runs on both answering paths like every test that asks through ``client`` 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,31 +14,14 @@ import sqlalchemy as sa
 from mlflow.store.tracking.dbmodels.models import SqlTraceInfo
 from sqlalchemy.engine.default import CACHE_HIT
 
-from service.db import Database
 from service.dialects import WindowPercentiles, policy_for
 from service.dialects.expressions import kept_distinct
-from service.settings import Settings
 from service.store import Store
 from service.store.reading import store_session
 from service.store.store_file import StoreFile
 from tests.conftest import Backend
 
 API = "/api/3.0/mlflow/traces/insights"
-
-
-@pytest.fixture(scope="module")
-async def synced_store(
-    backend: Backend, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Store]:
-    database = Database(Settings(database_url=backend.service_url))
-    store = Store.open(tmp_path_factory.mktemp("store") / "insights-store.duckdb", database)
-    try:
-        await store.sync_once()
-        assert store.ready, "the first sync did not complete"
-        yield store
-    finally:
-        store.close()
-        await database.dispose()
 
 
 async def test_store_session_reads_the_store_with_the_duckdb_policy(

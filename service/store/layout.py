@@ -19,6 +19,7 @@ Bump ``LAYOUT_VERSION`` whenever a column or table changes: a store of another l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from duckdb_engine.datatypes import HugeInteger
 from mlflow.store.tracking.dbmodels.models import (
@@ -293,21 +294,23 @@ TOOL_HOURS_TABLE = Table(
 # following trace_info's and spans' partitions (``service.store.rollups``).
 # HUGEINT: a sum of limbs as the queries' own sum() gives it (a limb may be up to 2^63).
 _COST_LIMBS = [name for kind in COST_KINDS for name in sum_column_names(kind)]
-TRACE_COST_HOURS_TABLE = Table(
-    TRACE_COST_HOURS,
-    STORE_METADATA,
-    Column(TRACE_EXPERIMENT_COPY, BigInteger),
-    Column("hour_ms", BigInteger),
-    Column("n", BigInteger),
-    *(Column(name, HugeInteger) for name in _COST_LIMBS),
-)
-MODEL_COST_HOURS_TABLE = Table(
+
+
+def _cost_hours(name: str, *keys: Column[Any]) -> Table:
+    return Table(
+        name,
+        STORE_METADATA,
+        Column(TRACE_EXPERIMENT_COPY, BigInteger),
+        Column("hour_ms", BigInteger),
+        *keys,
+        Column("n", BigInteger),
+        *(Column(limb, HugeInteger) for limb in _COST_LIMBS),
+    )
+
+
+TRACE_COST_HOURS_TABLE = _cost_hours(TRACE_COST_HOURS)
+MODEL_COST_HOURS_TABLE = _cost_hours(
     MODEL_COST_HOURS,
-    STORE_METADATA,
-    Column(TRACE_EXPERIMENT_COPY, BigInteger),
-    Column("hour_ms", BigInteger),
     Column("model_name", SqlSpan.__table__.c.model_name.type),
     Column("model_provider", SqlSpan.__table__.c.model_provider.type),
-    Column("n", BigInteger),
-    *(Column(name, HugeInteger) for name in _COST_LIMBS),
 )
