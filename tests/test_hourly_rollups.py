@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import pytest
 
@@ -23,7 +24,9 @@ from service.app import create_app
 from service.scope import SeriesFrame, TraceScope
 from service.settings import Settings
 from service.store import Store
+from service.store.hourly import hour_of, hours_of_slot
 from service.store.reading import store_session
+from service.store.source_sql import PARTITION_MS
 from service.timebuckets import DAY_MS, HOUR_MS, TimeBuckets, load_timezone
 from tests.conftest import API, Backend, serve
 
@@ -171,3 +174,17 @@ async def test_the_rollups_answer_whole_hours_without_a_filter_only(
     expected += ["start_time" not in b for _e, b in shifted]
     expected += [False] * len(filtered)
     assert read_rollup == expected
+
+
+@pytest.mark.parametrize("slot", [-9, -5, -4, -1, 0, 3, 4, 1_990_000])
+def test_a_slot_refreshes_every_hour_its_rows_roll_up_into(slot: int) -> None:
+    """The hours a changed partition's refresh recomputes are those DuckDB files its rows
+    under, before 1970 too (where integer division truncates toward zero)."""
+    first = slot * PARTITION_MS
+    stamps = [first, first + PARTITION_MS - 1, *range(first, first + PARTITION_MS, 60_001)]
+    filed = (
+        duckdb.connect()
+        .execute(f"SELECT DISTINCT {hour_of('ts')} FROM (SELECT unnest({stamps}) AS ts)")
+        .fetchall()
+    )
+    assert {h for (h,) in filed} == hours_of_slot(slot)

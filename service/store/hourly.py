@@ -53,9 +53,16 @@ class HourlyRollup:
         return f"INSERT INTO {self.name} ({columns}) {self.rows(where)}"
 
 
-def hour_of_slot(slot: int) -> int:
-    """The UTC hour (epoch ms) a partition's 15-minute slot lies in."""
-    return slot * PARTITION_MS // HOUR_MS * HOUR_MS
+def _truncated_hour(ms: int) -> int:
+    """``hour_of`` in Python: integer division truncating toward zero, as SQL's."""
+    return ms // HOUR_MS * HOUR_MS if ms >= 0 else -(-ms // HOUR_MS) * HOUR_MS
+
+
+def hours_of_slot(slot: int) -> set[int]:
+    """The rollup hours (``hour_of``) of a partition's 15-minute slot: one, except where
+    truncation toward zero splits a slot before 1970."""
+    first = slot * PARTITION_MS
+    return {_truncated_hour(first), _truncated_hour(first + PARTITION_MS - 1)}
 
 
 def refresh(
@@ -66,7 +73,7 @@ def refresh(
         db.execute(f"DELETE FROM {rollup.name}")
         db.execute(rollup.insert("TRUE"))
         return
-    hours = sorted({(p.experiment_id, hour_of_slot(p.slot)) for p in partitions})
+    hours = sorted({(p.experiment_id, h) for p in partitions for h in hours_of_slot(p.slot)})
     if not hours:
         return  # most cycles: none of its rows copied
     first, last = min(h for _e, h in hours), max(h for _e, h in hours)
