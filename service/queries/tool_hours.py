@@ -1,5 +1,5 @@
-"""Tools' counts and hourly latencies from the analytics store's rollup per (experiment, UTC
-hour, tool) (``tool_hours``), where a request allows it (``usable``).
+"""Tools' counts and latencies from the analytics store's rollup per (experiment, UTC hour,
+tool) (``tool_hours``), where a request allows it (``hourly.usable``).
 
 These are the ``kept`` forms of the tools' groupings (``kept_span_sets``): the tracking
 databases run the groupings over the calls; the store reads a row per (tool, hour) instead of
@@ -26,10 +26,6 @@ from service.queries import hourly
 from service.scope import SeriesFrame
 
 _h = tool_hours.c
-
-
-def usable(frame: SeriesFrame) -> bool:
-    return hourly.usable(frame)
 
 
 def latency_per_row(frame: SeriesFrame) -> bool:

@@ -14,7 +14,9 @@ the overall percentiles (per tool, or of all calls together) in a second stateme
 per-bucket counts give their counts; for all calls together in day or week buckets, the
 per-bucket percentiles too, from the counts' own count of durations (``summarize_counted_groups``).
 With ``include_latency_series: false`` no distribution per bucket is computed: the statement
-returns the counts (and, off the store, the per-tool distributions) alone.
+returns the counts (and, off the store, the per-tool distributions) alone. Where a request has
+no filter and its buckets are whole UTC hours, the store reads the counts and the per-bucket
+latencies from its rollup per (experiment, hour, tool) instead (``service.queries.tool_hours``).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from service.models.tools import (
     ToolSeries,
     ToolVolumePoint,
 )
-from service.queries import tool_hours
+from service.queries import hourly, tool_hours
 from service.queries.stats import (
     Distribution,
     counted_distributions,
@@ -178,7 +180,7 @@ class _ToolCalls:
         calls = self.calls().cte("tool_calls")
         keys = ["tool"] if self.per_tool else []
         key_cols = [calls.c[k] for k in keys]
-        rollup = tool_hours.usable(self.frame)
+        rollup = hourly.usable(self.frame)
         # The tracking databases count distinct trace ids; the store reads its rollup per
         # (tool, hour), or joins the calls per (tool, bucket) to its counts of calling traces
         # (``calling_traces``).
