@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"insights-server: invalid configuration:\n{exc}")
     from service.app import create_app  # imported late so --help stays fast
     from service.http.request_log import configure_logging
+    from service.malloc_arenas import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before the store's and the server's threads start
 
     configure_logging(settings.log_level)
 
