@@ -192,7 +192,8 @@ class SeriesFrame:
         """Whether each bucket is made of whole UTC hours of the window, each hour in one
         bucket: the window's ends (where given) fall on UTC hours after the epoch, and the
         time zone's offset is whole hours and changes only on a UTC hour. Rows kept per UTC
-        hour then add up to the buckets' (the analytics store's tool rollup)."""
+        hour then add up to the buckets' (the analytics store's rollups,
+        ``service.queries.hourly``)."""
         buckets = self.buckets
         if buckets is None:
             return False

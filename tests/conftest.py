@@ -30,8 +30,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from migrations_readonly import render_readonly_role_sql
+from service.api.deps import get_session
 from service.app import create_app
 from service.db import Database
 from service.demo import generate as demo_generate
@@ -42,6 +44,7 @@ from service.demo.generate import (
 )
 from service.settings import Settings
 from service.store import Store
+from service.store.reading import store_session
 from service.timebuckets import DAY_MS
 from tests.disposable_servers import DisposablePostgres
 from tests.oracle.edge_data import EdgeDB, build_edge_db
@@ -263,6 +266,19 @@ def answering_path(request: pytest.FixtureRequest) -> str:
 # the test DBs do not change while the suite reads them.
 _STORE_SYNC_INTERVAL_SECONDS = 24 * 3600.0
 _STORE_READY_TIMEOUT_SECONDS = 300.0
+
+
+def app_reading(store: Store, service_url: str) -> FastAPI:
+    """An app whose every request is answered from ``store``, as it stands: the test drives
+    its sync (``store.sync_once``), and no freshness rule sends a request live."""
+
+    async def from_store() -> AsyncIterator[AsyncSession]:
+        async with store_session(store) as session:
+            yield session
+
+    app = create_app(Settings(database_url=service_url))
+    app.dependency_overrides[get_session] = from_store
+    return app
 
 
 def app_answering(service_url: str, path: str, store_dir: Path) -> FastAPI:

@@ -11,7 +11,6 @@ tests/test_store_writes.py.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,14 @@ import duckdb
 import httpx
 import pytest
 
-from service.api.deps import get_session
 from service.app import create_app
 from service.scope import SeriesFrame, TraceScope
 from service.settings import Settings
 from service.store import Store
 from service.store.hourly import hour_of, hours_of_slot
-from service.store.reading import store_session
 from service.store.source_sql import PARTITION_MS
 from service.timebuckets import DAY_MS, HOUR_MS, TimeBuckets, load_timezone
-from tests.conftest import API, Backend, serve
+from tests.conftest import API, Backend, app_reading, serve
 
 # 2026-03-08 07:00 UTC: New York moves from UTC-5 to UTC-4 at 02:00 local.
 _NY_SPRING = 1772953200000
@@ -74,14 +71,8 @@ async def _both(
     backend: Backend, store: Store, bodies: list[tuple[str, dict[str, Any]]]
 ) -> tuple[list[bytes], list[bytes]]:
     """Each request's body from the live path and from the store."""
-
-    async def from_store() -> AsyncIterator[Any]:
-        async with store_session(store) as session:
-            yield session
-
     live_app = create_app(Settings(database_url=backend.service_url))
-    store_app = create_app(Settings(database_url=backend.service_url))
-    store_app.dependency_overrides[get_session] = from_store
+    store_app = app_reading(store, backend.service_url)
 
     async def ask(http: httpx.AsyncClient) -> list[bytes]:
         answers = []

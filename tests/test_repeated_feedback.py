@@ -14,7 +14,6 @@ remove repeated pairs (the sync then recomputes the pairs of the traces it copie
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,14 @@ import httpx
 import mlflow
 import sqlalchemy as sa
 from mlflow.entities import AssessmentSource
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import get_session
 from service.app import create_app
 from service.db import Database
 from service.demo.generate import mlflow_tracking
 from service.dialects.expressions import REPEATED_FEEDBACK
 from service.settings import Settings
 from service.store import Store
-from service.store.reading import store_session
-from tests.conftest import API, serve
+from tests.conftest import API, app_reading, serve
 
 HUMAN = AssessmentSource(source_type="HUMAN", source_id="reviewer")
 SESSION = {"mlflow.trace.session": "s1"}
@@ -162,14 +158,8 @@ async def test_repeated_feedback_is_counted_once_per_trace_on_the_store(tmp_path
         _write_feedback(ids)
     database = Database(Settings(database_url=uri))
     store = Store.open(tmp_path / "insights-store.duckdb", database)
-
-    async def from_store() -> AsyncIterator[AsyncSession]:
-        async with store_session(store) as session:
-            yield session
-
     live_app = create_app(Settings(database_url=uri))
-    store_app = create_app(Settings(database_url=uri))
-    store_app.dependency_overrides[get_session] = from_store
+    store_app = app_reading(store, uri)
     try:
         await store.sync_once()
         async with serve(live_app) as live, serve(store_app) as stored:

@@ -13,23 +13,19 @@ store, and every response body must be identical.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import get_session
 from service.app import create_app
 from service.db import Database
 from service.demo.generate import mlflow_tracking
 from service.settings import Settings
 from service.store import Store, SyncSettings
-from service.store.reading import store_session
 from service.timebuckets import HOUR_MS
-from tests.conftest import API, TEST_DB_NAME, enabled_backends, serve
+from tests.conftest import API, TEST_DB_NAME, app_reading, enabled_backends, serve
 from tests.golden.requests import collect, key_of
 from tests.store_writes import (
     DAY_MS,
@@ -91,14 +87,8 @@ async def test_after_every_kind_of_write_the_store_answers_as_live(
     database = Database(Settings(database_url=source.service_url))
     # Slicing is tested in tests/test_store_sync.py; here a pass over the old slots is one cycle.
     store = Store.open(tmp_path / "insights-store.duckdb", database, WHOLE_PASSES)
-
-    async def from_store() -> AsyncIterator[AsyncSession]:
-        async with store_session(store) as session:
-            yield session
-
     live_app = create_app(Settings(database_url=source.service_url))
-    store_app = create_app(Settings(database_url=source.service_url))
-    store_app.dependency_overrides[get_session] = from_store
+    store_app = app_reading(store, source.service_url)
     try:
         await store.sync_once()
         async with serve(live_app) as live, serve(store_app) as stored:

@@ -487,16 +487,24 @@ span_combinations = table(
 # it copies or deletes spans of that hour's traces. Read through ``kept_span_sets`` where a
 # request's buckets are made of whole UTC hours of its window (``SeriesFrame.whole_hours``).
 TOOL_HOURS = "insights_tool_hours"
-TOOL_HOUR_STATS = ("invocation_count", "error_count", "trace_count", "n", "total")
 tool_hours = table(
     TOOL_HOURS,
-    column(TRACE_EXPERIMENT_COPY),
-    column("hour_ms"),
-    column("tool"),
-    *(column(name) for name in TOOL_HOUR_STATS),
-    column("minimum"),
-    column("maximum"),
-    column("sorted_values"),
+    *(
+        column(name)
+        for name in (
+            TRACE_EXPERIMENT_COPY,
+            "hour_ms",
+            "tool",
+            "invocation_count",
+            "error_count",
+            "trace_count",
+            "n",
+            "total",
+            "minimum",
+            "maximum",
+            "sorted_values",
+        )
+    ),
 )
 
 # The store's rollups of cost per (trace's experiment, UTC hour): of traces, and of spans per

@@ -102,12 +102,9 @@ def _summed(
     )
 
 
-def _kept(grouped: Select[Any], rollup: Select[Any] | None, name: str) -> Select[Any]:
-    """``grouped``, or where the store can, the rollup's rows in its place."""
-    if rollup is None:
-        return grouped
-    rows = kept_span_sets.of(grouped, rollup, name=name)
-    return select(rows)
+def _kept(grouped: Select[Any], rollup: Select[Any], name: str) -> Select[Any]:
+    """``grouped``'s rows; the store reads the rollup's in their place."""
+    return select(kept_span_sets.of(grouped, rollup, name=name))
 
 
 async def _trace_costs_by_bucket(session: AsyncSession, frame: SeriesFrame) -> dict[int, CostSums]:

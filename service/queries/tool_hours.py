@@ -28,7 +28,7 @@ from service.scope import SeriesFrame
 _h = tool_hours.c
 
 
-def latency_per_row(frame: SeriesFrame) -> bool:
+def _latency_per_row(frame: SeriesFrame) -> bool:
     """Hour buckets of one experiment: each (tool, bucket) is one row of the rollup."""
     buckets = frame.buckets
     return buckets is not None and buckets.size == "hour" and len(frame.scope.experiment_ids) == 1
@@ -81,7 +81,7 @@ def latency_by_bucket(
     """
     bucket = hourly.bucket(tool_hours, frame)
     in_scope = and_(_in_scope(frame, per_tool, tool_name), _h.n > 0)
-    if latency_per_row(frame):
+    if _latency_per_row(frame):
         return select(
             *_tool(per_tool),
             bucket,

@@ -292,7 +292,6 @@ TOOL_HOURS_TABLE = Table(
 # where its buckets are whole UTC hours. ``MODEL_COST_HOURS_TABLE``: the same per model and
 # provider, of the spans that carry cost (its ``by_model``). Kept as ``TOOL_HOURS_TABLE`` is,
 # following trace_info's and spans' partitions (``service.store.rollups``).
-# HUGEINT: a sum of limbs as the queries' own sum() gives it (a limb may be up to 2^63).
 _COST_LIMBS = [name for kind in COST_KINDS for name in sum_column_names(kind)]
 
 
@@ -304,6 +303,7 @@ def _cost_hours(name: str, *keys: Column[Any]) -> Table:
         Column("hour_ms", BigInteger),
         *keys,
         Column("n", BigInteger),
+        # HUGEINT: a sum of limbs as the queries' own sum() gives it (a limb may be up to 2^63).
         *(Column(limb, HugeInteger) for limb in _COST_LIMBS),
     )
 

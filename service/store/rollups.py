@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb_engine
 from sqlalchemy import func, select, text
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import ColumnElement, Select
 
 from service.dialects import int_div
 from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
@@ -59,9 +59,14 @@ def _tool_rows(where: str) -> str:
     return f"{per('name')} UNION ALL {per('NULL')}"
 
 
+def _hour(timestamp: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``hour_of`` as an expression, for the rows compiled from the queries' own."""
+    return int_div(timestamp, HOUR_MS) * HOUR_MS
+
+
 def _trace_cost_rows(where: str) -> str:
     t = TRACE_INFO.store.c
-    hour = int_div(t.timestamp_ms, HOUR_MS) * HOUR_MS
+    hour = _hour(t.timestamp_ms)
     stmt = (
         select(t.experiment_id, hour, func.count(), *cost_columns(t))
         .where(carries_cost(t), text(where))
@@ -72,7 +77,7 @@ def _trace_cost_rows(where: str) -> str:
 
 def _model_cost_rows(where: str) -> str:
     s = SPANS.store.c
-    hour = int_div(s[TRACE_TIMESTAMP_COPY], HOUR_MS) * HOUR_MS
+    hour = _hour(s[TRACE_TIMESTAMP_COPY])
     keys = [s[TRACE_EXPERIMENT_COPY], hour, s.model_name, s.model_provider]
     stmt = (
         select(*keys, func.count(), *cost_columns(s))
