@@ -28,6 +28,7 @@ import duckdb
 
 from service.dialects.expressions import (
     REPEATED_FEEDBACK,
+    TRACE_NUMBER_COPY,
     TRACE_SPAN_SETS,
     TRACE_TIMESTAMP_COPY,
 )
@@ -38,6 +39,7 @@ from service.store.layout import (
     SPANS,
     TRACE_INFO,
     TRACE_METADATA,
+    TRACE_NUMBERS,
     TRACE_TAGS,
     CopiedTable,
 )
@@ -47,6 +49,7 @@ from service.store.rollups import ROLLUPS
 # copy's number); every other column is copied as is. Ids keep MLflow's prefix and length; the
 # 'x' (not a hex digit) keeps them apart from every original id.
 _NEW_TRACE_ID = "'tr-x' || lpad('{k}', 2, '0') || substr({col}, 7)"
+_NEW_TRACE_NUMBER = f"{TRACE_NUMBER_COPY} + {{k}} * {{n}}"
 _REWRITES: dict[str, dict[str, str]] = {
     TRACE_INFO.name: {
         "request_id": _NEW_TRACE_ID.replace("{col}", "request_id"),
@@ -75,12 +78,22 @@ _TABLES: tuple[CopiedTable, ...] = (
 )
 
 
-def _copy_select(table: CopiedTable, k: int) -> str:
+def _grown_columns(table: CopiedTable) -> list[str]:
+    return [*table.store_columns, TRACE_NUMBER_COPY]
+
+
+def _copy_select(table: CopiedTable, k: int, numbers: int) -> str:
+    """Copy ``k`` of the original rows; ``numbers``: the originals' largest trace number, so
+    copy ``k``'s traces are numbered ``k * numbers`` above their originals."""
     # The child tables' copy of their trace's timestamp moves with the trace's.
-    rewrites = {**_REWRITES[table.name], TRACE_TIMESTAMP_COPY: f"{TRACE_TIMESTAMP_COPY} + {{k}}"}
+    rewrites = {
+        **_REWRITES[table.name],
+        TRACE_TIMESTAMP_COPY: f"{TRACE_TIMESTAMP_COPY} + {{k}}",
+        TRACE_NUMBER_COPY: _NEW_TRACE_NUMBER.replace("{n}", str(numbers)),
+    }
     columns = [
         rewrites[c].replace("{k}", str(k)) if c in rewrites else f'"{c}"'
-        for c in table.store_columns
+        for c in _grown_columns(table)
     ]
     # The originals only: copies already inserted carry the 'tr-x' prefix.
     key = table.trace_key
@@ -111,29 +124,42 @@ def grow(
             t.name: db.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0]  # type: ignore[index]
             for t in _TABLES
         }
+        numbers = db.execute(f"SELECT max({TRACE_NUMBER_COPY}) FROM {TRACE_NUMBERS.name}")
+        most = int(numbers.fetchone()[0] or 0)  # type: ignore[index]
+        for k in range(1, factor):
+            new_id = _NEW_TRACE_ID.replace("{col}", "trace_id").replace("{k}", str(k))
+            new_number = _NEW_TRACE_NUMBER.replace("{k}", str(k)).replace("{n}", str(most))
+            db.execute(
+                f"INSERT INTO {TRACE_NUMBERS.name} SELECT {new_id}, {new_number} "
+                f"FROM {TRACE_NUMBERS.name} WHERE trace_id NOT LIKE 'tr-x%'"
+            )
         for table in _TABLES:
             clock = time.perf_counter()
-            names = ", ".join(f'"{c}"' for c in table.store_columns)
+            names = ", ".join(f'"{c}"' for c in _grown_columns(table))
             for k in range(1, factor):  # one copy per statement: bounded memory
-                db.execute(f"INSERT INTO {table.name} ({names}) {_copy_select(table, k)}")
+                db.execute(f"INSERT INTO {table.name} ({names}) {_copy_select(table, k, most)}")
             seconds[table.name] = time.perf_counter() - clock
             print(f"{table.name}: {originals[table.name]:,} x {factor} in "
                   f"{seconds[table.name]:.0f} s", flush=True)  # fmt: skip
         # Each trace's span sets (the sync's summary of its spans) copied with the trace.
-        moved = ("trace_id", TRACE_TIMESTAMP_COPY)
+        moved = ("trace_id", TRACE_TIMESTAMP_COPY, TRACE_NUMBER_COPY)
         kept = ", ".join(c for c in _columns(db, TRACE_SPAN_SETS) if c not in moved)
         for k in range(1, factor):
             new_id = _NEW_TRACE_ID.replace("{col}", "trace_id").replace("{k}", str(k))
+            new_number = _NEW_TRACE_NUMBER.replace("{k}", str(k)).replace("{n}", str(most))
             db.execute(
-                f"INSERT INTO {TRACE_SPAN_SETS} (trace_id, {TRACE_TIMESTAMP_COPY}, {kept}) "
-                f"SELECT {new_id}, {TRACE_TIMESTAMP_COPY} + {k}, {kept} "
+                f"INSERT INTO {TRACE_SPAN_SETS} "
+                f"(trace_id, {TRACE_TIMESTAMP_COPY}, {TRACE_NUMBER_COPY}, {kept}) "
+                f"SELECT {new_id}, {TRACE_TIMESTAMP_COPY} + {k}, {new_number}, {kept} "
                 f"FROM {TRACE_SPAN_SETS} WHERE trace_id NOT LIKE 'tr-x%'"
             )
         # And its repeated feedback pairs (the sync's other summary of a trace's rows).
         for k in range(1, factor):
             new_id = _NEW_TRACE_ID.replace("{col}", "trace_id").replace("{k}", str(k))
+            new_number = _NEW_TRACE_NUMBER.replace("{k}", str(k)).replace("{n}", str(most))
             db.execute(
-                f"INSERT INTO {REPEATED_FEEDBACK} (trace_id, name) SELECT {new_id}, name "
+                f"INSERT INTO {REPEATED_FEEDBACK} (trace_id, name, {TRACE_NUMBER_COPY}) "
+                f"SELECT {new_id}, name, {new_number} "
                 f"FROM {REPEATED_FEEDBACK} WHERE trace_id NOT LIKE 'tr-x%'"
             )
         # The rollups recomputed from every row: a copy's traces are k ms later, and a few of

@@ -22,8 +22,16 @@ from mlflow.store.tracking.dbmodels.models import SqlTraceTag
 from mlflow.tracing.client import TracingClient
 
 from service.demo.generate import build_tracking_db
+from service.dialects.expressions import TRACE_NUMBER_COPY
 from service.store import Store, SyncSettings, SyncStats
-from service.store.layout import ALL_TABLES, ENTITY_ASSOCIATIONS, CopiedTable
+from service.store.layout import (
+    ALL_TABLES,
+    ENTITY_ASSOCIATIONS,
+    REPEATED_FEEDBACK_TABLE,
+    TRACE_NUMBERS,
+    TRACE_SPAN_SETS_TABLE,
+    CopiedTable,
+)
 from service.store.rollups import ROLLUPS
 from tests.conftest import create_reader, recreate_server_database
 
@@ -103,8 +111,38 @@ def assert_exact_copy(store: Store, source: Source) -> None:
                     f"source; missing {missing}, extra {extra}"
                 )
         assert_rollup_recomputed(store)
+        assert_trace_numbers(store)
     finally:
         engine.dispose()
+
+
+def assert_trace_numbers(store: Store) -> None:
+    """Each trace id has one number and each number one trace id, and every row of a trace
+    (copied rows, span sets, repeated feedback pairs) carries its trace's number, whichever
+    cycle copied it."""
+    numbers = TRACE_NUMBERS.name
+    with store.engine().connect() as dst:
+        ids, distinct_ids, distinct_numbers = dst.execute(
+            sa.text(
+                f"SELECT count(*), count(DISTINCT trace_id), count(DISTINCT {TRACE_NUMBER_COPY}) "
+                f"FROM {numbers}"
+            )
+        ).one()
+        assert ids == distinct_ids == distinct_numbers, (ids, distinct_ids, distinct_numbers)
+        keyed = [(t.name, t.trace_key) for t in ALL_TABLES if t.numbered]
+        keyed += [
+            (TRACE_SPAN_SETS_TABLE.name, "trace_id"),
+            (REPEATED_FEEDBACK_TABLE.name, "trace_id"),
+        ]
+        for table, key in keyed:
+            wrong = dst.execute(
+                sa.text(
+                    f"SELECT count(*) FROM {table} AS r LEFT JOIN {numbers} AS n "
+                    f'ON n.trace_id = r."{key}" WHERE r.{TRACE_NUMBER_COPY} IS DISTINCT FROM '
+                    f"n.{TRACE_NUMBER_COPY}"
+                )
+            ).scalar_one()
+            assert wrong == 0, f"{table}: {wrong} rows without their trace's number"
 
 
 def assert_rollup_recomputed(store: Store) -> None:

@@ -12,10 +12,13 @@ from bench.grow import grow
 from service.dialects.expressions import (
     TOOL_HOURS,
     TRACE_EXPERIMENT_COPY,
+    TRACE_NUMBER_COPY,
     TRACE_SPAN_SETS,
     TRACE_TIMESTAMP_COPY,
 )
+from service.store.layout import SPANS, TRACE_INFO, TRACE_NUMBERS
 from service.store.store_file import StoreFile
+from tests.store_rows import insert_rows
 
 
 def test_grown_rows_carry_their_own_trace_timestamp(tmp_path: Path) -> None:
@@ -23,16 +26,20 @@ def test_grown_rows_carry_their_own_trace_timestamp(tmp_path: Path) -> None:
     store = StoreFile.open(source)
     for n, (experiment, stamp) in enumerate([(1, 1_000), (2, 5_000)]):
         trace = f"tr-{n:032x}"
-        store.db.execute(
-            "INSERT INTO trace_info (request_id, experiment_id, timestamp_ms) VALUES (?, ?, ?)",
-            [trace, experiment, stamp],
-        )
-        store.db.execute(
-            f"INSERT INTO spans (trace_id, experiment_id, span_id, type, name, status, "
-            f"start_time_unix_nano, {TRACE_TIMESTAMP_COPY}, {TRACE_EXPERIMENT_COPY}) "
-            "VALUES (?, ?, ?, 'TOOL', ?, 'ERROR', 0, ?, ?)",
-            [trace, experiment, f"s{n}", f"tool-{n}", stamp, experiment],
-        )
+        row = {"request_id": trace, "experiment_id": experiment, "timestamp_ms": stamp}
+        insert_rows(store, TRACE_INFO, [row])
+        span = {
+            "trace_id": trace,
+            "experiment_id": experiment,
+            "span_id": f"s{n}",
+            "type": "TOOL",
+            "name": f"tool-{n}",
+            "status": "ERROR",
+            "start_time_unix_nano": 0,
+            TRACE_TIMESTAMP_COPY: stamp,
+            TRACE_EXPERIMENT_COPY: experiment,
+        }
+        insert_rows(store, SPANS, [span])
     store.refresh_span_sets(None)
     store.db.execute("CHECKPOINT")
     store.db.close()
@@ -50,6 +57,19 @@ def test_grown_rows_carry_their_own_trace_timestamp(tmp_path: Path) -> None:
     assert {r[2] for r in rows} == {1_000, 1_001, 1_002, 5_000, 5_001, 5_002}
     for _, copied_stamp, stamp, copied_experiment, experiment in rows:
         assert (copied_stamp, copied_experiment) == (stamp, experiment)
+
+    # Each grown trace has a number of its own, which its spans, its span sets and the store's
+    # table of numbers agree on.
+    numbered = db.execute(
+        f"SELECT t.request_id, t.{TRACE_NUMBER_COPY}, s.{TRACE_NUMBER_COPY}, "
+        f"n.{TRACE_NUMBER_COPY}, k.{TRACE_NUMBER_COPY} FROM trace_info t "
+        "JOIN spans s ON s.trace_id = t.request_id "
+        f"JOIN {TRACE_NUMBERS.name} n ON n.trace_id = t.request_id "
+        f"JOIN {TRACE_SPAN_SETS} k ON k.trace_id = t.request_id"
+    ).fetchall()
+    assert len(numbered) == 6
+    assert len({r[1] for r in numbered}) == 6
+    assert all(r[1] == r[2] == r[3] == r[4] for r in numbered), numbered
 
     # The grown span sets are the ones the sync would compute from the grown spans.
     sets = f"SELECT * FROM {TRACE_SPAN_SETS} ORDER BY trace_id"

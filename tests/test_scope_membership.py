@@ -21,7 +21,9 @@ from sqlalchemy.orm import aliased
 from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
 from service.filters import parse, predicates
 from service.scope import TraceScope
+from service.store.layout import SPANS, TRACE_INFO
 from service.store.store_file import StoreFile
+from tests.store_rows import insert_rows
 
 # request_id -> (experiment_id, timestamp_ms, status); each trace has two spans.
 TRACES = {
@@ -35,18 +37,24 @@ TRACES = {
 @pytest.fixture
 def store(tmp_path: Path) -> StoreFile:
     store = StoreFile.open(tmp_path / "store.duckdb")
-    for request_id, (experiment, stamp, status) in TRACES.items():
-        store.db.execute(
-            "INSERT INTO trace_info (request_id, experiment_id, timestamp_ms, status) "
-            "VALUES (?, ?, ?, ?)",
-            [request_id, experiment, stamp, status],
-        )
-        for span_id in ("s1", "s2"):
-            store.db.execute(
-                f"INSERT INTO spans (trace_id, experiment_id, span_id, name, "
-                f"{TRACE_TIMESTAMP_COPY}, {TRACE_EXPERIMENT_COPY}) VALUES (?, ?, ?, ?, ?, ?)",
-                [request_id, experiment, f"{request_id}/{span_id}", span_id, stamp, experiment],
-            )
+    traces = [
+        {"request_id": request_id, "experiment_id": e, "timestamp_ms": stamp, "status": status}
+        for request_id, (e, stamp, status) in TRACES.items()
+    ]
+    insert_rows(store, TRACE_INFO, traces)
+    spans = [
+        {
+            "trace_id": request_id,
+            "experiment_id": experiment,
+            "span_id": f"{request_id}/{span_id}",
+            "name": span_id,
+            TRACE_TIMESTAMP_COPY: stamp,
+            TRACE_EXPERIMENT_COPY: experiment,
+        }
+        for request_id, (experiment, stamp, _) in TRACES.items()
+        for span_id in ("s1", "s2")
+    ]
+    insert_rows(store, SPANS, spans)
     return store
 
 

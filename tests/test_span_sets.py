@@ -23,10 +23,12 @@ from mlflow.store.tracking.dbmodels.models import SqlSpan
 from sqlalchemy.engine.default import CACHE_HIT
 from sqlalchemy.orm import aliased
 
-from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
+from service.dialects.expressions import TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY, trace_number
 from service.queries.correlations import MASK_BITS, span_mask_counts, span_vocabulary
 from service.scope import TraceScope
+from service.store.layout import SPANS as SPANS_TABLE
 from service.store.store_file import StoreFile
+from tests.store_rows import insert_rows
 
 # (trace_id, experiment_id, timestamp_ms) -> its spans as (type, name, status).
 Spans = dict[tuple[str, int, int], list[tuple[str | None, str | None, str]]]
@@ -48,22 +50,22 @@ SPANS: Spans = {
 
 
 def _write(store: StoreFile, spans: Spans) -> None:
-    for (trace_id, experiment, stamp), rows in spans.items():
-        for n, (span_type, name, status) in enumerate(rows):
-            store.db.execute(
-                f"INSERT INTO spans (trace_id, experiment_id, span_id, type, name, status, "
-                f"{TRACE_TIMESTAMP_COPY}, {TRACE_EXPERIMENT_COPY}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    trace_id,
-                    experiment,
-                    f"{trace_id}/{n}",
-                    span_type,
-                    name,
-                    status,
-                    stamp,
-                    experiment,
-                ],
-            )
+    """The spans inserted as the sync inserts them (``StoreFile.insert`` numbers their traces)."""
+    rows: list[dict[str, Any]] = []
+    for (trace_id, experiment, stamp), given in spans.items():
+        for n, (span_type, name, status) in enumerate(given):
+            values = {
+                "trace_id": trace_id,
+                "experiment_id": experiment,
+                "span_id": f"{trace_id}/{n}",
+                "type": span_type,
+                "name": name,
+                "status": status,
+                TRACE_TIMESTAMP_COPY: stamp,
+                TRACE_EXPERIMENT_COPY: experiment,
+            }
+            rows.append(values)
+    insert_rows(store, SPANS_TABLE, rows)
 
 
 @pytest.fixture
@@ -129,12 +131,19 @@ def _slice_traces() -> sa.Subquery:
     return sliced.distinct().subquery("in_slice")
 
 
+def _slice_numbers() -> sa.Select[Any]:
+    """The store's numbers of the same traces (the store's form matches by them)."""
+    return sa.select(trace_number(SqlSpan.trace_id)).where(SqlSpan.trace_id.in_(SLICE))
+
+
 def _both_forms(
     store: StoreFile, scope: TraceScope, types: list[str], tools: list[str]
 ) -> tuple[Counts, Counts]:
     span = aliased(SqlSpan)
     in_scope = [scope.owns(span.trace_id), span.type.is_not(None)]
-    counted = span_mask_counts(scope, span, in_scope, types, tools, _slice_traces())
+    counted = span_mask_counts(
+        scope, span, in_scope, types, tools, _slice_traces(), _slice_numbers()
+    )
     # The store's form (the construct on DuckDB), and the tracking databases' grouping, run alone.
     kept = _counts(_run(store, sa.select(counted)))
     grouped_sub = counted.element.subquery("grouped")
@@ -207,8 +216,16 @@ def test_more_values_than_one_mask_holds_spill_into_the_next(tmp_path: Path) -> 
     store.refresh_span_sets(None)
     span = aliased(SqlSpan)
     scope = TraceScope((1,), 0, 10_000)
-    nothing = sa.select(SqlSpan.trace_id.label("request_id")).where(sa.false()).subquery("none")
-    counted = span_mask_counts(scope, span, [scope.owns(span.trace_id)], [], names, nothing)
+    nothing = sa.select(SqlSpan.trace_id.label("request_id")).where(sa.false())
+    counted = span_mask_counts(
+        scope,
+        span,
+        [scope.owns(span.trace_id)],
+        [],
+        names,
+        nothing.subquery("none"),
+        sa.select(trace_number(SqlSpan.trace_id)).where(sa.false()),
+    )
     statement = sa.select(counted.c.tool_0, counted.c.tool_1, counted.c.traces)
     assert _run(store, statement) == [(1 << (MASK_BITS - 1), 0b111, 1)]
 
@@ -273,6 +290,7 @@ def test_cached_mask_counts_spell_their_own_vocabulary(store: StoreFile, tools: 
                     TYPES,
                     vocabulary,
                     _slice_traces(),
+                    _slice_numbers(),
                 )
                 rows = [tuple(row) for row in conn.execute(sa.select(counted))]
                 assert _counts(rows) == _counted(_expected(SPANS, scope, TYPES, vocabulary))

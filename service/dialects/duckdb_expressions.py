@@ -105,9 +105,10 @@ def _trace_time_within_duckdb(element: trace_time_within, compiler: Any, **kw: A
 
 @compiles(child_of_traces, DUCKDB)
 def _child_of_traces_duckdb(element: child_of_traces, compiler: Any, **kw: Any) -> str:
-    # The row's own copies of its trace's experiment and timestamp decide; the subquery only
-    # when it checks more than those. (A joined row's conditions, 7th, are not read.)
-    key, membership, ids, start, end, narrowed = list(element.clauses)[:6]
+    # The row's own copies of its trace's experiment and timestamp decide; the subquery (by
+    # the traces' numbers) only when it checks more than those. (A joined row's conditions,
+    # 8th, are not read.)
+    key, _, membership, ids, start, end, narrowed = list(element.clauses)[:7]
     experiment = _copied(TRACE_EXPERIMENT_COPY, key)
     conditions = [compiler.process(experiment.in_(list(ids.clauses)), **kw)]
     conditions += _within(_copied(TRACE_TIMESTAMP_COPY, key), start, end, compiler, **kw)

@@ -261,6 +261,18 @@ def _floor_float_sqlite(element: floor_float, compiler: Any, **kw: Any) -> str:
 # reads them.
 TRACE_TIMESTAMP_COPY = "insights_trace_timestamp_ms"
 TRACE_EXPERIMENT_COPY = "insights_trace_experiment_id"
+# The store numbers its traces: ``trace_info`` and every child table carry the trace's number
+# (the sync gives each trace id one when it first copies a row of it, and never another), so
+# the store matches rows to traces by an integer instead of a 32-character id.
+TRACE_NUMBER_COPY = "insights_trace_number"
+
+
+def trace_number(trace_key: Any) -> Any:
+    """The store's number of the trace whose id is ``trace_key`` (``trace_info.request_id``, a
+    child table's trace key, or theirs on an alias), read from the same table. Only in
+    statements that run on the store alone (``kept_span_sets``' ``kept``, the store's spelling
+    of a construct)."""
+    return _store_copy(TRACE_NUMBER_COPY, trace_key)
 
 
 def _window_bounds(start: int | None, end: int | None) -> list[ColumnElement[Any]]:
@@ -330,14 +342,18 @@ class child_of_traces(FunctionElement[bool]):
         bounds = _window_bounds(start, end)
         flag = true() if narrowed else false()
         extra = [] if joined is None else [joined]
-        super().__init__(key, key.in_(traces), ids, *bounds, flag, *extra)
+        # The store's membership: the same traces, by their numbers.
+        (request_id,) = traces.selected_columns
+        numbers = traces.with_only_columns(trace_number(request_id))
+        numbered = trace_number(key).in_(numbers)
+        super().__init__(key, key.in_(traces), numbered, ids, *bounds, flag, *extra)
 
 
 @compiles(child_of_traces)
 def _child_of_traces_default(element: child_of_traces, compiler: Any, **kw: Any) -> str:
     clauses = list(element.clauses)
-    # The joined trace's conditions when given (7th), else the membership subquery (2nd).
-    return str(compiler.process(clauses[6] if len(clauses) > 6 else clauses[1], **kw))
+    # The joined trace's conditions when given (8th), else the membership subquery (2nd).
+    return str(compiler.process(clauses[7] if len(clauses) > 7 else clauses[1], **kw))
 
 
 class child_exists(FunctionElement[bool]):
@@ -348,7 +364,8 @@ class child_exists(FunctionElement[bool]):
     child_key = trace_key AND ...)``, as MLflow does. The store answers ``trace_key IN (SELECT
     child_key FROM child WHERE ...)``: DuckDB runs a correlated EXISTS as a join of every trace
     in scope to the child rows, three times slower than one hash semi-join with the matching
-    rows (a tool dimension over 30 days of 1M traces: 300 → 110 ms).
+    rows (a tool dimension over 30 days of 1M traces: 300 → 110 ms), and by the traces'
+    numbers (``trace_number``), not their ids.
 
     ``same_experiment``: the child's ``experiment_id`` column, when the child row must also be
     in its trace's experiment (spans: MLflow's index serves both columns); the store compares it
@@ -375,7 +392,9 @@ class child_exists(FunctionElement[bool]):
             correlated.append(same_experiment == trace_experiment)
             alone.append(same_experiment == _store_copy(TRACE_EXPERIMENT_COPY, child_key))
         found = exists().where(*correlated, *conditions)
-        matching = trace_key.in_(select(child_key).where(*alone).correlate(None))
+        matching = trace_number(trace_key).in_(
+            select(trace_number(child_key)).where(*alone).correlate(None)
+        )
         super().__init__(found, matching)
 
 
@@ -463,6 +482,7 @@ trace_span_sets = table(
     column("trace_id"),
     column(TRACE_EXPERIMENT_COPY),
     column(TRACE_TIMESTAMP_COPY),
+    column(TRACE_NUMBER_COPY),
     *(column(name) for name in SPAN_SET_LISTS),
     column("combination_id"),
 )
@@ -472,7 +492,9 @@ trace_span_sets = table(
 # most, so a per-trace count over its rows needs no de-duplication: the store counts those rows
 # and groups only the repeated pairs' (``kept_span_sets`` with a ``kept`` that reads it).
 REPEATED_FEEDBACK = "insights_repeated_feedback"
-repeated_feedback = table(REPEATED_FEEDBACK, column("trace_id"), column("name"))
+repeated_feedback = table(
+    REPEATED_FEEDBACK, column("trace_id"), column("name"), column(TRACE_NUMBER_COPY)
+)
 # The distinct combinations of the three lists, numbered (``trace_span_sets.combination_id``).
 SPAN_COMBINATIONS = "insights_span_combinations"
 span_combinations = table(

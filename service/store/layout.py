@@ -13,6 +13,10 @@ Rows arrive in time order, so DuckDB's per-row-group min/max of the timestamp le
 most of a child table (``trace_time_within``), and together they tell whether a row's trace is
 in scope without reading ``trace_info`` (``child_of_traces``).
 
+``trace_info`` and the child tables also carry the trace's number (``TRACE_NUMBER_COPY``): the
+store gives each trace id a number when it first inserts a row of it (``TRACE_NUMBERS``) and
+keeps it, so rows are matched to their traces by an integer (``trace_number``).
+
 Bump ``LAYOUT_VERSION`` whenever a column or table changes: a store of another layout is rebuilt.
 """
 
@@ -42,13 +46,14 @@ from service.dialects.expressions import (
     TOOL_HOURS,
     TRACE_COST_HOURS,
     TRACE_EXPERIMENT_COPY,
+    TRACE_NUMBER_COPY,
     TRACE_SPAN_SETS,
     TRACE_TIMESTAMP_COPY,
 )
 from service.queries.cost import COST_KINDS
 from service.queries.exact_sums import sum_column_names
 
-LAYOUT_VERSION = 8
+LAYOUT_VERSION = 9
 
 STORE_METADATA = MetaData()
 
@@ -64,7 +69,8 @@ class CopiedTable:
     ``trace_key`` names the column that ties a row to its trace (``None`` for experiments, which
     are copied whole every cycle); rows are copied per
     (experiment, 15-minute slot of their trace's timestamp). ``columns`` are MLflow's, copied
-    as they are; ``store_columns`` add what the store derives from the row's trace.
+    as they are; ``store_columns`` add what the sync derives from the row's trace; the store
+    itself adds the trace's number (``numbered``) as it inserts the rows.
     """
 
     source: Table
@@ -78,7 +84,13 @@ class CopiedTable:
 
     @property
     def store_columns(self) -> list[str]:
-        return [c.name for c in self.store.columns]
+        """The columns the sync copies: MLflow's, and the copies of the trace's."""
+        return [c.name for c in self.store.columns if c.name != TRACE_NUMBER_COPY]
+
+    @property
+    def numbered(self) -> bool:
+        """Whether the store gives the rows their trace's number (``TRACE_NUMBERS``)."""
+        return TRACE_NUMBER_COPY in self.store.c
 
     @property
     def derived(self) -> list[str]:
@@ -90,11 +102,13 @@ def _narrow(
     source: Table, columns: list[str], trace_key: str | None, *, child: bool = True
 ) -> CopiedTable:
     derived = [Column(name, BigInteger) for name in TRACE_COPIES] if child else []
+    number = [Column(TRACE_NUMBER_COPY, BigInteger)] if trace_key is not None else []
     store = Table(
         source.name,
         STORE_METADATA,
         *(Column(name, source.c[name].type) for name in columns),
         *derived,
+        *number,
     )
     return CopiedTable(source, store, trace_key, tuple(columns))
 
@@ -200,6 +214,16 @@ STORE_META = Table(
     Column("value", String, nullable=False),
 )
 
+# Each trace id the store has inserted a row of, with its number: the largest number so far plus
+# one when first seen, never changed after (rows are only added), so the copies of a trace's rows
+# made in different cycles agree on it.
+TRACE_NUMBERS = Table(
+    "insights_trace_numbers",
+    STORE_METADATA,
+    Column("trace_id", String, nullable=False),
+    Column(TRACE_NUMBER_COPY, BigInteger, nullable=False),
+)
+
 # The source's fingerprint of each (experiment, slot, table) as of its last copy or check.
 STORE_PARTITIONS = Table(
     "insights_store_partitions",
@@ -234,6 +258,7 @@ TRACE_SPAN_SETS_TABLE = Table(
     Column("trace_id", SqlSpan.__table__.c.trace_id.type),
     Column(TRACE_EXPERIMENT_COPY, BigInteger),
     Column(TRACE_TIMESTAMP_COPY, BigInteger),
+    Column(TRACE_NUMBER_COPY, BigInteger),
     *(Column(name, ARRAY(String)) for name in SPAN_SET_LISTS),
     Column("combination_id", Integer),
 )
@@ -258,6 +283,7 @@ REPEATED_FEEDBACK_TABLE = Table(
     STORE_METADATA,
     Column("trace_id", SqlAssessments.__table__.c.trace_id.type),
     Column("name", SqlAssessments.__table__.c.name.type),
+    Column(TRACE_NUMBER_COPY, BigInteger),
 )
 
 # TOOL spans per (trace's experiment, UTC hour of the trace's timestamp, tool name), and of all

@@ -27,7 +27,12 @@ from sqlalchemy.schema import CreateTable
 from sqlalchemy.types import TypeEngine
 
 from service.dialects.duckdb_policy import STORE_DRIVER
-from service.dialects.expressions import SPAN_SET_LISTS, TRACE_EXPERIMENT_COPY, TRACE_TIMESTAMP_COPY
+from service.dialects.expressions import (
+    SPAN_SET_LISTS,
+    TRACE_EXPERIMENT_COPY,
+    TRACE_NUMBER_COPY,
+    TRACE_TIMESTAMP_COPY,
+)
 from service.feedback_types import kind_rows
 from service.store import hourly
 from service.store.layout import (
@@ -43,6 +48,7 @@ from service.store.layout import (
     STORE_METADATA,
     STORE_PARTITIONS,
     TRACE_INFO,
+    TRACE_NUMBERS,
     TRACE_SPAN_SETS_TABLE,
     CopiedTable,
 )
@@ -81,8 +87,11 @@ def _arrow_table(columns: dict[str, pa.DataType], rows: Sequence[Row]) -> pa.Tab
 
 
 def arrow_schema(table: CopiedTable) -> pa.Schema:
-    """The Arrow schema of a copied table's rows, in the store's column order."""
-    return pa.schema([(c.name, _arrow_type(c.type)) for c in table.store.columns])
+    """The Arrow schema of a copied table's rows as the sync copies them, in the store's column
+    order (without the trace's number, which ``StoreFile.insert`` adds)."""
+    return pa.schema(
+        [(name, _arrow_type(table.store.c[name].type)) for name in table.store_columns]
+    )
 
 
 @dataclass(frozen=True)
@@ -375,19 +384,33 @@ class StoreFile:
             self.db.unregister("gone_traces")
 
     def insert(self, table: CopiedTable, rows: Sequence[Row] | pa.Table) -> None:
-        """Insert rows: tuples in the store's column order, or an Arrow table with the columns
-        of ``arrow_schema(table)`` (what the sync reads)."""
+        """Insert rows: tuples of ``table.store_columns``, or an Arrow table with the columns
+        of ``arrow_schema(table)`` (what the sync reads). A numbered table's rows get their
+        trace's number, trace ids seen for the first time a new one (``TRACE_NUMBERS``)."""
         if not isinstance(rows, pa.Table):
             if not rows:
                 return
-            columns = {c.name: _arrow_type(c.type) for c in table.store.columns}
-            rows = _arrow_table(columns, rows)
+            schema = arrow_schema(table)
+            rows = _arrow_table(dict(zip(schema.names, schema.types, strict=True)), rows)
         if not rows.num_rows:
             return
         self.db.register("incoming_rows", rows)
         try:
             names = ", ".join(f'"{c}"' for c in rows.column_names)
-            self.db.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM incoming_rows")
+            if not table.numbered:
+                self.db.execute(
+                    f"INSERT INTO {table.name} ({names}) SELECT {names} FROM incoming_rows"
+                )
+                return
+            key = f'"{table.trace_key}"'
+            self.db.execute(_new_trace_numbers_insert(f"SELECT {key} FROM incoming_rows"))
+            numbers = TRACE_NUMBERS.name
+            self.db.execute(
+                f'INSERT INTO {table.name} ({names}, "{TRACE_NUMBER_COPY}") '
+                f"SELECT {', '.join(f'i.{n}' for n in names.split(', '))}, "
+                f'n."{TRACE_NUMBER_COPY}" FROM incoming_rows AS i '
+                f"JOIN {numbers} AS n ON n.trace_id = i.{key}"
+            )
         finally:
             self.db.unregister("incoming_rows")
 
@@ -483,7 +506,8 @@ class StoreFile:
             table,
             trace_ids,
             lambda these: self.db.execute(
-                f"INSERT INTO {table} SELECT trace_id, name FROM {ASSESSMENTS.name} "
+                f"INSERT INTO {table} (trace_id, name, {TRACE_NUMBER_COPY}) "
+                f"SELECT trace_id, name, any_value({TRACE_NUMBER_COPY}) FROM {ASSESSMENTS.name} "
                 f"WHERE assessment_type = 'feedback' AND valid AND {these} "
                 "GROUP BY trace_id, name HAVING count(*) > 1"
             ),
@@ -525,6 +549,7 @@ class StoreFile:
         self.db.execute(f"DELETE FROM {TRACE_SPAN_SETS_TABLE.name}")
         self.db.execute(f"DELETE FROM {SPAN_COMBINATIONS_TABLE.name}")
         self.db.execute(f"DELETE FROM {REPEATED_FEEDBACK_TABLE.name}")
+        self.db.execute(f"DELETE FROM {TRACE_NUMBERS.name}")
         for rollup in ROLLUPS:
             self.db.execute(f"DELETE FROM {rollup.name}")
         self.db.execute(f'DELETE FROM "{STORE_PARTITIONS.name}"')
@@ -546,8 +571,22 @@ def _span_sets_select(where: str) -> str:
     )
     return (
         f"SELECT trace_id, any_value({TRACE_EXPERIMENT_COPY}) AS {TRACE_EXPERIMENT_COPY}, "
-        f"any_value({TRACE_TIMESTAMP_COPY}) AS {TRACE_TIMESTAMP_COPY}, {lists} "
+        f"any_value({TRACE_TIMESTAMP_COPY}) AS {TRACE_TIMESTAMP_COPY}, "
+        f"any_value({TRACE_NUMBER_COPY}) AS {TRACE_NUMBER_COPY}, {lists} "
         f"FROM {SPANS.name} {where} GROUP BY trace_id"
+    )
+
+
+def _new_trace_numbers_insert(trace_ids: str) -> str:
+    """Number the distinct ids of ``trace_ids`` (a ``SELECT`` of one column) that
+    ``TRACE_NUMBERS`` lacks, after the largest number so far."""
+    table, number = TRACE_NUMBERS.name, TRACE_NUMBER_COPY
+    return (
+        f"INSERT INTO {table} (trace_id, {number}) "
+        f"SELECT id, (SELECT coalesce(max({number}), 0) FROM {table}) "
+        f"+ row_number() OVER (ORDER BY id) "
+        f"FROM (SELECT DISTINCT id FROM ({trace_ids}) AS given(id)) AS fresh "
+        f"WHERE id NOT IN (SELECT trace_id FROM {table})"
     )
 
 
