@@ -18,7 +18,7 @@ The only package that knows dialect names. Query builders and the engine factory
 The names below are what the rest of the service imports: ``from service.dialects import X``.
 """
 
-from service.dialects.connections import ConnectionLimits, DialectPolicy, policy_for
+from service.dialects.connections import STORE_DIALECT, ConnectionLimits, DialectPolicy, policy_for
 from service.dialects.expressions import (
     OPEN_WINDOW,
     TraceWindow,
@@ -56,6 +56,7 @@ __all__ = [
     "P95",
     "P99",
     "STAT_COLUMNS",
+    "STORE_DIALECT",
     "ConnectionLimits",
     "DialectPolicy",
     "LeveledSelect",

@@ -209,12 +209,14 @@ class SQLitePolicy:
         return None
 
 
+# The analytics store's dialect name (its policy: ``DuckDBPolicy``).
+STORE_DIALECT = "duckdb"
 _POLICIES: dict[str, DialectPolicy] = {
     "postgresql": PostgresPolicy(),
     "mysql": MySQLPolicy(),
     "mariadb": MySQLPolicy(),
     "sqlite": SQLitePolicy(),
-    "duckdb": DuckDBPolicy(),
+    STORE_DIALECT: DuckDBPolicy(),
 }
 
 

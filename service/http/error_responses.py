@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.dialects import DialectPolicy, policy_for
+from service.dialects import STORE_DIALECT, DialectPolicy, policy_for
 from service.errors import ErrorCode, InsightsError
 from service.http.answering_path import answer_of
 from service.models.common import ErrorResponse
@@ -175,8 +175,9 @@ def install_error_handlers(app: FastAPI) -> None:
 def _policy_of_answer(request: Request) -> tuple[DialectPolicy, bool]:
     """The policy of the database that answered, and whether it is the analytics store."""
     answer = answer_of(request.scope)
-    store = getattr(getattr(request.app.state, "store_runner", None), "store", None)
-    if answer is not None and answer.answered_by == "store" and store is not None:
-        return policy_for(store.engine().dialect), True
+    if answer is not None and answer.answered_by == "store":
+        # By name, not through the runner's store: a failing sync may have closed it meanwhile
+        # (DuckDB out of memory fails the sync too), and its error is still the store's.
+        return policy_for(STORE_DIALECT), True
     policy: DialectPolicy = request.app.state.database.policy
     return policy, False

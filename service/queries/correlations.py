@@ -289,11 +289,18 @@ def span_mask_counts(
         .group_by(*masks, flag)
     )
 
+    # Flagged in a subquery of its own, grouped by name: a grouping by the expression made
+    # DuckDB run the semi-join twice.
     sliced = case((trace_number(sets.trace_id).in_(slice_numbers), 1), else_=0)
-    per_combination = (
-        select(sets.combination_id, sliced.label("in_slice"), func.count().label("traces"))
+    flagged = (
+        select(sets.combination_id, sliced.label("in_slice"))
         .where(scope.owns(sets.trace_id))
-        .group_by(sets.combination_id, sliced)
+        .subquery("flagged_sets")
+    )
+    f = flagged.c
+    per_combination = (
+        select(f.combination_id, f.in_slice, func.count().label("traces"))
+        .group_by(f.combination_id, f.in_slice)
         .subquery("per_combination")
     )
     c = per_combination.c
