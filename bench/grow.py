@@ -100,6 +100,31 @@ def _copy_select(table: CopiedTable, k: int, numbers: int) -> str:
     return f"SELECT {', '.join(columns)} FROM {table.name} WHERE \"{key}\" NOT LIKE 'tr-x%'"
 
 
+def _copy_trace_rows(
+    db: duckdb.DuckDBPyConnection,
+    table: str,
+    factor: int,
+    numbers: int,
+    kept: list[str],
+    shifted: dict[str, str] | None = None,
+) -> None:
+    """Copies 1 to ``factor - 1`` of a table of the store's own keyed by ``trace_id`` and
+    ``TRACE_NUMBER_COPY`` (the numbers, the span sets, the repeated feedback pairs): the ids and
+    numbers of copy ``k`` as in ``_copy_select``, ``shifted`` columns rewritten (``{k}``), the
+    ``kept`` columns as they are."""
+    for k in range(1, factor):
+        moved = {
+            "trace_id": _NEW_TRACE_ID.replace("{col}", "trace_id"),
+            TRACE_NUMBER_COPY: _NEW_TRACE_NUMBER.replace("{n}", str(numbers)),
+            **(shifted or {}),
+        }
+        values = [expression.replace("{k}", str(k)) for expression in moved.values()]
+        db.execute(
+            f"INSERT INTO {table} ({', '.join([*moved, *kept])}) "
+            f"SELECT {', '.join([*values, *kept])} FROM {table} WHERE trace_id NOT LIKE 'tr-x%'"
+        )
+
+
 def _columns(db: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [row[0] for row in db.execute(f"DESCRIBE {table}").fetchall()]
 
@@ -126,13 +151,7 @@ def grow(
         }
         numbers = db.execute(f"SELECT max({TRACE_NUMBER_COPY}) FROM {TRACE_NUMBERS.name}")
         most = int(numbers.fetchone()[0] or 0)  # type: ignore[index]
-        for k in range(1, factor):
-            new_id = _NEW_TRACE_ID.replace("{col}", "trace_id").replace("{k}", str(k))
-            new_number = _NEW_TRACE_NUMBER.replace("{k}", str(k)).replace("{n}", str(most))
-            db.execute(
-                f"INSERT INTO {TRACE_NUMBERS.name} SELECT {new_id}, {new_number} "
-                f"FROM {TRACE_NUMBERS.name} WHERE trace_id NOT LIKE 'tr-x%'"
-            )
+        _copy_trace_rows(db, TRACE_NUMBERS.name, factor, most, [])
         for table in _TABLES:
             clock = time.perf_counter()
             names = ", ".join(f'"{c}"' for c in _grown_columns(table))
@@ -142,26 +161,12 @@ def grow(
             print(f"{table.name}: {originals[table.name]:,} x {factor} in "
                   f"{seconds[table.name]:.0f} s", flush=True)  # fmt: skip
         # Each trace's span sets (the sync's summary of its spans) copied with the trace.
-        moved = ("trace_id", TRACE_TIMESTAMP_COPY, TRACE_NUMBER_COPY)
-        kept = ", ".join(c for c in _columns(db, TRACE_SPAN_SETS) if c not in moved)
-        for k in range(1, factor):
-            new_id = _NEW_TRACE_ID.replace("{col}", "trace_id").replace("{k}", str(k))
-            new_number = _NEW_TRACE_NUMBER.replace("{k}", str(k)).replace("{n}", str(most))
-            db.execute(
-                f"INSERT INTO {TRACE_SPAN_SETS} "
-                f"(trace_id, {TRACE_TIMESTAMP_COPY}, {TRACE_NUMBER_COPY}, {kept}) "
-                f"SELECT {new_id}, {TRACE_TIMESTAMP_COPY} + {k}, {new_number}, {kept} "
-                f"FROM {TRACE_SPAN_SETS} WHERE trace_id NOT LIKE 'tr-x%'"
-            )
+        shifted = {TRACE_TIMESTAMP_COPY: f"{TRACE_TIMESTAMP_COPY} + {{k}}"}
+        moved = ("trace_id", TRACE_NUMBER_COPY, *shifted)
+        kept = [c for c in _columns(db, TRACE_SPAN_SETS) if c not in moved]
+        _copy_trace_rows(db, TRACE_SPAN_SETS, factor, most, kept, shifted)
         # And its repeated feedback pairs (the sync's other summary of a trace's rows).
-        for k in range(1, factor):
-            new_id = _NEW_TRACE_ID.replace("{col}", "trace_id").replace("{k}", str(k))
-            new_number = _NEW_TRACE_NUMBER.replace("{k}", str(k)).replace("{n}", str(most))
-            db.execute(
-                f"INSERT INTO {REPEATED_FEEDBACK} (trace_id, name, {TRACE_NUMBER_COPY}) "
-                f"SELECT {new_id}, name, {new_number} "
-                f"FROM {REPEATED_FEEDBACK} WHERE trace_id NOT LIKE 'tr-x%'"
-            )
+        _copy_trace_rows(db, REPEATED_FEEDBACK, factor, most, ["name"])
         # The rollups recomputed from every row: a copy's traces are k ms later, and a few of
         # them fall in the next hour.
         clock = time.perf_counter()
