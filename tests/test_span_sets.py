@@ -216,7 +216,7 @@ def test_more_values_than_one_mask_holds_spill_into_the_next(tmp_path: Path) -> 
     store.refresh_span_sets(None)
     span = aliased(SqlSpan)
     scope = TraceScope((1,), 0, 10_000)
-    nothing = sa.select(SqlSpan.trace_id.label("request_id")).where(sa.false())
+    nothing: sa.Select[Any] = sa.select(SqlSpan.trace_id.label("request_id")).where(sa.false())
     counted = span_mask_counts(
         scope,
         span,
