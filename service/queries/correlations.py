@@ -451,16 +451,21 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
         return []
     t = flagged.traces
 
-    def pairs(a: Any, trace: Any, in_slice: Any, rows: Any, *where: Any) -> Any:
+    def label(a: Any) -> ColumnElement[Any]:
+        """The value of a row (``a.name``, ``a.value``: a table's or a subquery's columns)."""
         # A boolean name's values have one truth each; any other stored value (possible only
         # on a judge failure, which does not type the name) is no value of the name.
         truth = case((is_true(a), TRUE), (is_false(a), FALSE), else_=None)
         boolean_name = NameMatch.COLLATION.one_of(a.name, boolean)
-        value = exact_text(case((boolean_name, truth), else_=json_text_value(a.value)))
+        return exact_text(case((boolean_name, truth), else_=json_text_value(a.value)))
+
+    def pairs(a: Any, trace: Any, in_slice: Any, rows: Any, *where: Any, raw: bool = False) -> Any:
+        """Rows of (request_id, name, v, in_slice); ``raw``: the stored ``value`` instead of v."""
+        value = a.value.label("value") if raw else label(a).label("v")
         stmt = select(
             trace.label("request_id"),
             a.name.label("name"),
-            value.label("v"),
+            value,
             in_slice.label("in_slice"),
         ).select_from(rows)
         named = NameMatch.COLLATION.one_of(a.name, boolean + strings)
@@ -478,13 +483,14 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
         direct,
         flagged.scope.owns(direct.trace_id),
     )
-    # The store's: flagged by the traces' numbers.
+    # The store's: flagged by the traces' numbers, labelled after grouping (below).
     own_kept = pairs(
         direct,
         direct.trace_id,
         case((trace_number(direct.trace_id).in_(flagged.slice_numbers()), 1), else_=0),
         direct,
         flagged.scope.owns(direct.trace_id),
+        raw=True,
     )
     # A feedback logged for a whole session counts for each trace of the session.
     sessions = pairs(
@@ -499,7 +505,9 @@ async def _assessments(session: AsyncSession, flagged: Flagged) -> list[Candidat
     )
     counted = kept_span_sets.of(
         _values_per_trace(own, sessions),
-        _values_per_trace_kept(own_kept.subquery("own_rows"), sessions.subquery("session_rows")),
+        _values_per_trace_kept(
+            own_kept.subquery("own_rows"), sessions.subquery("session_rows"), label
+        ),
         name="counted",
     )
     stmt = select(counted.c.name, counted.c.v, counted.c.traces, counted.c.joint)
@@ -541,25 +549,53 @@ def _values_per_trace(own: Select[Any], sessions: Select[Any]) -> Select[Any]:
     return _counted(_once_per_trace(both))
 
 
-def _values_per_trace_kept(own: Subquery, sessions: Subquery) -> Select[Any]:
+def _values_per_trace_kept(
+    own: Subquery, sessions: Subquery, label: Callable[[Any], ColumnElement[Any]]
+) -> Select[Any]:
     """The store: the same counts, grouping by trace only the rows that can repeat a trace's
-    value.
+    value. ``own`` holds the stored ``value`` of each row, ``label`` maps (name, value) to the
+    row's value.
 
     A trace's own row is alone in its (trace, name) unless the pair is in the store's
     ``repeated_feedback`` or a session feedback gives the trace the same name. One grouping by
-    (name, value, the trace where the pair may repeat, else NULL) counts the others together
-    and those once per trace. (Two groupings, of the rows alone and of the rows that may repeat,
-    made DuckDB hold every row in memory for both: 30 days of 10M traces wrote 1.1 GB to disk.)
+    (name, stored value, the trace where the pair may repeat, else NULL) counts the others
+    together and those once per trace; the few groups are then labelled and grouped again by
+    their value (a boolean name's ``true`` and ``"yes"`` are one value), with the session rows.
+    (Labelling every row before grouping: 58 → 35 ms over the 826K rows of 30 days. Two
+    groupings, of the rows alone and of the rows that may repeat, made DuckDB hold every row in
+    memory for both: 30 days of 10M traces wrote 1.1 GB to disk.)
     """
     o, s, pairs = own.c, sessions.c, repeated_feedback.c
     repeats = or_(
         exists().where(pairs.trace_id == o.request_id, pairs.name == o.name),
         exists().where(s.request_id == o.request_id, s.name == o.name),
     )
-    repeat_trace = case((repeats, o.request_id), else_=null())
+    repeat_trace = case((repeats, o.request_id), else_=null()).label("repeat_trace")
+    own_flagged = select(o.name, o.value, o.in_slice, repeat_trace).subquery("own_flagged")
+    f = own_flagged.c
+    own_grouped = (
+        select(
+            f.name,
+            f.value,
+            f.repeat_trace,
+            func.count().label("n"),
+            func.sum(f.in_slice).label("in_slice_sum"),
+            func.max(f.in_slice).label("in_slice_any"),
+        )
+        .group_by(f.name, f.value, f.repeat_trace)
+        .subquery("own_grouped")
+    )
+    g = own_grouped.c
     rows = union_all(
-        select(o.name, o.v, o.in_slice, repeat_trace.label("repeat_trace")),
-        select(s.name, s.v, s.in_slice, s.request_id.label("repeat_trace")),
+        select(g.name, label(g).label("v"), g.repeat_trace, g.n, g.in_slice_sum, g.in_slice_any),
+        select(
+            s.name,
+            s.v,
+            s.request_id.label("repeat_trace"),
+            literal(1, BigInteger()).label("n"),
+            s.in_slice.label("in_slice_sum"),
+            s.in_slice.label("in_slice_any"),
+        ),
     ).subquery("feedback_rows")
     c = rows.c
     grouped = (
@@ -567,9 +603,9 @@ def _values_per_trace_kept(own: Subquery, sessions: Subquery) -> Select[Any]:
             c.name,
             c.v,
             c.repeat_trace,
-            func.count().label("n"),
-            func.sum(c.in_slice).label("in_slice_sum"),
-            func.max(c.in_slice).label("in_slice_any"),
+            func.sum(c.n).label("n"),
+            func.sum(c.in_slice_sum).label("in_slice_sum"),
+            func.max(c.in_slice_any).label("in_slice_any"),
         )
         .where(c.v.is_not(None))
         .group_by(c.name, c.v, c.repeat_trace)
