@@ -394,10 +394,12 @@ def test_child_exists_is_a_correlated_exists_on_tracking_databases_and_a_semi_jo
     statement = sa.select(traces.c.request_id).where(sa.not_(has))
     sql = _one_line(statement, dialect_name)
     if dialect_name == "duckdb":
-        # Uncorrelated: the span's own copy of its trace's experiment stands in for the join.
+        # Uncorrelated, by the traces' numbers: the span's own copy of its trace's experiment
+        # stands in for the join.
         expected = (
-            "NOT (trace_info.request_id IN (SELECT spans.trace_id FROM spans "
-            "WHERE spans.name = 'x' AND spans.experiment_id = spans.insights_trace_experiment_id))"
+            "NOT (trace_info.insights_trace_number IN (SELECT spans.insights_trace_number "
+            "FROM spans WHERE spans.name = 'x' "
+            "AND spans.experiment_id = spans.insights_trace_experiment_id))"
         )
     else:
         # As a plain EXISTS: no "= 0" on SQLite and MySQL, which would hide the anti-join.

@@ -94,7 +94,8 @@ def test_a_filtered_scope_is_checked_against_the_traces_on_the_store(store: Stor
     scope = TraceScope((1, 2), None, None, tuple(predicates(clauses)), clauses)
     owned, sql = _owned(store, scope)
     assert owned == _expected(scope, status="ERROR") == {"tr-b/s1", "tr-b/s2"}
-    assert "trace_info" in sql
+    # Against the traces by their numbers, not their ids.
+    assert "spans.insights_trace_number IN (SELECT trace_info.insights_trace_number" in sql
 
 
 def test_the_tracking_databases_select_membership_from_the_traces_in_scope() -> None:
