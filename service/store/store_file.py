@@ -425,7 +425,7 @@ class StoreFile:
         long to copy its tags when every chunk read it).
         """
         ids = f'SELECT DISTINCT "{table.trace_key}" AS id FROM incoming_rows'
-        known = "SELECT NULL::VARCHAR AS id, NULL::BIGINT AS n WHERE false"
+        numbered = f"SELECT id, NULL::BIGINT AS n FROM ({ids}) AS i"  # trace_info's own rows
         if TRACE_TIMESTAMP_COPY in rows.column_names:
             lo, hi = pc.min_max(rows[TRACE_TIMESTAMP_COPY]).values()
             if lo.is_valid and hi.is_valid:
@@ -433,10 +433,10 @@ class StoreFile:
                     f"SELECT request_id AS id, {TRACE_NUMBER_COPY} AS n FROM {TRACE_INFO.name} "
                     f"WHERE timestamp_ms BETWEEN {int(lo.as_py())} AND {int(hi.as_py())}"
                 )
-        self.db.execute(
-            "CREATE OR REPLACE TEMP TABLE incoming_numbers AS SELECT i.id, k.n "
-            f"FROM ({ids}) AS i LEFT JOIN ({known}) AS k ON k.id = i.id"
-        )
+                numbered = (
+                    f"SELECT i.id, k.n FROM ({ids}) AS i LEFT JOIN ({known}) AS k ON k.id = i.id"
+                )
+        self.db.execute(f"CREATE OR REPLACE TEMP TABLE incoming_numbers AS {numbered}")
         if not self._unnumbered():
             return
         numbers, number = TRACE_NUMBERS.name, TRACE_NUMBER_COPY
@@ -452,16 +452,16 @@ class StoreFile:
             f"SELECT id, (SELECT coalesce(max({number}), 0) FROM {numbers}) "
             "+ row_number() OVER (ORDER BY id) AS n FROM incoming_numbers WHERE n IS NULL"
         )
-        try:
-            self.db.execute(
-                f"INSERT INTO {numbers} (trace_id, {number}) SELECT id, n FROM fresh_numbers"
-            )
-            self.db.execute(
-                "UPDATE incoming_numbers SET n = f.n FROM fresh_numbers AS f "
-                "WHERE f.id = incoming_numbers.id"
-            )
-        finally:
-            self.db.execute("DROP TABLE fresh_numbers")
+        self.db.execute(
+            f"INSERT INTO {numbers} (trace_id, {number}) SELECT id, n FROM fresh_numbers"
+        )
+        self.db.execute(
+            "UPDATE incoming_numbers SET n = f.n FROM fresh_numbers AS f "
+            "WHERE f.id = incoming_numbers.id"
+        )
+        # Dropped on success only, as incoming_numbers: after a failed statement the
+        # transaction refuses any other, and a DROP would hide the failure.
+        self.db.execute("DROP TABLE fresh_numbers")
 
     def _unnumbered(self) -> bool:
         found = self.db.execute("SELECT count(*) FROM incoming_numbers WHERE n IS NULL").fetchone()
