@@ -18,13 +18,15 @@ from the path under test. Restrict with ``INSIGHTS_TEST_PATHS=live``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import pickle
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -64,6 +66,7 @@ ALL_PATHS = ("live", "store")
 # Under pytest-xdist (``make test`` runs two workers) each worker process builds its own
 # databases on the shared servers: their names end with the worker's id (gw0, gw1).
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+T = TypeVar("T")
 
 
 def worker_database_name(name: str) -> str:
@@ -72,6 +75,8 @@ def worker_database_name(name: str) -> str:
 
 
 TEST_DB_NAME = worker_database_name(os.environ.get("INSIGHTS_TEST_DB_NAME", "insights_test"))
+# The test DBs every worker only reads (the dataset, the edge cases) are built once and shared.
+SHARED_DB_NAME = os.environ.get("INSIGHTS_TEST_DB_NAME", "insights_test")
 PG_ADMIN_URL = os.environ.get(
     "INSIGHTS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432"
 )
@@ -111,12 +116,38 @@ def recreate_server_database(backend: str, name: str) -> str:
     return f"{admin_url}/{name}"
 
 
-def empty_tracking_uri(backend: str, data_dir: Path, suffix: str = "") -> str:
+def empty_tracking_uri(
+    backend: str, data_dir: Path, suffix: str = "", *, database: str = TEST_DB_NAME
+) -> str:
     """The sync URI of a new, empty tracking DB: a file under ``data_dir`` on SQLite, the
-    database ``<INSIGHTS_TEST_DB_NAME><suffix>`` (dropped and re-created) on a server."""
+    database ``<database><suffix>`` (dropped and re-created) on a server."""
     if backend == "sqlite":
         return f"sqlite:///{data_dir / f'mlflow{suffix}.db'}"
-    return recreate_server_database(backend, f"{TEST_DB_NAME}{suffix}")
+    return recreate_server_database(backend, f"{database}{suffix}")
+
+
+def shared_dir(data_dir: Path) -> Path:
+    """A directory every test process of this run sees: under xdist, beside the workers' own
+    base directories (``data_dir`` is one worker's, under its base directory)."""
+    base = data_dir.parent
+    return (base.parent if XDIST_WORKER else base) / "shared"
+
+
+def built_once(data_dir: Path, name: str, build: Callable[[Path], T]) -> T:
+    """``build(directory)``'s result for this run: the first test process to ask builds it (in a
+    directory every process sees) while the others wait, then they read what it kept. For the
+    test DBs that tests only read: each xdist worker built its own before (35-60 s each)."""
+    directory = shared_dir(data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    kept = directory / f"{name}.pickle"
+    with open(directory / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if kept.exists():
+            value: T = pickle.loads(kept.read_bytes())
+            return value
+        value = build(directory)
+        kept.write_bytes(pickle.dumps(value))
+        return value
 
 
 def create_reader(backend: str, sync_uri: str) -> str:
@@ -180,10 +211,14 @@ _built: dict[str, Backend] = {}
 
 def build_backend(name: str, data_dir: Path) -> Backend:
     if name not in _built:
-        uri = empty_tracking_uri(name, data_dir)
-        dataset = build_tracking_db(uri, n_traces=N_TRACES, days=14, seed=SEED)
-        service_url = uri if name == "sqlite" else create_reader(name, dataset.tracking_uri)
-        _built[name] = Backend(name, dataset.tracking_uri, dataset, service_url)
+
+        def build(directory: Path) -> Backend:
+            uri = empty_tracking_uri(name, directory, database=SHARED_DB_NAME)
+            dataset = build_tracking_db(uri, n_traces=N_TRACES, days=14, seed=SEED)
+            service_url = uri if name == "sqlite" else create_reader(name, dataset.tracking_uri)
+            return Backend(name, dataset.tracking_uri, dataset, service_url)
+
+        _built[name] = built_once(data_dir, f"backend-{name}", build)
     return _built[name]
 
 
@@ -348,10 +383,14 @@ _edge_built: dict[str, EdgeDB] = {}
 def edge_db(name: str, data_dir: Path) -> EdgeDB:
     """The edge-case tracking DB of ``tests/oracle/edge_data.py`` on one backend, built once."""
     if name not in _edge_built:
-        uri = empty_tracking_uri(name, data_dir, "_edge")
-        experiment_id = build_edge_db(uri)
-        refresh_planner_statistics(uri)
-        _edge_built[name] = EdgeDB(name, uri, experiment_id)
+
+        def build(directory: Path) -> EdgeDB:
+            uri = empty_tracking_uri(name, directory, "_edge", database=SHARED_DB_NAME)
+            experiment_id = build_edge_db(uri)
+            refresh_planner_statistics(uri)
+            return EdgeDB(name, uri, experiment_id)
+
+        _edge_built[name] = built_once(data_dir, f"edge-{name}", build)
     return _edge_built[name]
 
 

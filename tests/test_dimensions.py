@@ -191,12 +191,36 @@ def dimension_traces(
 # MLflow itself
 # --------------------------------------------------------------------------------------------
 
-_stores: dict[str, SqlAlchemyStore] = {}
+
+class RememberingStore:
+    """MLflow's ``SqlAlchemyStore`` on a test DB, each answer kept for the session: the tests
+    run on both answering paths and compare with the same answers (the test DBs never change).
+    Callers must not modify what it returns."""
+
+    def __init__(self, store: SqlAlchemyStore) -> None:
+        self._store = store
+        self._answers: dict[str, Any] = {}
+
+    def _remembered(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        key = repr((method, args, sorted(kwargs.items())))
+        if key not in self._answers:
+            self._answers[key] = getattr(self._store, method)(*args, **kwargs)
+        return self._answers[key]
+
+    def search_traces(self, *args: Any, **kwargs: Any) -> Any:
+        return self._remembered("search_traces", *args, **kwargs)
+
+    def calculate_trace_filter_correlation(self, *args: Any, **kwargs: Any) -> Any:
+        return self._remembered("calculate_trace_filter_correlation", *args, **kwargs)
 
 
-def mlflow_store(backend: Backend) -> SqlAlchemyStore:
+_stores: dict[str, RememberingStore] = {}
+
+
+def mlflow_store(backend: Backend) -> RememberingStore:
     if backend.name not in _stores:
-        _stores[backend.name] = SqlAlchemyStore(backend.sync_uri, "/tmp/insights-artifacts")
+        store = SqlAlchemyStore(backend.sync_uri, "/tmp/insights-artifacts")
+        _stores[backend.name] = RememberingStore(store)
     return _stores[backend.name]
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -90,6 +91,24 @@ def _stop_mlflow_servers() -> Iterator[None]:
 class Mlflow:
     http: httpx.AsyncClient
     reference: httpx.AsyncClient | None  # MLflow on the SQLite copy (MySQL percentiles)
+
+
+# MLflow's answers, kept for the session: both answering paths compare with the same ones.
+# Key: (MLflow server's URL, API path, the body as JSON).
+_mlflow_answers: dict[tuple[str, str, str], httpx.Response] = {}
+
+
+async def mlflow_answers(
+    http: httpx.AsyncClient, path: str, bodies: list[dict[str, Any]]
+) -> list[httpx.Response]:
+    """MLflow's answers to ``bodies``, each asked once per session."""
+    keys = [(str(http.base_url), path, json.dumps(b, sort_keys=True)) for b in bodies]
+    missing = {
+        key: body for key, body in zip(keys, bodies, strict=True) if key not in _mlflow_answers
+    }
+    answers = await send_all(http, path, list(missing.values()))
+    _mlflow_answers.update(zip(missing, answers, strict=True))
+    return [_mlflow_answers[key] for key in keys]
 
 
 @pytest.fixture(scope="session")
@@ -560,7 +579,7 @@ async def compare(
     path: str = METRICS,
 ) -> None:
     ours = await send_all(client.http, path, bodies)
-    theirs = await send_all(mlflow_http.http, path, bodies)
+    theirs = await mlflow_answers(mlflow_http.http, path, bodies)
     # conftest runs this on both answering paths: each answer must come from the one under test.
     assert {r.headers.get("X-Insights-Answered-By") for r in ours} <= {client.path}
     backend = client.backend.name
@@ -569,7 +588,7 @@ async def compare(
     if backend == "mysql":
         picked = [i for i, b in enumerate(bodies) if uses_percentiles(b)]
         assert mlflow_http.reference is not None, "MySQL percentiles need the SQLite backend too"
-        answers = await send_all(mlflow_http.reference, path, [bodies[i] for i in picked])
+        answers = await mlflow_answers(mlflow_http.reference, path, [bodies[i] for i in picked])
         reference = {i: r.json() for i, r in zip(picked, answers, strict=True)}
     failures = []
     for i, (body, a, b) in enumerate(zip(bodies, ours, theirs, strict=True)):
@@ -806,7 +825,7 @@ async def test_filter_correlation_equals_mlflow(
                 body["base_filter"] = base
             bodies.append(body)
     ours = await send_all(client.http, CORRELATION, bodies)
-    theirs = await send_all(mlflow_http.http, CORRELATION, bodies)
+    theirs = await mlflow_answers(mlflow_http.http, CORRELATION, bodies)
     for body, a, b in zip(bodies, ours, theirs, strict=True):
         assert b.status_code == 200, (body, b.text)
         assert a.status_code == 200, (body, a.text)

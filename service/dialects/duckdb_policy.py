@@ -8,7 +8,10 @@ errors that say the file is gone or a statement was interrupted.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -59,10 +62,61 @@ def _interrupt(cursor: Any) -> None:
         cursor.interrupt()
 
 
-def _cancel(conn: Connection) -> None:
-    timer = conn.info.pop(_TIMER, None)
-    if timer is not None:
-        timer.cancel()
+class _Watchdog:
+    """One thread that interrupts the statements running past their deadline.
+
+    A ``threading.Timer`` per statement started a thread for each one (the store answers a
+    request in several statements, each waiting for its timer thread to start). Here a
+    statement only files its deadline; the thread is woken only for a deadline earlier than
+    the one it sleeps until, which with one timeout per engine is never while statements run
+    one after another.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._running: dict[int, tuple[float, Any]] = {}  # token -> (deadline, cursor)
+        self._tokens = itertools.count()
+        self._wakes_at = math.inf
+        self._thread: threading.Thread | None = None
+
+    def watch(self, cursor: Any, seconds: float) -> int:
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            token = next(self._tokens)
+            self._running[token] = (deadline, cursor)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="insights-store-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif deadline < self._wakes_at:
+                self._lock.notify()
+        return token
+
+    def release(self, token: int) -> None:
+        with self._lock:
+            self._running.pop(token, None)
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                late = [t for t, (deadline, _) in self._running.items() if deadline <= now]
+                # Under the lock: a statement released meanwhile is never interrupted, nor the
+                # next one on its connection.
+                for token in late:
+                    _interrupt(self._running.pop(token)[1])
+                self._wakes_at = min((d for d, _ in self._running.values()), default=math.inf)
+                self._lock.wait(None if self._wakes_at == math.inf else self._wakes_at - now)
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _release(conn: Connection) -> None:
+    token = conn.info.pop(_TIMER, None)
+    if token is not None:
+        _WATCHDOG.release(token)
 
 
 class DuckDBPolicy:
@@ -79,26 +133,23 @@ class DuckDBPolicy:
         return {}
 
     def install(self, engine: Engine, limits: ConnectionLimits) -> None:
-        """The statement timeout. DuckDB has none of its own: a timer interrupts the
+        """The statement timeout. DuckDB has none of its own: a watchdog interrupts the
         connection's running statement (it raises ``InterruptException``). The store's readers
         stay read-only by never committing; its sync writes on a raw connection, untimed."""
         seconds = limits.statement_timeout_seconds
 
         @event.listens_for(engine, "before_cursor_execute")
         def _start_timer(conn: Connection, cursor: Any, *_args: Any) -> None:
-            timer = threading.Timer(seconds, _interrupt, args=(cursor,))
-            timer.daemon = True
-            conn.info[_TIMER] = timer
-            timer.start()
+            conn.info[_TIMER] = _WATCHDOG.watch(cursor, seconds)
 
         @event.listens_for(engine, "after_cursor_execute")
         def _stop_timer(conn: Connection, *_args: Any) -> None:
-            _cancel(conn)
+            _release(conn)
 
         @event.listens_for(engine, "handle_error")
         def _stop_timer_on_error(context: Any) -> None:
             if context.connection is not None:
-                _cancel(context.connection)
+                _release(context.connection)
 
     def classify_error(self, exc: DBAPIError) -> ErrorCode | None:
         if isinstance(exc.orig, duckdb.InterruptException):
