@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlalchemy import BigInteger, and_, cast, func, select
 from sqlalchemy.sql import ColumnElement, Select
-from sqlalchemy.sql.selectable import Subquery
 
 from service.dialects.expressions import tool_hours
 from service.dialects.percentiles import Quantile, sorted_list_picks
@@ -115,19 +114,4 @@ def latency_by_bucket(
         m.minimum,
         m.maximum,
         *sorted_list_picks(m.sorted_values, m.n, quantiles),
-    )
-
-
-def finished_durations(frame: SeriesFrame, *, per_tool: bool, tool_name: str | None) -> Subquery:
-    """The finished calls' durations per (tool, bucket), unnested from the hours' sorted lists:
-    the rows of ``_ToolCalls.timed`` without reading the spans (the overall percentiles'
-    selection over 30 days of 1M traces read 5M spans to find 1.5M calls)."""
-    return (
-        select(
-            *_tool(per_tool),
-            hourly.bucket(tool_hours, frame),
-            func.unnest(_h.sorted_values).label("v"),
-        )
-        .where(_in_scope(frame, per_tool, tool_name), _h.n > 0)
-        .subquery("timed")
     )

@@ -320,13 +320,7 @@ class _ToolCalls:
                 result.by_bucket.setdefault(tool, {})[row["bucket"]] = fields
         if not result.counts or not strategy.counts_first:
             return result
-        timed_calls = (
-            tool_hours.finished_durations(
-                self.frame, per_tool=self.per_tool, tool_name=self.tool_name
-            )
-            if hourly.usable(self.frame)
-            else self.timed(self.calls().cte("tool_calls"))
-        )
+        timed_calls = self.timed(self.calls().cte("tool_calls"))
         if self.buckets_counted_first(strategy):
             # A selection per day or week instead of one sort of every call (30 days: 156 ->
             # 109 ms), the calls read again.
