@@ -63,8 +63,8 @@ os.environ.setdefault("INSIGHTS_STORE", "off")
 os.environ.setdefault("INSIGHTS_STORE_THREADS", "1")
 ALL_BACKENDS = ("sqlite", "postgresql", "mysql")
 ALL_PATHS = ("live", "store")
-# Under pytest-xdist (``make test`` runs two workers) each worker process builds its own
-# databases on the shared servers: their names end with the worker's id (gw0, gw1).
+# Under pytest-xdist (``make test`` runs two workers) the databases a test writes are each
+# worker's own, named after it (gw0, gw1); those tests only read are shared (``built_once``).
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 T = TypeVar("T")
 
