@@ -93,6 +93,13 @@ class PercentileStrategy(Protocol):
         """The quantile's value from one result row of ``summarize`` (None without values)."""
         ...
 
+    def reader(
+        self, positions: Mapping[str, int], quantile: Quantile
+    ) -> Callable[[Sequence[Any]], float | None]:
+        """``read`` for rows read by position (``positions``: column name -> index), the
+        positions resolved once: for statements of thousands of rows (a series per tool)."""
+        ...
+
     # Whether one group of every value is cheaper once its count is known: the caller then asks
     # ``summarize_counted`` with the count (from a finer grouping of the same rows, or counted).
     counts_first: bool
@@ -229,6 +236,17 @@ class NativePercentiles(_SummarizesWithoutCount):
         value = row[quantile.name]
         return None if value is None else float(value)
 
+    def reader(
+        self, positions: Mapping[str, int], quantile: Quantile
+    ) -> Callable[[Sequence[Any]], float | None]:
+        at = positions[quantile.name]
+
+        def read(row: Sequence[Any]) -> float | None:
+            value = row[at]
+            return None if value is None else float(value)
+
+        return read
+
     def summarize_levels(
         self,
         source: Subquery,
@@ -263,6 +281,17 @@ class NativePercentiles(_SummarizesWithoutCount):
 
         index = {mask(level): i for i, level in enumerate(levels)}
         return [LeveledSelect(statement, lambda row: index[int(row["grouping_level"])])]
+
+
+def _lerp(low: Any, high: Any, fraction: float, n: int) -> float:
+    """The value at ``fraction`` of ``n`` sorted values, from the two closest ranks' values
+    (``high`` None: past the last one)."""
+    position = fraction * (n - 1)
+    proportion = position - math.floor(position)
+    low_f = float(low)
+    high_f = low_f if high is None else float(high)
+    # Same expression as PostgreSQL's float8 lerp, for bit-identical results.
+    return low_f + (high_f - low_f) * proportion
 
 
 class WindowPercentiles(_SummarizesWithoutCount):
@@ -308,13 +337,23 @@ class WindowPercentiles(_SummarizesWithoutCount):
         low = row[quantile.low_column]
         if low is None:
             return None
-        high = row[quantile.high_column]
-        position = quantile.fraction * (row["n"] - 1)
-        proportion = position - math.floor(position)
-        low_f = float(low)
-        high_f = low_f if high is None else float(high)
-        # Same expression as PostgreSQL's float8 lerp, for bit-identical results.
-        return low_f + (high_f - low_f) * proportion
+        return _lerp(low, row[quantile.high_column], quantile.fraction, row["n"])
+
+    def reader(
+        self, positions: Mapping[str, int], quantile: Quantile
+    ) -> Callable[[Sequence[Any]], float | None]:
+        low_at, high_at, n_at = (
+            positions[quantile.low_column],
+            positions[quantile.high_column],
+            positions["n"],
+        )
+        fraction = quantile.fraction
+
+        def read(row: Sequence[Any]) -> float | None:
+            low = row[low_at]
+            return None if low is None else _lerp(low, row[high_at], fraction, row[n_at])
+
+        return read
 
     def summarize_levels(
         self,

@@ -21,7 +21,7 @@ latencies from its rollup per (experiment, hour, tool) instead (``service.querie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -301,23 +301,27 @@ class _ToolCalls:
         # buckets_counted_first; and per tool, for the overall distributions.
         timed_per_bucket: dict[tuple[Any, ...], int] = {}
         timed: dict[str | None, int] = {}
-        for row in (await session.execute(stmt)).mappings():
-            tool = row["tool"] if self.per_tool else None
-            if row["part"] == _COUNTS:
-                counts = CallCounts(
-                    int(row["trace_count"]), int(row["invocation_count"]), int(row["error_count"])
-                )
-                result.counts.setdefault(tool, {})[row["bucket"]] = counts
-                durations = int(row["n"])
+        rows = await session.execute(stmt)
+        # Read by position, resolved once: 14,400 rows over 30 days of hours for ten tools.
+        at = {name: i for i, name in enumerate(rows.keys())}
+        part_at, tool_at, bucket_at, n_at = at["part"], at["tool"], at["bucket"], at["n"]
+        traces_at, calls_at, errors_at = (at[name] for name in _COUNT_COLUMNS)
+        latency = _LatencyReader(strategy, at)
+        for row in rows:
+            tool = row[tool_at] if self.per_tool else None
+            part = row[part_at]
+            if part == _COUNTS:
+                counts = CallCounts(int(row[traces_at]), int(row[calls_at]), int(row[errors_at]))
+                result.counts.setdefault(tool, {})[row[bucket_at]] = counts
+                durations = int(row[n_at])
                 timed[tool] = timed.get(tool, 0) + durations
                 if not self.per_tool:
-                    timed_per_bucket[(row["bucket"],)] = durations
-                continue
-            if row["part"] == _OVERALL:
-                result.overall[tool] = distribution_of_row(strategy, row, LATENCY_QUANTILES)
+                    timed_per_bucket[(row[bucket_at],)] = durations
+            elif part == _OVERALL:
+                dist = distribution_of_row(strategy, row._mapping, LATENCY_QUANTILES)
+                result.overall[tool] = dist
             else:
-                fields = _latency_fields_of_row(strategy, row)
-                result.by_bucket.setdefault(tool, {})[row["bucket"]] = fields
+                result.by_bucket.setdefault(tool, {})[row[bucket_at]] = latency.fields(row)
         if not result.counts or not strategy.counts_first:
             return result
         timed_calls = self.timed(self.calls().cte("tool_calls"))
@@ -380,17 +384,23 @@ def _latency_fields(dist: Distribution) -> _LatencyFields:
     return _latency_fields_from(dist.count, dist.total, dist.p("p50"), dist.p("p90"), dist.p("p99"))
 
 
-def _latency_fields_of_row(strategy: PercentileStrategy, row: Mapping[str, Any]) -> _LatencyFields:
-    """``_latency_fields`` of the ``Distribution`` in ``row`` (``distribution_of_row``), without
-    making one: thousands of rows per request."""
-    total = row["total"]
-    return _latency_fields_from(
-        int(row["n"] or 0),
-        None if total is None else float(total),
-        strategy.read(row, P50),
-        strategy.read(row, P90),
-        strategy.read(row, P99),
-    )
+class _LatencyReader:
+    """``_latency_fields`` of the ``Distribution`` in a row (``distribution_of_row``), without
+    making one, the row read by position: thousands of rows per request."""
+
+    def __init__(self, strategy: PercentileStrategy, positions: Mapping[str, int]) -> None:
+        self._n, self._total = positions["n"], positions["total"]
+        self._p50, self._p90, self._p99 = (strategy.reader(positions, q) for q in LATENCY_QUANTILES)
+
+    def fields(self, row: Sequence[Any]) -> _LatencyFields:
+        total = row[self._total]
+        return _latency_fields_from(
+            int(row[self._n] or 0),
+            None if total is None else float(total),
+            self._p50(row),
+            self._p90(row),
+            self._p99(row),
+        )
 
 
 _NO_CALLS = CallCounts()
