@@ -315,6 +315,21 @@ def test_window_timezone_and_filter_update_the_numbers(
     shot(page, "bad-filter.png", full_page=False)
 
 
+def test_an_experiment_the_tracking_db_does_not_hold_falls_back_to_the_first_listed(
+    page: Page, base_url: str, sqlite_backend: Backend
+) -> None:
+    """The page asks for the URL's experiment at once, beside the list of experiments; when the
+    list does not hold it, the page settles on the list's first experiment, and every number
+    shown is that experiment's, not the first requests' answers (404s)."""
+    listed = api(base_url, "experiments", {})["data"]
+    assert listed, "the test database lists no experiments"
+    request = open_page(page, base_url, sqlite_backend, experiment="987654321")
+    assert request["experiment_ids"] == [listed[0]["experiment_id"]]
+    assert f"experiment={listed[0]['experiment_id']}" in page.url
+    assert_overview(page, base_url, request)
+    assert page.eval_on_selector_all(".state[data-state=error]", "n => n.length") == 0
+
+
 def test_a_correlation_link_opens_the_matching_traces(
     page: Page, base_url: str, sqlite_backend: Backend
 ) -> None:

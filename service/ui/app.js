@@ -146,7 +146,9 @@ function bodies() {
   return { base, series };
 }
 
-async function refresh() {
+// ``checked``: a promise the page waits for before it says it is ready (the list of experiments,
+// asked for beside the first view's requests).
+async function refresh(checked = null) {
   if (controller) controller.abort();
   controller = new AbortController();
   const { signal } = controller;
@@ -166,6 +168,7 @@ async function refresh() {
     tags(base, signal).catch((e) => failed('tags', e)),
   ];
   await Promise.all(jobs);
+  if (checked) await checked.catch(() => false);
   if (!signal.aborted) document.body.dataset.state = 'ready';
 }
 
@@ -502,13 +505,21 @@ function apply(push = true) {
 async function start() {
   fillTimezones();
   showScope();
+  // A view with its experiment in the URL (shared, reloaded, bookmarked) asks for its numbers at
+  // once, beside the list of experiments, instead of one round trip after it. Should the list
+  // not hold that experiment, the view is asked for again with the experiment the list picks.
+  const requested = state.experiment;
+  const listed = loadExperiments();
+  const early = requested ? refresh(listed) : null;
   try {
-    if (!(await loadExperiments())) {
+    if (!(await listed)) {
+      if (controller) controller.abort();
       for (const id of ['overview', 'quality', 'tools', 'tags', 'correlations']) setState(id, 'empty', 'No experiments in the tracking database yet.');
       document.body.dataset.state = 'ready';
       return;
     }
   } catch (err) {
+    if (controller) controller.abort();
     for (const id of ['overview', 'quality', 'tools', 'tags', 'correlations']) failed(id, err);
     document.body.dataset.state = 'ready';
     return;
@@ -538,7 +549,7 @@ async function start() {
     correlations(bodies().base, controller.signal).catch((err) => failed('correlations', err));
   });
   window.addEventListener('popstate', () => { state = readState(); showScope(); refresh(); });
-  await refresh();
+  await (early && state.experiment === requested ? early : refresh());
 }
 
 start();
