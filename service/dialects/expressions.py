@@ -30,7 +30,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.expression import FunctionElement, Join
-from sqlalchemy.sql.selectable import Subquery
+from sqlalchemy.sql.selectable import CompoundSelect, Subquery
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
@@ -557,7 +557,9 @@ class kept_span_sets(Subquery):
     kept: Select[Any]
 
     @classmethod
-    def of(cls, grouped: Select[Any], kept: Select[Any], *, name: str) -> kept_span_sets:
+    def of(
+        cls, grouped: Select[Any] | CompoundSelect[Any], kept: Select[Any], *, name: str
+    ) -> kept_span_sets:
         subquery = cls._construct(grouped, name=name)
         subquery.kept = kept
         return subquery

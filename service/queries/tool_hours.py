@@ -26,9 +26,11 @@ from service.queries import hourly
 from service.scope import SeriesFrame
 
 _h = tool_hours.c
+# The counts per (tool, bucket), as ``_ToolCalls`` names them.
+_COUNTS = ("trace_count", "invocation_count", "error_count", "n")
 
 
-def _latency_per_row(frame: SeriesFrame) -> bool:
+def latency_per_row(frame: SeriesFrame) -> bool:
     """Hour buckets of one experiment: each (tool, bucket) is one row of the rollup."""
     buckets = frame.buckets
     return buckets is not None and buckets.size == "hour" and len(frame.scope.experiment_ids) == 1
@@ -58,14 +60,31 @@ def counts(frame: SeriesFrame, *, per_tool: bool, tool_name: str | None) -> Sele
     return (
         select(
             *keys,
-            func.sum(_h.trace_count).label("trace_count"),
-            func.sum(_h.invocation_count).label("invocation_count"),
-            func.sum(_h.error_count).label("error_count"),
-            func.sum(_h.n).label("n"),
+            # BIGINT, not the HUGEINT of DuckDB's sum: a Python int from a HUGEINT costs more
+            # (14,400 rows over 30 days of hours: 36 -> 22 ms to fetch).
+            *(cast(func.sum(_h[name]), BigInteger).label(name) for name in _COUNTS),
         )
         .where(_in_scope(frame, per_tool, tool_name))
         .group_by(*keys)
     )
+
+
+def counts_and_latency(
+    frame: SeriesFrame, *, per_tool: bool, tool_name: str | None, quantiles: list[Quantile]
+) -> Select[Any]:
+    """Hour buckets of one experiment (``latency_per_row``): each (tool, hour) row of the rollup
+    as it is, its counts (those of ``counts``) and its latency statistics and picks (those of
+    ``latency_by_bucket``; NULL picks where ``n`` is 0) in one row: half the rows of the two
+    apart (7,200 over 30 days of ten tools), fetched in 11 instead of 22 ms."""
+    return select(
+        *_tool(per_tool),
+        hourly.bucket(tool_hours, frame),
+        *(_h[name] for name in _COUNTS),
+        _h.total,
+        _h.minimum,
+        _h.maximum,
+        *sorted_list_picks(_h.sorted_values, _h.n, quantiles),
+    ).where(_in_scope(frame, per_tool, tool_name))
 
 
 def latency_by_bucket(
@@ -81,7 +100,7 @@ def latency_by_bucket(
     """
     bucket = hourly.bucket(tool_hours, frame)
     in_scope = and_(_in_scope(frame, per_tool, tool_name), _h.n > 0)
-    if _latency_per_row(frame):
+    if latency_per_row(frame):
         return select(
             *_tool(per_tool),
             bucket,

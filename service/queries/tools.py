@@ -101,8 +101,9 @@ class CallCounts:
 
 
 # The one result set of a request: counts per (tool, bucket), latency distributions per
-# (tool, bucket) and per tool, told apart by ``part``.
-_COUNTS, _BY_BUCKET, _OVERALL = 0, 1, 2
+# (tool, bucket) and per tool, told apart by ``part``; on the store's rollup per hour, counts
+# and latency of a (tool, hour) in one row (``tool_hours.counts_and_latency``).
+_COUNTS, _BY_BUCKET, _OVERALL, _COUNTS_AND_LATENCY = 0, 1, 2, 3
 _COUNT_COLUMNS = ("trace_count", "invocation_count", "error_count")
 
 
@@ -240,7 +241,18 @@ class _ToolCalls:
         if not strategy.counts_first:
             overall = strategy.summarize(timed, value="v", keys=keys, quantiles=LATENCY_QUANTILES)
             parts.append(padded(_OVERALL, overall))
-        return select(union_all(*parts).subquery("tool_summary"))
+        summary = union_all(*parts)
+        if rollup and self.latency_series and tool_hours.latency_per_row(self.frame):
+            # The store (which counts first: no overall part) reads each (tool, hour) once.
+            kept = tool_hours.counts_and_latency(
+                self.frame,
+                per_tool=self.per_tool,
+                tool_name=self.tool_name,
+                quantiles=list(LATENCY_QUANTILES),
+            )
+            both = padded(_COUNTS_AND_LATENCY, kept)
+            return select(*kept_span_sets.of(summary, both, name="tool_summary").c)
+        return select(summary.subquery("tool_summary"))
 
     def _counts_with_calling_traces(self, calls: Any, keys: list[str]) -> Select[Any]:
         """The store's counts per (tool, bucket): the calls grouped, joined to the calling traces
@@ -310,13 +322,15 @@ class _ToolCalls:
         for row in rows:
             tool = row[tool_at] if self.per_tool else None
             part = row[part_at]
-            if part == _COUNTS:
+            if part in (_COUNTS, _COUNTS_AND_LATENCY):
                 counts = CallCounts(int(row[traces_at]), int(row[calls_at]), int(row[errors_at]))
                 result.counts.setdefault(tool, {})[row[bucket_at]] = counts
                 durations = int(row[n_at])
                 timed[tool] = timed.get(tool, 0) + durations
                 if not self.per_tool:
                     timed_per_bucket[(row[bucket_at],)] = durations
+                if part == _COUNTS_AND_LATENCY and durations:
+                    result.by_bucket.setdefault(tool, {})[row[bucket_at]] = latency.fields(row)
             elif part == _OVERALL:
                 dist = distribution_of_row(strategy, row._mapping, LATENCY_QUANTILES)
                 result.overall[tool] = dist
