@@ -16,6 +16,7 @@ experiment, as in ``service.filters`` (one predicate: ``service.traces.session_a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import operator
@@ -235,8 +236,14 @@ def _threshold(ref: DimensionRef, parameters: Mapping[str, Any]) -> tuple[Operat
 class Dimension:
     ref: DimensionRef
     value: str  # the parameters as text: "ERROR", "used", "> 500"
-    predicate: ColumnElement[bool] = field(compare=False)
+    # The predicate is built when first asked for: correlations bind a dimension per row shown
+    # for its filter string alone.
+    build: Callable[[], ColumnElement[bool]] = field(compare=False, repr=False)
     filter_string: str | None
+
+    @functools.cached_property
+    def predicate(self) -> ColumnElement[bool]:
+        return self.build()
 
     @property
     def name(self) -> str:
@@ -259,19 +266,27 @@ def bind(
     kind = ref.kind
     if kind is Kind.STATUS:
         status = _text(ref, parameters, TRACE_STATES)
-        return Dimension(ref, status, status_is(status), f"status = {quote(status)}")
+        return Dimension(ref, status, lambda: status_is(status), f"status = {quote(status)}")
     if kind is Kind.SPAN_TYPE:
         span_type = _text(ref, parameters)
-        predicate = has_span(type_=span_type, window=window)
-        return Dimension(ref, span_type, predicate, span_filter(type_=span_type))
+        return Dimension(
+            ref,
+            span_type,
+            lambda: has_span(type_=span_type, window=window),
+            span_filter(type_=span_type),
+        )
     if kind is Kind.SPAN_NAME:
         name = _text(ref, parameters)
-        return Dimension(ref, name, has_span(name=name, window=window), span_filter(name=name))
+        return Dimension(
+            ref, name, lambda: has_span(name=name, window=window), span_filter(name=name)
+        )
     if kind is Kind.LATENCY:
         op, threshold = _threshold(ref, parameters)
-        predicate = OPERATORS[op](SqlTraceInfo.execution_time_ms, threshold)
         return Dimension(
-            ref, f"{op} {threshold!r}", predicate, f"execution_time_ms {op} {threshold!r}"
+            ref,
+            f"{op} {threshold!r}",
+            lambda: OPERATORS[op](SqlTraceInfo.execution_time_ms, threshold),
+            f"execution_time_ms {op} {threshold!r}",
         )
     if kind is Kind.TOOL:
         return _tool(ref, _text(ref, parameters, TOOL_VALUES), window)
@@ -280,15 +295,20 @@ def bind(
         key = backticked(ref.subject, tag=True)
         quoted = quote(value)
         text = None if key is None or quoted is None else f"tags.{key} = {quoted}"
-        return Dimension(ref, value, has_tag(ref.subject, value, window), text)
+        return Dimension(ref, value, lambda: has_tag(ref.subject, value, window), text)
     assert typing is not None, "assessment dimensions are bound with their typing"
     return _assessment(ref, parameters, typing, window)
 
 
 def _tool(ref: DimensionRef, value: str, window: TraceWindow) -> Dimension:
     name = ref.subject
-    used = has_span(type_=TOOL_SPAN_TYPE, name=name, window=window)
-    failed = has_span(type_=TOOL_SPAN_TYPE, name=name, status=SPAN_ERROR, window=window)
+
+    def used() -> ColumnElement[bool]:
+        return has_span(type_=TOOL_SPAN_TYPE, name=name, window=window)
+
+    def failed() -> ColumnElement[bool]:
+        return has_span(type_=TOOL_SPAN_TYPE, name=name, status=SPAN_ERROR, window=window)
+
     if value == "used":
         return Dimension(ref, value, used, span_filter(type_=TOOL_SPAN_TYPE, name=name))
     if value == "error":
@@ -296,7 +316,7 @@ def _tool(ref: DimensionRef, value: str, window: TraceWindow) -> Dimension:
         return Dimension(ref, value, failed, text)
     # "called it and no call failed": MLflow's span clauses all hold on one span, so its
     # syntax cannot say "no span" of a kind.
-    return Dimension(ref, value, and_(used, not_(failed)), None)
+    return Dimension(ref, value, lambda: and_(used(), not_(failed())), None)
 
 
 def _assessment(
@@ -313,7 +333,7 @@ def _assessment(
         )
         text = None if prefix is None else f"{prefix} {op} {threshold!r}"
         return Dimension(
-            ref, f"{op} {threshold!r}", has_feedback(ref.subject, condition, window), text
+            ref, f"{op} {threshold!r}", lambda: has_feedback(ref.subject, condition, window), text
         )
     if kind == "boolean":
         value = _text(ref, parameters, boolean_values(typing))
@@ -322,7 +342,7 @@ def _assessment(
         return Dimension(
             ref,
             value,
-            has_feedback(ref.subject, condition, window),
+            lambda: has_feedback(ref.subject, condition, window),
             _boolean_filter(prefix, passed, typing),
         )
     value = _text(ref, parameters)
@@ -333,7 +353,7 @@ def _assessment(
     )
     quoted = quote(value)
     text = None if prefix is None or quoted is None else f"{prefix} = {quoted}"
-    return Dimension(ref, value, has_feedback(ref.subject, condition, window), text)
+    return Dimension(ref, value, lambda: has_feedback(ref.subject, condition, window), text)
 
 
 def boolean_values(typing: FeedbackTyping) -> tuple[str, str]:
