@@ -40,14 +40,14 @@ test-sqlite: $(STAMP) ## Run the suite on SQLite only (no database servers neede
 	INSIGHTS_TEST_BACKENDS=sqlite $(BIN)/python -m pytest
 
 lint: $(STAMP) ## ruff: lint and format check
-	$(BIN)/ruff check service tests migrations_readonly
-	$(BIN)/ruff format --check service tests migrations_readonly
+	$(BIN)/ruff check service tests bench migrations_readonly
+	$(BIN)/ruff format --check service tests bench migrations_readonly
 
 format: $(STAMP)
-	$(BIN)/ruff format service tests migrations_readonly
-	$(BIN)/ruff check --fix service tests migrations_readonly
+	$(BIN)/ruff format service tests bench migrations_readonly
+	$(BIN)/ruff check --fix service tests bench migrations_readonly
 
-typecheck: $(STAMP) ## mypy over the service package and its tests
+typecheck: $(STAMP) ## mypy over the service package, its tests and the bench
 	$(BIN)/mypy
 
 check: lint typecheck test ## Lint, typecheck and the suite

@@ -104,7 +104,9 @@ async def explain(args: argparse.Namespace) -> None:
     db = database(args.db_url)
     experiment = db["experiment_id"]
     [window] = make_windows(db["last_ms"], [args.window], [args.bucket] if args.bucket else None)
-    store = {"store": "on", "store_path": str(args.store)} if args.store else {"store": "off"}
+    store: dict[str, Any] = (
+        {"store": "on", "store_path": str(args.store)} if args.store else {"store": "off"}
+    )
     settings = Settings(database_url=args.db_url, statement_timeout_seconds=600, **store)
     app = create_app(settings)
     async with app.router.lifespan_context(app):

@@ -166,7 +166,7 @@ def service_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(
-    args: argparse.Namespace, on_progress: Callable[[dict[str, Any]], None] | None = None
+    args: argparse.Namespace, on_progress: Callable[[dict[str, Any]], object] | None = None
 ) -> dict[str, Any]:
     started_at = datetime.now(UTC)
     db = database(args.db_url)
