@@ -91,25 +91,15 @@ def latency_by_bucket(
     frame: SeriesFrame, *, per_tool: bool, tool_name: str | None, quantiles: list[Quantile]
 ) -> Select[Any]:
     """Each (tool, bucket)'s latency statistics and picks, as ``ListPercentiles.summarize`` of
-    the finished calls gives them (no row for a bucket without finished calls).
+    the finished calls gives them (no row for a bucket without finished calls), where buckets
+    are not single rows of the rollup (``latency_per_row``: those ``counts_and_latency`` reads).
 
-    Hour buckets of one experiment read each row's sorted list as it is. Larger buckets, or
-    several experiments, concatenate their hours' sorted lists and sort them: the same values
-    as the calls', without grouping every call by (tool, bucket) (30 days per day, 300 groups:
-    110 -> 84 ms for the statement at 1M traces).
+    The bucket's hours' sorted lists are concatenated and sorted: the same values as the
+    calls', without grouping every call by (tool, bucket) (30 days per day, 300 groups: 110 ->
+    84 ms for the statement at 1M traces).
     """
     bucket = hourly.bucket(tool_hours, frame)
     in_scope = and_(_in_scope(frame, per_tool, tool_name), _h.n > 0)
-    if latency_per_row(frame):
-        return select(
-            *_tool(per_tool),
-            bucket,
-            _h.n,
-            _h.total,
-            _h.minimum,
-            _h.maximum,
-            *sorted_list_picks(_h.sorted_values, _h.n, quantiles),
-        ).where(in_scope)
     keys = [*_tool(per_tool), bucket]
     merged = (
         select(

@@ -186,26 +186,28 @@ class _ToolCalls:
         keys = ["tool"] if self.per_tool else []
         key_cols = [calls.c[k] for k in keys]
         rollup = hourly.usable(self.frame)
-        # The tracking databases count distinct trace ids; the store reads its rollup per
-        # (tool, hour), or joins the calls per (tool, bucket) to its counts of calling traces
-        # (``calling_traces``).
-        kept_counts = (
-            tool_hours.counts(self.frame, per_tool=self.per_tool, tool_name=self.tool_name)
-            if rollup
-            else self._counts_with_calling_traces(calls, keys)
-        )
-        counts = kept_span_sets.of(
-            select(
-                *key_cols,
-                calls.c.bucket,
-                func.count(func.distinct(calls.c.trace_id)).label("trace_count"),
-                func.count().label("invocation_count"),
-                func.sum(calls.c.is_error).label("error_count"),
-                func.count(calls.c.v).label("n"),
-            ).group_by(*key_cols, calls.c.bucket),
-            kept_counts,
-            name="call_counts",
-        )
+        # Hour buckets of one experiment: the store reads each (tool, hour) row of its rollup
+        # once for the whole statement (below), so the parts need no forms of their own there.
+        whole_rows = rollup and self.latency_series and tool_hours.latency_per_row(self.frame)
+        grouped = select(
+            *key_cols,
+            calls.c.bucket,
+            func.count(func.distinct(calls.c.trace_id)).label("trace_count"),
+            func.count().label("invocation_count"),
+            func.sum(calls.c.is_error).label("error_count"),
+            func.count(calls.c.v).label("n"),
+        ).group_by(*key_cols, calls.c.bucket)
+        counts: Select[Any] | kept_span_sets = grouped
+        if not whole_rows:
+            # The tracking databases count distinct trace ids; the store reads its rollup per
+            # (tool, hour), or joins the calls per (tool, bucket) to its counts of calling
+            # traces (``calling_traces``).
+            kept_counts = (
+                tool_hours.counts(self.frame, per_tool=self.per_tool, tool_name=self.tool_name)
+                if rollup
+                else self._counts_with_calling_traces(calls, keys)
+            )
+            counts = kept_span_sets.of(grouped, kept_counts, name="call_counts")
         timed = self.timed(calls)
         by_bucket = strategy.summarize(
             timed,
@@ -218,8 +220,8 @@ class _ToolCalls:
         stat_names.remove("bucket")
         columns = ["tool", "bucket", *_COUNT_COLUMNS, *stat_names]
         latency_rows: Select[Any] | kept_span_sets = by_bucket
-        if rollup and not self.buckets_counted_first(strategy):
-            # The store reads its (tool, hour)'s sorted durations instead of sorting every call.
+        if rollup and not whole_rows and not self.buckets_counted_first(strategy):
+            # The store reads its hours' sorted durations instead of sorting every call.
             kept_latency = tool_hours.latency_by_bucket(
                 self.frame,
                 per_tool=self.per_tool,
@@ -242,7 +244,7 @@ class _ToolCalls:
             overall = strategy.summarize(timed, value="v", keys=keys, quantiles=LATENCY_QUANTILES)
             parts.append(padded(_OVERALL, overall))
         summary = union_all(*parts)
-        if rollup and self.latency_series and tool_hours.latency_per_row(self.frame):
+        if whole_rows:
             # The store (which counts first: no overall part) reads each (tool, hour) once.
             kept = tool_hours.counts_and_latency(
                 self.frame,
