@@ -57,7 +57,13 @@ def main() -> None:
     parser.add_argument("--window", default="30d", choices=["24h", "7d", "30d"])
     parser.add_argument("--bucket", default="day", choices=["hour", "day", "week"])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument(
+        "--chromium",
+        default="/usr/bin/chromium-headless-shell",
+        help="the browser: Chromium's headless shell (Playwright's own headless browser) by "
+        "default; /usr/bin/chromium runs the full browser headless, whose own UI costs CPU "
+        "beside the page on a small machine",
+    )
     parser.add_argument(
         "--timeline", action="store_true", help="print each load's API requests (start, end)"
     )

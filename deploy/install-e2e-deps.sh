@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Install what tests/test_e2e_deploy.py runs besides Python: nginx (the reverse proxy of the
-# compose stack) and Chromium (renders /docs headless). Debian packages; needs root.
-# Does nothing when both are already there, so CI pays for apt only on a fresh machine.
+# Install what the browser tests and the page bench run besides Python: nginx (the reverse proxy
+# of the compose stack), Chromium (renders /docs and MLflow's UI headless) and Chromium's headless
+# shell (the Insights page's tests and `bench.page`: the browser Playwright itself uses for headless
+# runs, without the full browser's own UI, which cost the page bench a core's worth of CPU).
+# Debian packages; needs root. Does nothing when all are there, so CI pays for apt only on a
+# fresh machine.
 set -euo pipefail
 
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromium-headless-shell >/dev/null 2>&1 || missing+=(chromium-headless-shell)
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "e2e deps: nginx and chromium already installed"
+  echo "e2e deps: nginx, chromium and chromium-headless-shell already installed"
   exit 0
 fi
 

@@ -29,7 +29,8 @@ from service.app import create_app
 from service.settings import Settings
 from tests.conftest import API, Backend, build_backend
 
-CHROMIUM = "/usr/bin/chromium"
+# Chromium's headless shell: the browser Playwright itself runs headless (install-e2e-deps.sh).
+CHROMIUM = "/usr/bin/chromium-headless-shell"
 SHOTS = Path(os.environ.get("INSIGHTS_PAGE_SCREENSHOTS", "build/insights-page"))
 READY = "document.body.dataset.state === 'ready'"
 
