@@ -188,7 +188,7 @@ def test_counted_groups_give_postgres_percentiles(
     store_engine: sa.Engine, keys: list[str], many_values: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``summarize_counted_groups``: every group's ranks picked by one ``quantile_disc`` over
-    all groups' fractions when the groups are few (eight names, the NULL one included), the
+    fractions the groups share when the groups are few (eight names, the NULL one included), the
     sorted lists beyond ``MAX_PICKED_GROUPS``; the counts given are those of the raw values."""
     expected: dict[tuple[object, ...], list[float]] = {}
     for k, values in groups_of_every_size().items():
@@ -213,3 +213,61 @@ def test_counted_groups_give_postgres_percentiles(
         assert row["n"] == len(present)
         for q in QUANTILES:
             assert strategy.read(row, q) == textbook(present, q), (row["name"], q)
+
+
+def test_shared_fractions_pick_each_groups_own_ranks() -> None:
+    """``_shared_fractions``: for every group, the fraction at each of its places picks its
+    rank as DuckDB does (index ``ceil(n * f) - 1``, in integer arithmetic), and groups of
+    similar counts share them: far fewer fractions than two per quantile per group."""
+    rng = random.Random(5)
+    scale = 10**30
+    cases = [
+        [rng.randrange(1, 12) for _ in range(20)],  # tiny groups, counts 1 and 2 included
+        [rng.randrange(30_000, 36_000) for _ in range(30)],  # a million latencies in days
+        [rng.randrange(1_200, 1_600) for _ in range(32)],
+        [1, 2, 3, 10**6, 10**9],
+    ]
+    for counts in cases:
+        fractions, places = percentiles._shared_fractions(counts, QUANTILES)
+        assert fractions == sorted(fractions)
+        for count, own in zip(counts, places, strict=True):
+            ranks = percentiles._pick_ranks(QUANTILES, count)
+            for rank, place in zip(ranks, own, strict=True):
+                f = fractions[place - 1]
+                assert -((-count * f) // scale) == rank, (count, rank, f)  # ceil(n * f)
+    days = percentiles._shared_fractions(cases[1], QUANTILES)[0]
+    assert len(days) < 2 * len(QUANTILES) * len(cases[1]) / 4
+
+
+def test_counted_groups_of_similar_counts_give_postgres_percentiles() -> None:
+    """Thirty groups of nearly the same count (days of traces), whose ranks share fractions:
+    each group's percentiles still those of its own raw values."""
+    rng = random.Random(23)
+    groups = {
+        k: [rng.lognormvariate(5, 1) for _ in range(rng.randrange(900, 1100))] for k in range(30)
+    }
+    engine = sa.create_engine("duckdb:///:memory:")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE days (k INTEGER, v DOUBLE)")
+        conn.execute(
+            sa.text("INSERT INTO days VALUES (:k, :v)"),
+            [{"k": k, "v": v} for k, values in groups.items() for v in values],
+        )
+    days = sa.table("days", sa.column("k", sa.Integer), sa.column("v", sa.Float))
+    source = sa.select(days.c.k, days.c.v).subquery("source")
+    strategy = ListPercentiles()
+    statement = strategy.summarize_counted_groups(
+        source,
+        value="v",
+        keys=["k"],
+        counts={(k,): len(values) for k, values in groups.items()},
+        quantiles=QUANTILES,
+    )
+    assert "quantile_disc" in str(statement)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(statement)]
+    assert {row["k"] for row in rows} == set(groups)
+    for row in rows:
+        assert row["n"] == len(groups[row["k"]])
+        for q in QUANTILES:
+            assert strategy.read(row, q) == textbook(groups[row["k"]], q), (row["k"], q)
