@@ -79,7 +79,8 @@ _TABLES: tuple[CopiedTable, ...] = (
 
 
 def _grown_columns(table: CopiedTable) -> list[str]:
-    return [*table.store_columns, TRACE_NUMBER_COPY]
+    # The store's own numbers too: the trace's is rewritten, a tag's pair kept (same pairs).
+    return [*table.store_columns, *table.numbers]
 
 
 def _copy_select(table: CopiedTable, k: int, numbers: int) -> str:

@@ -22,14 +22,16 @@ from mlflow.store.tracking.dbmodels.models import SqlTraceTag
 from mlflow.tracing.client import TracingClient
 
 from service.demo.generate import build_tracking_db
-from service.dialects.expressions import TRACE_NUMBER_COPY
+from service.dialects.expressions import TAG_PAIR_COPY, TRACE_NUMBER_COPY
 from service.store import Store, SyncSettings, SyncStats
 from service.store.layout import (
     ALL_TABLES,
     ENTITY_ASSOCIATIONS,
     REPEATED_FEEDBACK_TABLE,
+    TAG_PAIRS_TABLE,
     TRACE_NUMBERS,
     TRACE_SPAN_SETS_TABLE,
+    TRACE_TAGS,
     CopiedTable,
 )
 from service.store.rollups import ROLLUPS
@@ -112,6 +114,7 @@ def assert_exact_copy(store: Store, source: Source) -> None:
                 )
         assert_rollup_recomputed(store)
         assert_trace_numbers(store)
+        assert_tag_pairs(store)
     finally:
         engine.dispose()
 
@@ -143,6 +146,31 @@ def assert_trace_numbers(store: Store) -> None:
                 )
             ).scalar_one()
             assert wrong == 0, f"{table}: {wrong} rows without their trace's number"
+
+
+def assert_tag_pairs(store: Store) -> None:
+    """Each (key, value) pair of user tags has one number and each number one pair, and every
+    tag row carries the number of its own pair exactly when it is a user tag with a value
+    (a key not starting with ``mlflow.``, compared by code points), whichever cycle copied it."""
+    pairs, number, tags = TAG_PAIRS_TABLE.name, TAG_PAIR_COPY, TRACE_TAGS.name
+    with store.engine().connect() as dst:
+        rows, distinct_pairs, distinct_numbers = dst.execute(
+            sa.text(
+                f"SELECT count(*), count(DISTINCT (key, value)), count(DISTINCT {number}) "
+                f"FROM {pairs}"
+            )
+        ).one()
+        assert rows == distinct_pairs == distinct_numbers, (rows, distinct_pairs, distinct_numbers)
+        tagged = dst.execute(sa.text(f"SELECT key, value, {number} FROM {tags}")).all()
+        by_number = dict(
+            (n, (k, v))
+            for k, v, n in dst.execute(sa.text(f"SELECT key, value, {number} FROM {pairs}"))
+        )
+    for key, value, pair in tagged:
+        user_tag = value is not None and not key.startswith("mlflow.")
+        assert (pair is not None) == user_tag, (key, value, pair)
+        if user_tag:
+            assert by_number[pair] == (key, value), (key, value, pair, by_number[pair])
 
 
 def assert_rollup_recomputed(store: Store) -> None:

@@ -52,11 +52,14 @@ from sqlalchemy.sql.selectable import Subquery
 from service import dimension_catalog as catalog
 from service.dialects import bit_or_agg, exact_text, json_text_value, text_equals
 from service.dialects.expressions import (
+    TAG_PAIR_COPY,
     kept_span_sets,
     list_bits,
     list_values,
     repeated_feedback,
     span_combinations,
+    tag_pair,
+    tag_pairs,
     trace_number,
     trace_span_sets,
 )
@@ -369,21 +372,24 @@ async def _spans(
     ]
     # Traces (all, in the slice) per dimension and mask first: thousands of rows share a few
     # hundred masks per dimension, whose bits are then read once each.
-    # Rows read by position: thousands of them (4.5K over 30 days of 1M traces).
+    # Thousands of rows (4.5K over 30 days of 1M traces), read column by column: each
+    # dimension's masks zipped into keys, not indexed row by row.
     per_mask: dict[tuple[RowDimension, tuple[int, ...]], list[int]] = {}
     result = await session.execute(select(counted))
     position = {name: i for i, name in enumerate(result.keys())}
-    traces_at, in_slice_at = position["traces"], position["in_slice"]
-    mask_positions = [
-        (dimension, [position[c] for c in columns]) for dimension, columns, _ in dimensions
+    columns = list(zip(*result.all(), strict=True)) or [() for _ in position]
+    per_row = [int(t) for t in columns[position["traces"]]]
+    joint_per_row = [
+        t * int(s) for t, s in zip(per_row, columns[position["in_slice"]], strict=True)
     ]
-    for row in result:
-        traces = int(row[traces_at])
-        joint = traces * int(row[in_slice_at])
-        for dimension, at in mask_positions:
-            total = per_mask.setdefault((dimension, tuple([row[i] for i in at])), [0, 0])
-            total[0] += traces
-            total[1] += joint
+    for dimension, names, _ in dimensions:
+        if not names:
+            continue  # a dimension not asked for, or with no values: no masks
+        keys = zip(*(columns[position[c]] for c in names), strict=True)
+        for key, n, in_slice in zip(keys, per_row, joint_per_row, strict=True):
+            total = per_mask.setdefault((dimension, key), [0, 0])
+            total[0] += n
+            total[1] += in_slice
     vocabularies = {dimension: names for dimension, _, names in dimensions}
     counts: dict[tuple[RowDimension, str], list[int]] = {}
     for (dimension, masks), (traces, joint) in per_mask.items():
@@ -421,11 +427,28 @@ async def _tags(session: AsyncSession, flagged: Flagged) -> list[Candidate]:
     # traces, 3M tags: 143 → 103 ms), by the traces' numbers; MariaDB may run such an IN once
     # per row.
     flag = case((trace_number(tag.request_id).in_(flagged.slice_numbers()), 1), else_=0)
-    kept = (
-        select(key, value, func.count().label("traces"), _sum(flag).label("joint"))
-        .where(*tags)
-        .group_by(key, value)
-    )
+    if flagged.include_system_tags:
+        kept = (
+            select(key, value, func.count().label("traces"), _sum(flag).label("joint"))
+            .where(*tags)
+            .group_by(key, value)
+        )
+    else:
+        # User tags by the store's number of their pair (30 days of 1M traces, 3M tags:
+        # 109 -> 53 ms), the pairs read after.
+        number = tag_pair(tag)
+        numbered = (
+            select(number.label("pair"), func.count().label("traces"), _sum(flag).label("joint"))
+            .where(number.is_not(None), flagged.scope.owns(tag.request_id))
+            .group_by(number)
+            .subquery("numbered")
+        )
+        kept = select(
+            tag_pairs.c.key.label("k"),
+            tag_pairs.c.value.label("v"),
+            numbered.c.traces,
+            numbered.c.joint,
+        ).join_from(numbered, tag_pairs, tag_pairs.c[TAG_PAIR_COPY] == numbered.c.pair)
     counted = kept_span_sets.of(grouped, kept, name="tag_counts")
     stmt = select(counted.c.k, counted.c.v, counted.c.traces, counted.c.joint)
     if flagged.min_count > 0:

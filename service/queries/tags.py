@@ -19,10 +19,11 @@ from mlflow.store.tracking.dbmodels.models import SqlTraceInfo, SqlTraceTag
 from sqlalchemy import exists, func, literal, not_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import Subquery
 
 from service.dialects import exact_text, text_equals
+from service.dialects.expressions import TAG_PAIR_COPY, kept_span_sets, tag_pair, tag_pairs
 from service.errors import does_not_exist
 from service.models.tags import (
     TagInfo,
@@ -80,10 +81,13 @@ async def discovery(
     tags = _tags_in_scope(scope, include_system=include_system)
     pair_key = exact_text(tags.c.tag_key).label("key")
     pair_value = exact_text(tags.c.tag_value).label("value")
+    grouped: Any = select(pair_key, pair_value, func.count().label("n")).group_by(
+        pair_key, pair_value
+    )
     pairs = (
-        select(pair_key, pair_value, func.count().label("n"))
-        .group_by(pair_key, pair_value)
-        .subquery("pairs")
+        grouped.subquery("pairs")
+        if include_system
+        else kept_span_sets.of(grouped, _numbered_pairs(scope), name="pairs")
     )
     stmt = select(
         pairs.c.key,
@@ -119,16 +123,20 @@ async def metrics(
         )
     tags = _tags_in_scope(scope, include_system=include_system, key=tag_key)
     value = exact_text(tags.c.tag_value).label("value")
-    count = func.count()
+    grouped: Any = select(value, func.count().label("n")).group_by(value)
+    counts = (
+        grouped.subquery("value_counts")
+        if is_system_tag(tag_key)
+        else kept_span_sets.of(grouped, _numbered_pairs(scope, tag_key), name="value_counts")
+    )
     stmt = (
         select(
-            value,
-            count.label("n"),
+            counts.c.value,
+            counts.c.n,
             func.count().over().label("unique_values"),
-            func.sum(func.count()).over().label("trace_count"),
+            func.sum(counts.c.n).over().label("trace_count"),
         )
-        .group_by(value)
-        .order_by(count.desc(), value)
+        .order_by(counts.c.n.desc(), counts.c.value)
         .limit(limit)
     )
     rows = (await session.execute(stmt)).all()
@@ -155,6 +163,23 @@ async def metrics(
             other_count=trace_count - sum(v.count for v in top),
         )
     )
+
+
+def _numbered_pairs(scope: TraceScope, key: str | None = None) -> Select[Any]:
+    """The store's form of the user tags in scope counted per (key, value) (``key``: of that
+    key only, per value): counted per pair number (``tag_pair``), the pairs read after."""
+    number = tag_pair(_tag)
+    rows: Any = select(number.label("pair"), func.count().label("n")).where(
+        number.is_not(None), scope.owns(_tag.request_id)
+    )
+    if key is not None:
+        rows = rows.where(text_equals(_tag.key, key))
+    counted = rows.group_by(number).subquery("numbered")
+    pair = tag_pairs.c
+    columns = [pair.value.label("value"), counted.c.n]
+    if key is None:
+        columns.insert(0, pair.key.label("key"))
+    return select(*columns).join_from(counted, tag_pairs, pair[TAG_PAIR_COPY] == counted.c.pair)
 
 
 async def _key_exists(session: AsyncSession, scope: TraceScope, tag_key: str) -> bool:

@@ -43,6 +43,8 @@ from service.dialects.expressions import (
     REPEATED_FEEDBACK,
     SPAN_COMBINATIONS,
     SPAN_SET_LISTS,
+    TAG_PAIR_COPY,
+    TAG_PAIRS,
     TOOL_HOURS,
     TRACE_COST_HOURS,
     TRACE_EXPERIMENT_COPY,
@@ -53,7 +55,7 @@ from service.dialects.expressions import (
 from service.queries.cost import COST_KINDS
 from service.queries.exact_sums import sum_column_names
 
-LAYOUT_VERSION = 9
+LAYOUT_VERSION = 10
 
 STORE_METADATA = MetaData()
 
@@ -85,7 +87,12 @@ class CopiedTable:
     @property
     def store_columns(self) -> list[str]:
         """The columns the sync copies: MLflow's, and the copies of the trace's."""
-        return [c.name for c in self.store.columns if c.name != TRACE_NUMBER_COPY]
+        return [c.name for c in self.store.columns if c.name not in STORE_NUMBERED]
+
+    @property
+    def numbers(self) -> list[str]:
+        """The numbers the store itself gives the rows as it inserts them (``STORE_NUMBERED``)."""
+        return [c.name for c in self.store.columns if c.name in STORE_NUMBERED]
 
     @property
     def numbered(self) -> bool:
@@ -98,8 +105,18 @@ class CopiedTable:
         return [name for name in self.store_columns if name not in self.columns]
 
 
+# Columns the store fills as it inserts rows, not copied: the trace's number, and on
+# ``trace_tags`` the number of the row's (key, value) pair (``TAG_PAIRS_TABLE``).
+STORE_NUMBERED = (TRACE_NUMBER_COPY, TAG_PAIR_COPY)
+
+
 def _narrow(
-    source: Table, columns: list[str], trace_key: str | None, *, child: bool = True
+    source: Table,
+    columns: list[str],
+    trace_key: str | None,
+    *,
+    child: bool = True,
+    own_numbers: tuple[str, ...] = (),
 ) -> CopiedTable:
     derived = [Column(name, BigInteger) for name in TRACE_COPIES] if child else []
     number = [Column(TRACE_NUMBER_COPY, BigInteger)] if trace_key is not None else []
@@ -109,6 +126,7 @@ def _narrow(
         *(Column(name, source.c[name].type) for name in columns),
         *derived,
         *number,
+        *(Column(name, BigInteger) for name in own_numbers),
     )
     return CopiedTable(source, store, trace_key, tuple(columns))
 
@@ -143,7 +161,12 @@ TRACE_INFO = _narrow(
     "request_id",
     child=False,
 )
-TRACE_TAGS = _narrow(SqlTraceTag.__table__, ["request_id", "key", "value"], "request_id")
+TRACE_TAGS = _narrow(
+    SqlTraceTag.__table__,
+    ["request_id", "key", "value"],
+    "request_id",
+    own_numbers=(TAG_PAIR_COPY,),
+)
 TRACE_METADATA = _narrow(SqlTraceMetadata.__table__, ["request_id", "key", "value"], "request_id")
 SPANS = _narrow(
     SqlSpan.__table__,
@@ -222,6 +245,16 @@ TRACE_NUMBERS = Table(
     STORE_METADATA,
     Column("trace_id", String, nullable=False),
     Column(TRACE_NUMBER_COPY, BigInteger, nullable=False),
+)
+
+# Each distinct (key, value) of the user tags the store has inserted (``TAG_PAIRS``): the
+# largest number so far plus one when first seen, never changed after.
+TAG_PAIRS_TABLE = Table(
+    TAG_PAIRS,
+    STORE_METADATA,
+    Column(TAG_PAIR_COPY, BigInteger, nullable=False),
+    Column("key", SqlTraceTag.__table__.c.key.type, nullable=False),
+    Column("value", SqlTraceTag.__table__.c.value.type, nullable=False),
 )
 
 # The source's fingerprint of each (experiment, slot, table) as of its last copy or check.

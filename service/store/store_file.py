@@ -30,6 +30,7 @@ from sqlalchemy.types import TypeEngine
 from service.dialects.duckdb_policy import STORE_DRIVER
 from service.dialects.expressions import (
     SPAN_SET_LISTS,
+    TAG_PAIR_COPY,
     TRACE_EXPERIMENT_COPY,
     TRACE_NUMBER_COPY,
     TRACE_TIMESTAMP_COPY,
@@ -48,6 +49,7 @@ from service.store.layout import (
     STORE_META,
     STORE_METADATA,
     STORE_PARTITIONS,
+    TAG_PAIRS_TABLE,
     TRACE_INFO,
     TRACE_NUMBERS,
     TRACE_SPAN_SETS_TABLE,
@@ -55,7 +57,7 @@ from service.store.layout import (
 )
 from service.store.rollups import ROLLUPS
 from service.store.source_sql import PARTITION_MS, Fingerprint, Partition, SlotRange
-from service.traces import SPAN_ERROR, TOOL_SPAN_TYPE
+from service.traces import SPAN_ERROR, SYSTEM_TAG_PREFIX, TOOL_SPAN_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -405,10 +407,23 @@ class StoreFile:
                 return
             self._number_incoming_traces(table, rows)
             key = f'i."{table.trace_key}"'
+            numbers, joins = (
+                [f'"{TRACE_NUMBER_COPY}"'],
+                [f"JOIN incoming_numbers AS k ON k.id = {key}"],
+            )
+            values = ["k.n"]
+            if TAG_PAIR_COPY in table.numbers:
+                self._number_incoming_tag_pairs()
+                numbers.append(f'"{TAG_PAIR_COPY}"')
+                values.append(f"p.{TAG_PAIR_COPY}")
+                joins.append(
+                    f"LEFT JOIN {TAG_PAIRS_TABLE.name} AS p ON p.key = i.key AND p.value = i.value "
+                    f"AND {_USER_TAG.format(row='i')}"
+                )
             self.db.execute(
-                f'INSERT INTO {table.name} ({names}, "{TRACE_NUMBER_COPY}") '
-                f"SELECT {', '.join(f'i.{n}' for n in names.split(', '))}, k.n "
-                f"FROM incoming_rows AS i JOIN incoming_numbers AS k ON k.id = {key}"
+                f"INSERT INTO {table.name} ({names}, {', '.join(numbers)}) "
+                f"SELECT {', '.join(f'i.{n}' for n in names.split(', '))}, {', '.join(values)} "
+                f"FROM incoming_rows AS i {' '.join(joins)}"
             )
             self.db.execute("DROP TABLE incoming_numbers")
         finally:
@@ -462,6 +477,20 @@ class StoreFile:
         # Dropped on success only, as incoming_numbers: after a failed statement the
         # transaction refuses any other, and a DROP would hide the failure.
         self.db.execute("DROP TABLE fresh_numbers")
+
+    def _number_incoming_tag_pairs(self) -> None:
+        """Number the user tags' (key, value) pairs of ``incoming_rows`` not numbered yet
+        (``TAG_PAIRS_TABLE``): the next numbers, in the order of the pairs."""
+        pairs = TAG_PAIRS_TABLE.name
+        self.db.execute(
+            f"INSERT INTO {pairs} ({TAG_PAIR_COPY}, key, value) "
+            f"SELECT (SELECT coalesce(max({TAG_PAIR_COPY}), 0) FROM {pairs}) "
+            "+ row_number() OVER (ORDER BY fresh.key, fresh.value), fresh.key, fresh.value "
+            "FROM (SELECT DISTINCT i.key, i.value FROM incoming_rows AS i "
+            f"WHERE {_USER_TAG.format(row='i')}) AS fresh "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {pairs} AS p "
+            "WHERE p.key = fresh.key AND p.value = fresh.value)"
+        )
 
     def _unnumbered(self) -> bool:
         found = self.db.execute("SELECT count(*) FROM incoming_numbers WHERE n IS NULL").fetchone()
@@ -603,9 +632,15 @@ class StoreFile:
         self.db.execute(f"DELETE FROM {SPAN_COMBINATIONS_TABLE.name}")
         self.db.execute(f"DELETE FROM {REPEATED_FEEDBACK_TABLE.name}")
         self.db.execute(f"DELETE FROM {TRACE_NUMBERS.name}")
+        self.db.execute(f"DELETE FROM {TAG_PAIRS_TABLE.name}")
         for rollup in ROLLUPS:
             self.db.execute(f"DELETE FROM {rollup.name}")
         self.db.execute(f'DELETE FROM "{STORE_PARTITIONS.name}"')
+
+
+# A tag row the store numbers the pair of (``TAG_PAIR_COPY``): a user tag with a value, as
+# ``service.traces.not_system_tag`` tells them (keys compared by code points).
+_USER_TAG = f"{{row}}.value IS NOT NULL AND NOT starts_with({{row}}.key, '{SYSTEM_TAG_PREFIX}')"
 
 
 def _span_sets_select(where: str) -> str:
