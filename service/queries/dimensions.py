@@ -21,6 +21,8 @@ from sqlalchemy.sql.selectable import Subquery
 
 from service import dimension_catalog as catalog
 from service.dialects import exact_text, json_text_value, text_equals
+from service.dialects.expressions import TAG_PAIR_COPY, kept_span_sets, tag_pair
+from service.dialects.expressions import tag_pairs as numbered_pairs
 from service.dimension_catalog import Dimension, DimensionRef, Kind, ParameterSpec
 from service.errors import does_not_exist
 from service.feedback_types import (
@@ -68,11 +70,20 @@ async def _distinct(session: AsyncSession, stmt: Select[Any]) -> list[str]:
 
 
 async def _capped_values(
-    session: AsyncSession, pairs: Select[Any], *, limit: int = catalog.ENUM_LIMIT
+    session: AsyncSession,
+    pairs: Select[Any],
+    *,
+    limit: int = catalog.ENUM_LIMIT,
+    kept: Select[Any] | None = None,
 ) -> dict[str, list[str] | None]:
-    """``{key: sorted values}`` from a select of distinct (key, value) pairs; None for keys
-    with more than ``limit`` values, whose values are not read. One round trip."""
-    distinct_pairs = pairs.distinct().subquery("pairs")
+    """``{key: sorted values}`` from a select of (key, value) pairs, each pair once; None for
+    keys with more than ``limit`` values, whose values are not read. One round trip. ``kept``:
+    the same distinct pairs as the analytics store computes them (``kept_span_sets``)."""
+    distinct_pairs = (
+        pairs.distinct().subquery("pairs")
+        if kept is None
+        else kept_span_sets.of(pairs.distinct(), kept, name="pairs")
+    )
     counted = select(
         distinct_pairs.c.k,
         distinct_pairs.c.v,
@@ -145,9 +156,17 @@ async def discovery(
     tag_pairs = select(exact_text(tag.key).label("k"), exact_text(tag.value).label("v")).where(
         tag.value.is_not(None), scope.owns(tag.request_id)
     )
+    numbered: Select[Any] | None = None
     if not include_system_tags:
         tag_pairs = tag_pairs.where(not_system_tag(tag))
-    tags = await _capped_values(session, tag_pairs)
+        # The store: the distinct numbers of the user tags' pairs in scope, their pairs read
+        # after (an integer DISTINCT instead of one over two strings).
+        number = tag_pair(tag)
+        seen = select(number).where(number.is_not(None), scope.owns(tag.request_id)).distinct()
+        numbered = select(numbered_pairs.c.key.label("k"), numbered_pairs.c.value.label("v")).where(
+            numbered_pairs.c[TAG_PAIR_COPY].in_(seen)
+        )
+    tags = await _capped_values(session, tag_pairs, kept=numbered)
     typings = await feedback_typing(session, scope, match=NameMatch.COLLATION)
     feedback_values = await _string_feedback_values(session, scope, typings)
 
