@@ -119,19 +119,22 @@ def assert_exact_copy(store: Store, source: Source) -> None:
         engine.dispose()
 
 
+def assert_one_to_one(dst: sa.Connection, table: str, keys: str, number: str) -> None:
+    """The store's numbering ``table`` gives each of its ``keys`` one number, and each number
+    to one of them."""
+    rows, distinct_keys, distinct_numbers = dst.execute(
+        sa.text(f"SELECT count(*), count(DISTINCT {keys}), count(DISTINCT {number}) FROM {table}")
+    ).one()
+    assert rows == distinct_keys == distinct_numbers, (table, rows, distinct_keys, distinct_numbers)
+
+
 def assert_trace_numbers(store: Store) -> None:
     """Each trace id has one number and each number one trace id, and every row of a trace
     (copied rows, span sets, repeated feedback pairs) carries its trace's number, whichever
     cycle copied it."""
     numbers = TRACE_NUMBERS.name
     with store.engine().connect() as dst:
-        ids, distinct_ids, distinct_numbers = dst.execute(
-            sa.text(
-                f"SELECT count(*), count(DISTINCT trace_id), count(DISTINCT {TRACE_NUMBER_COPY}) "
-                f"FROM {numbers}"
-            )
-        ).one()
-        assert ids == distinct_ids == distinct_numbers, (ids, distinct_ids, distinct_numbers)
+        assert_one_to_one(dst, numbers, "trace_id", TRACE_NUMBER_COPY)
         keyed = [(t.name, t.trace_key) for t in ALL_TABLES if t.numbered]
         keyed += [
             (TRACE_SPAN_SETS_TABLE.name, "trace_id"),
@@ -154,13 +157,7 @@ def assert_tag_pairs(store: Store) -> None:
     (a key not starting with ``mlflow.``, compared by code points), whichever cycle copied it."""
     pairs, number, tags = TAG_PAIRS_TABLE.name, TAG_PAIR_COPY, TRACE_TAGS.name
     with store.engine().connect() as dst:
-        rows, distinct_pairs, distinct_numbers = dst.execute(
-            sa.text(
-                f"SELECT count(*), count(DISTINCT (key, value)), count(DISTINCT {number}) "
-                f"FROM {pairs}"
-            )
-        ).one()
-        assert rows == distinct_pairs == distinct_numbers, (rows, distinct_pairs, distinct_numbers)
+        assert_one_to_one(dst, pairs, "(key, value)", number)
         tagged = dst.execute(sa.text(f"SELECT key, value, {number} FROM {tags}")).all()
         by_number = dict(
             (n, (k, v))
