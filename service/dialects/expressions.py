@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql.elements import Label
 from sqlalchemy.sql.expression import FunctionElement, Join
 from sqlalchemy.sql.selectable import CompoundSelect, Subquery
 from sqlalchemy.sql.visitors import InternalTraversal
@@ -546,6 +547,32 @@ def tag_pair(tag: Any) -> Any:
     alias); NULL for a system tag or a tag without a value. Only in statements that run on the
     store alone (``kept_span_sets``' ``kept``)."""
     return _store_copy(TAG_PAIR_COPY, tag.key)
+
+
+def per_tag_pair(
+    tag: Any,
+    where: Sequence[ColumnElement[bool]],
+    *aggregates: Label[Any],
+    key: str | None = "key",
+    value: str = "value",
+) -> Select[Any]:
+    """The store's form of a grouping of user tag rows by (key, value): the ``aggregates`` of
+    the rows of ``tag`` that pass ``where``, grouped by their pair's number (``tag_pair``, an
+    integer grouping), and each group's key and value read from ``tag_pairs`` after, labelled
+    ``key`` (None: left out) and ``value``. Only in statements that run on the store alone
+    (``kept_span_sets``' ``kept``)."""
+    number = tag_pair(tag)
+    numbered = (
+        select(number.label("pair"), *aggregates)
+        .where(number.is_not(None), *where)
+        .group_by(number)
+        .subquery("numbered")
+    )
+    pair = tag_pairs.c
+    names = [pair.key.label(key)] if key is not None else []
+    return select(
+        *names, pair.value.label(value), *(numbered.c[a.name] for a in aggregates)
+    ).join_from(numbered, tag_pairs, pair[TAG_PAIR_COPY] == numbered.c.pair)
 
 
 # The store's rollups of cost per (trace's experiment, UTC hour): of traces, and of spans per

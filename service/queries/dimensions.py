@@ -21,8 +21,7 @@ from sqlalchemy.sql.selectable import Subquery
 
 from service import dimension_catalog as catalog
 from service.dialects import exact_text, json_text_value, text_equals
-from service.dialects.expressions import TAG_PAIR_COPY, kept_span_sets, tag_pair
-from service.dialects.expressions import tag_pairs as numbered_pairs
+from service.dialects.expressions import kept_span_sets, per_tag_pair
 from service.dimension_catalog import Dimension, DimensionRef, Kind, ParameterSpec
 from service.errors import does_not_exist
 from service.feedback_types import (
@@ -159,13 +158,9 @@ async def discovery(
     numbered: Select[Any] | None = None
     if not include_system_tags:
         tag_pairs = tag_pairs.where(not_system_tag(tag))
-        # The store: the distinct numbers of the user tags' pairs in scope, their pairs read
-        # after (an integer DISTINCT instead of one over two strings).
-        number = tag_pair(tag)
-        seen = select(number).where(number.is_not(None), scope.owns(tag.request_id)).distinct()
-        numbered = select(numbered_pairs.c.key.label("k"), numbered_pairs.c.value.label("v")).where(
-            numbered_pairs.c[TAG_PAIR_COPY].in_(seen)
-        )
+        # The store: the user tags' pairs in scope by their numbers (an integer grouping
+        # instead of a DISTINCT over two strings).
+        numbered = per_tag_pair(tag, [scope.owns(tag.request_id)], key="k", value="v")
     tags = await _capped_values(session, tag_pairs, kept=numbered)
     typings = await feedback_typing(session, scope, match=NameMatch.COLLATION)
     feedback_values = await _string_feedback_values(session, scope, typings)

@@ -23,7 +23,7 @@ from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import Subquery
 
 from service.dialects import exact_text, text_equals
-from service.dialects.expressions import TAG_PAIR_COPY, kept_span_sets, tag_pair, tag_pairs
+from service.dialects.expressions import kept_span_sets, per_tag_pair
 from service.errors import does_not_exist
 from service.models.tags import (
     TagInfo,
@@ -167,19 +167,11 @@ async def metrics(
 
 def _numbered_pairs(scope: TraceScope, key: str | None = None) -> Select[Any]:
     """The store's form of the user tags in scope counted per (key, value) (``key``: of that
-    key only, per value): counted per pair number (``tag_pair``), the pairs read after."""
-    number = tag_pair(_tag)
-    rows: Any = select(number.label("pair"), func.count().label("n")).where(
-        number.is_not(None), scope.owns(_tag.request_id)
-    )
+    key only, per value), by their pair numbers (``per_tag_pair``)."""
+    where = [scope.owns(_tag.request_id)]
     if key is not None:
-        rows = rows.where(text_equals(_tag.key, key))
-    counted = rows.group_by(number).subquery("numbered")
-    pair = tag_pairs.c
-    columns = [pair.value.label("value"), counted.c.n]
-    if key is None:
-        columns.insert(0, pair.key.label("key"))
-    return select(*columns).join_from(counted, tag_pairs, pair[TAG_PAIR_COPY] == counted.c.pair)
+        where.append(text_equals(_tag.key, key))
+    return per_tag_pair(_tag, where, func.count().label("n"), key="key" if key is None else None)
 
 
 async def _key_exists(session: AsyncSession, scope: TraceScope, tag_key: str) -> bool:
