@@ -271,3 +271,67 @@ def test_counted_groups_of_similar_counts_give_postgres_percentiles() -> None:
         assert row["n"] == len(groups[row["k"]])
         for q in QUANTILES:
             assert strategy.read(row, q) == textbook(groups[row["k"]], q), (row["k"], q)
+
+
+def integer_groups() -> dict[int | None, list[int | None]]:
+    """Integer values as the store's latencies are (milliseconds, nanoseconds), in groups of
+    every kind the bins must rank exactly: ties, NULLs, negatives, a range wider than a
+    BIGINT's half, a lone outlier that puts nearly every value in one bin, a NULL key."""
+    rng = random.Random(31)
+    groups: dict[int | None, list[int | None]] = {}
+    for size in range(0, 120):
+        spread = rng.choice([3, 1000, 10**12])
+        groups[size] = [rng.randrange(spread) - spread // 4 for _ in range(size)]
+        groups[size] += [None] * rng.randrange(3)
+    groups[500] = [int(rng.lognormvariate(7, 1)) for _ in range(6000)]  # latencies in ms
+    groups[501] = [rng.randrange(10**9) for _ in range(3000)] + [10**15]  # one outlier
+    groups[502] = [-(2**62), 2**62, 0, 1, -1] * 3  # the widest range a BIGINT column holds
+    groups[None] = [rng.randrange(40) for _ in range(77)]
+    return groups
+
+
+@pytest.fixture(scope="module")
+def integer_engine() -> sa.Engine:
+    engine = sa.create_engine("duckdb:///:memory:")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE integers (k INTEGER, v BIGINT)")
+        conn.execute(
+            sa.text("INSERT INTO integers VALUES (:k, :v)"),
+            [{"k": k, "v": v} for k, values in integer_groups().items() for v in values],
+        )
+    return engine
+
+
+@pytest.mark.parametrize("keys", [["k"], []], ids=["groups", "one group"])
+def test_many_integers_are_ranked_by_bins_exactly(
+    integer_engine: sa.Engine, keys: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``MANY_VALUES`` integers are ranked by counting them in bins of their range
+    (``_summarize_binned``), one group or many: each group's percentiles still those of its own
+    raw values, computed here by sorting them."""
+    monkeypatch.setattr(percentiles, "MANY_VALUES", 1)
+    expected: dict[tuple[object, ...], list[float]] = {}
+    for k, values in integer_groups().items():
+        key = (k,) if keys else ()
+        expected.setdefault(key, []).extend(float(v) for v in values if v is not None)
+    integers = sa.table("integers", sa.column("k", sa.Integer), sa.column("v", sa.BigInteger))
+    source = sa.select(integers.c.k, integers.c.v).subquery("source")
+    strategy = ListPercentiles()
+    counts = {key: len(values) for key, values in expected.items()}
+    statement = (
+        strategy.summarize_counted_groups(
+            source, value="v", keys=keys, counts=counts, quantiles=QUANTILES
+        )
+        if keys
+        else strategy.summarize_counted(source, value="v", count=counts[()], quantiles=QUANTILES)
+    )
+    assert "binned" in str(statement)
+    with integer_engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(statement)]
+    assert {tuple(row[k] for k in keys) for row in rows} == {k for k, v in expected.items() if v}
+    for row in rows:
+        present = expected[tuple(row[k] for k in keys)]
+        assert row["n"] == len(present)
+        assert row["minimum"] == min(present) and row["maximum"] == max(present)
+        for q in QUANTILES:
+            assert strategy.read(row, q) == textbook(present, q), (row.get("k"), q)
