@@ -281,8 +281,8 @@ def integer_groups() -> dict[int | None, list[int | None]]:
     groups: dict[int | None, list[int | None]] = {}
     for size in range(0, 120):
         spread = rng.choice([3, 1000, 10**12])
-        groups[size] = [rng.randrange(spread) - spread // 4 for _ in range(size)]
-        groups[size] += [None] * rng.randrange(3)
+        values: list[int | None] = [rng.randrange(spread) - spread // 4 for _ in range(size)]
+        groups[size] = values + [None] * rng.randrange(3)
     groups[500] = [int(rng.lognormvariate(7, 1)) for _ in range(6000)]  # latencies in ms
     groups[501] = [rng.randrange(10**9) for _ in range(3000)] + [10**15]  # one outlier
     groups[502] = [-(2**62), 2**62, 0, 1, -1] * 3  # the widest range a BIGINT column holds

@@ -602,7 +602,7 @@ class ListPercentiles(WindowPercentiles):
         )
         h = per_bin.c
         upto = func.sum(h.in_bin).over(partition_by=[h[k] for k in keys], order_by=h.b)
-        cumulative = select(h, upto.label("upto")).subquery("cumulative_bins")
+        cumulative = select(*h, upto.label("upto")).subquery("cumulative_bins")
         groups = (
             select(*(vals[k] for k in keys), *_stat_columns(vals.v))
             .group_by(*(vals[k] for k in keys))

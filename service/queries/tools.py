@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from mlflow.store.tracking.dbmodels.models import SqlSpan, SqlTraceInfo
 from sqlalchemy import and_, case, exists, func, literal, null, select, union_all
@@ -349,7 +349,9 @@ class _ToolCalls:
             kept = tool_hours.durations(
                 self.frame, per_tool=self.per_tool, tool_name=self.tool_name
             )
-            timed_calls = kept_span_sets.of(timed_calls.element, kept, name="timed")
+            timed_calls = kept_span_sets.of(
+                cast(Select[Any], timed_calls.element), kept, name="timed"
+            )
         if self.buckets_counted_first(strategy):
             # A selection per day or week instead of one sort of every call (30 days: 156 ->
             # 109 ms), the calls read again.
