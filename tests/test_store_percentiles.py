@@ -284,7 +284,7 @@ def integer_groups() -> dict[int | None, list[int | None]]:
         values: list[int | None] = [rng.randrange(spread) - spread // 4 for _ in range(size)]
         groups[size] = values + [None] * rng.randrange(3)
     groups[500] = [int(rng.lognormvariate(7, 1)) for _ in range(6000)]  # latencies in ms
-    groups[501] = [rng.randrange(10**9) for _ in range(3000)] + [10**15]  # one outlier
+    groups[501] = [*(rng.randrange(10**9) for _ in range(3000)), 10**15]  # one outlier
     groups[502] = [-(2**62), 2**62, 0, 1, -1] * 3  # the widest range a BIGINT column holds
     groups[None] = [rng.randrange(40) for _ in range(77)]
     return groups
