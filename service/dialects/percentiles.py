@@ -445,22 +445,9 @@ class ListPercentiles(WindowPercentiles):
             .subquery("ranked_values")
         )
         lows = [g.offset + int_div(q.num * (g.n - 1), q.den) + 1 for q in quantiles]
-        ranks = func.list_value(*(low + step for low in lows for step in (0, 1)))
-        wanted = select(func.unnest(ranks)).select_from(groups)
+        wanted = select(func.unnest(_both_ranks(lows))).select_from(groups)
         picked = select(ranked).where(ranked.c.rn.in_(wanted)).subquery("picked_values")
-        p = picked.c
-        picks: list[ColumnElement[Any]] = []
-        for q, low in zip(quantiles, lows, strict=True):
-            picks.append(func.max(case((p.rn == low, p.v))).label(q.low_column))
-            picks.append(func.max(case((p.rn == low + 1, p.v))).label(q.high_column))
-        # Keys may be NULL: one NULL group on each side.
-        on = and_(*(p[k].is_not_distinct_from(g[k]) for k in keys))
-        group_cols = [g[k] for k in keys] + [g[c] for c in STAT_COLUMNS]
-        return (
-            select(*group_cols, *picks)
-            .select_from(groups.outerjoin(picked, on))
-            .group_by(*group_cols, g.offset)
-        )
+        return _picks_per_group(groups, picked, keys, quantiles, lows, g.offset)
 
     counts_first = True
 
@@ -621,8 +608,8 @@ class ListPercentiles(WindowPercentiles):
         )
         g = groups.c
         lows = [int_div(q.num * (g.n - 1), q.den) + 1 for q in quantiles]
-        ranks = func.list_value(*(low + step for low in lows for step in (0, 1)))
-        wanted = select(*(g[k] for k in keys), func.unnest(ranks).label("r")).subquery("ranks")
+        ranks = func.unnest(_both_ranks(lows)).label("r")
+        wanted = select(*(g[k] for k in keys), ranks).subquery("ranks")
         c, w = cumulative.c, wanted.c
         holds = and_(
             *(c[k].is_not_distinct_from(w[k]) for k in keys),
@@ -645,18 +632,7 @@ class ListPercentiles(WindowPercentiles):
             .select_from(binned.join(bins, in_bin))
             .subquery("picked_values")
         )
-        p = picked.c
-        picks: list[ColumnElement[Any]] = []
-        for q, low in zip(quantiles, lows, strict=True):
-            picks.append(func.max(case((p.rn == low, p.v))).label(q.low_column))
-            picks.append(func.max(case((p.rn == low + 1, p.v))).label(q.high_column))
-        on = and_(literal(True), *(p[k].is_not_distinct_from(g[k]) for k in keys))
-        group_cols = [g[k] for k in keys] + [g[c] for c in STAT_COLUMNS]
-        return (
-            select(*group_cols, *picks)
-            .select_from(groups.outerjoin(picked, on))
-            .group_by(*group_cols)
-        )
+        return _picks_per_group(groups, picked, keys, quantiles, lows)
 
     def _summarize_all(
         self, source: Subquery, *, value: str, quantiles: Sequence[Quantile]
@@ -685,6 +661,37 @@ class ListPercentiles(WindowPercentiles):
         # Only the picked ranks join the one row of counts.
         joined = stats.outerjoin(ranked, or_(*wanted))
         return select(*stat_cols, *picks).select_from(joined).group_by(*stat_cols)
+
+
+def _both_ranks(lows: Sequence[ColumnElement[Any]]) -> ColumnElement[Any]:
+    """Each quantile's two ranks (from 1) as one DuckDB list: its low rank and the next."""
+    return func.list_value(*(low + step for low in lows for step in (0, 1)))
+
+
+def _picks_per_group(
+    groups: Subquery,
+    picked: Subquery,
+    keys: Sequence[str],
+    quantiles: Sequence[Quantile],
+    lows: Sequence[ColumnElement[Any]],
+    *grouped_too: ColumnElement[Any],
+) -> Select[Any]:
+    """Each group of ``groups`` (its keys and ``STAT_COLUMNS``) with the values ``picked``
+    holds at its ranks (``rn``, from ``lows`` and the next), labelled as ``read`` expects
+    them; ``grouped_too``: more columns of ``groups`` its rows are grouped by."""
+    g, p = groups.c, picked.c
+    picks: list[ColumnElement[Any]] = []
+    for q, low in zip(quantiles, lows, strict=True):
+        picks.append(func.max(case((p.rn == low, p.v))).label(q.low_column))
+        picks.append(func.max(case((p.rn == low + 1, p.v))).label(q.high_column))
+    # Keys may be NULL: one NULL group on each side.
+    on = and_(literal(True), *(p[k].is_not_distinct_from(g[k]) for k in keys))
+    group_cols = [g[k] for k in keys] + [g[c] for c in STAT_COLUMNS]
+    return (
+        select(*group_cols, *picks)
+        .select_from(groups.outerjoin(picked, on))
+        .group_by(*group_cols, *grouped_too)
+    )
 
 
 def sorted_list_picks(
